@@ -1,0 +1,128 @@
+//! Streaming SHA-256 of whole files and of their fixed-size blocks, in one read pass.
+//!
+//! The whole-file digest is the object's address; the block digests let any block be verified
+//! on its own when it is read back (from the store or the cache), without the rest of the
+//! object. The file is read once, one block at a time, so memory does not grow with its size.
+//! The whole-file hash runs on the reading thread and the block hashes on a second thread, so
+//! on a machine with two cores the pass costs about one SHA-256 of the file, not two.
+
+use std::io::{self, Read};
+use std::sync::mpsc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::ids::Digest;
+
+/// The block size of new objects. Stored in each object's metadata, so it can change later
+/// without invalidating objects written before.
+pub const BLOCK_SIZE: u64 = 1024 * 1024;
+
+/// The digests of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentHash {
+    pub digest: Digest,
+    pub size: u64,
+    pub block_size: u64,
+    pub blocks: Vec<Digest>,
+}
+
+pub fn sha256(data: &[u8]) -> Digest {
+    Digest::from_bytes(Sha256::digest(data).into())
+}
+
+/// Hashes everything `reader` yields; `progress` is told the bytes of each block as it goes.
+pub fn hash_reader(reader: impl Read, progress: impl FnMut(u64)) -> io::Result<ContentHash> {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let block_hasher = scope.spawn(move || rx.iter().map(|b| sha256(&b)).collect::<Vec<_>>());
+        let read = feed_blocks(reader, tx, progress);
+        let blocks = block_hasher
+            .join()
+            .map_err(|_| io::Error::other("the block hashing thread panicked"))?;
+        let (whole, size) = read?;
+        Ok(ContentHash {
+            digest: Digest::from_bytes(whole.finalize().into()),
+            size,
+            block_size: BLOCK_SIZE,
+            blocks,
+        })
+    })
+}
+
+/// Reads `reader` block by block, hashing it whole and sending each block on `tx`. Returns
+/// when the input ends or fails; dropping `tx` then ends the block hasher.
+fn feed_blocks(
+    mut reader: impl Read,
+    tx: mpsc::SyncSender<Vec<u8>>,
+    mut progress: impl FnMut(u64),
+) -> io::Result<(Sha256, u64)> {
+    let mut whole = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        let n = read_full(&mut reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        whole.update(&buf);
+        size += n as u64;
+        progress(n as u64);
+        tx.send(buf)
+            .map_err(|_| io::Error::other("the block hashing thread stopped"))?;
+        if n < BLOCK_SIZE as usize {
+            break;
+        }
+    }
+    Ok((whole, size))
+}
+
+/// Fills `buf` unless the input ends first; returns the bytes read.
+pub fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_match_a_one_shot_sha256() {
+        let size = BLOCK_SIZE as usize * 2 + 17;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let mut seen = 0;
+        let h = hash_reader(&data[..], |n| seen += n).unwrap();
+        assert_eq!(h.digest, sha256(&data));
+        assert_eq!(h.size, size as u64);
+        assert_eq!(seen, size as u64);
+        assert_eq!(h.blocks.len(), 3);
+        assert_eq!(h.blocks[0], sha256(&data[..BLOCK_SIZE as usize]));
+        assert_eq!(h.blocks[2], sha256(&data[2 * BLOCK_SIZE as usize..]));
+    }
+
+    #[test]
+    fn empty_input_has_no_blocks() {
+        let h = hash_reader(&[][..], |_| {}).unwrap();
+        assert_eq!(h.size, 0);
+        assert!(h.blocks.is_empty());
+        assert_eq!(
+            h.digest.to_string(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn exact_multiple_of_the_block_size_has_no_empty_tail_block() {
+        let data = vec![1u8; BLOCK_SIZE as usize * 2];
+        assert_eq!(hash_reader(&data[..], |_| {}).unwrap().blocks.len(), 2);
+    }
+}

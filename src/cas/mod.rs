@@ -1,0 +1,326 @@
+//! Content-addressed data: bytes stored once under their SHA-256, whatever name, run or format
+//! they arrive under.
+//!
+//! Storing a file is: one hash pass (whole-file and per-block digests), a presence check on
+//! `metadata.json`, and only if absent an upload of `data.<fmt>` followed by `metadata.json`.
+//! The order makes `metadata.json` the commit point: a crash in between leaves an object that
+//! is simply uploaded again. A file that changes between the hash pass and the end of the
+//! upload is refused before `metadata.json` is written, so a hash never describes other bytes.
+//! Reading verifies every block against its recorded hash before handing it out.
+//!
+//! This module knows objects, names and `used_by` markers; it knows nothing of manifests.
+
+pub mod format;
+pub mod hashing;
+pub mod metadata;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::ids::{Digest, Name, RunId};
+use crate::layout;
+use crate::storage::{Body, DynStore, PutMode, StorageError, list_all};
+use format::Format;
+use hashing::ContentHash;
+use metadata::ObjectMetadata;
+
+/// Told the number of bytes processed as a long operation advances.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Blocks fetched per GET when exporting an object.
+const BLOCKS_PER_GET: u64 = 8;
+/// GETs in flight when exporting an object.
+const GETS_IN_FLIGHT: usize = 4;
+
+/// The result of storing a file.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub meta: ObjectMetadata,
+    /// False when the bytes were already in the store and nothing was uploaded.
+    pub new: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataStore {
+    store: DynStore,
+}
+
+impl DataStore {
+    pub fn new(store: DynStore) -> Self {
+        DataStore { store }
+    }
+
+    pub fn backend(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Stores the file at `path`, which arrives under `name` (used for format detection and
+    /// recorded as the first name). Uploads nothing if the bytes are already stored.
+    pub async fn put_file(
+        &self,
+        path: &Path,
+        name: Option<&Name>,
+        progress: Progress,
+    ) -> Result<Stored> {
+        let before = identity(path)?;
+        let owned = path.to_path_buf();
+        let hash = blocking(move || {
+            let file = std::fs::File::open(&owned).map_err(Error::io(&owned))?;
+            hashing::hash_reader(file, |n| progress(n)).map_err(Error::io(&owned))
+        })
+        .await?;
+        match self.metadata(&hash.digest).await {
+            Ok(Some(meta)) => return Ok(Stored { meta, new: false }),
+            Ok(None) => {}
+            Err(Error::Corrupt { key, reason }) => {
+                tracing::warn!(%key, %reason, "replacing corrupt metadata with a fresh upload");
+            }
+            Err(e) => return Err(e),
+        }
+        let meta = describe(path, name, &hash).await?;
+        self.store
+            .put(
+                &meta.data_key(),
+                Body::File(path.to_path_buf()),
+                PutMode::Overwrite,
+            )
+            .await?;
+        if identity(path)? != before {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        self.commit_metadata(meta).await
+    }
+
+    /// Writes `metadata.json` for data already uploaded. If another writer committed the same
+    /// object first, theirs stands and this store reports "already stored".
+    async fn commit_metadata(&self, meta: ObjectMetadata) -> Result<Stored> {
+        let key = layout::metadata_key(&meta.hash);
+        match self
+            .store
+            .put(&key, Body::Bytes(meta.to_json().into()), PutMode::Create)
+            .await
+        {
+            Ok(_) => Ok(Stored { meta, new: true }),
+            Err(StorageError::AlreadyExists { .. }) => match self.metadata(&meta.hash).await {
+                Ok(Some(theirs)) => Ok(Stored {
+                    meta: theirs,
+                    new: false,
+                }),
+                // Present but unreadable: ours describes the same bytes, so it may replace it.
+                Ok(None) | Err(Error::Corrupt { .. }) => {
+                    self.store
+                        .put(&key, Body::Bytes(meta.to_json().into()), PutMode::Overwrite)
+                        .await?;
+                    Ok(Stored { meta, new: true })
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The metadata of object `h`, or `None` if it is not (completely) stored.
+    pub async fn metadata(&self, h: &Digest) -> Result<Option<ObjectMetadata>> {
+        match self.store.get(&layout::metadata_key(h), None).await {
+            Ok(got) => ObjectMetadata::parse(h, &got.data).map(Some),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The metadata of object `h`, which must be stored.
+    pub async fn require(&self, h: &Digest) -> Result<ObjectMetadata> {
+        self.metadata(h)
+            .await?
+            .ok_or_else(|| Error::DataNotFound(h.to_string()))
+    }
+
+    /// Records that the object is stored under `name` (a marker that also protects it from gc).
+    pub async fn add_name(&self, h: &Digest, name: &Name) -> Result<()> {
+        self.store
+            .put(
+                &layout::name_key(h, name),
+                Body::Bytes(Bytes::new()),
+                PutMode::Overwrite,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records that run `run` references the object.
+    pub async fn mark_used(&self, h: &Digest, run: &RunId) -> Result<()> {
+        self.store
+            .put(
+                &layout::used_by_key(h, run),
+                Body::Bytes(Bytes::new()),
+                PutMode::Overwrite,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unmark_used(&self, h: &Digest, run: &RunId) -> Result<()> {
+        self.store.delete(&layout::used_by_key(h, run)).await?;
+        Ok(())
+    }
+
+    /// The run ids that have `used_by` markers on the object: one LIST.
+    pub async fn used_by(&self, h: &Digest) -> Result<Vec<String>> {
+        let prefix = layout::used_by_prefix(h);
+        let page = list_all(self.store.as_ref(), &prefix, true).await?;
+        Ok(page
+            .objects
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(&prefix))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Resolves a full hash or a unique prefix of at least 4 hex digits to a stored object.
+    pub async fn resolve(&self, text: &str) -> Result<Digest> {
+        if let Ok(h) = text.parse::<Digest>() {
+            return Ok(h);
+        }
+        let hex = text.len() >= 4
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex || text.len() > 64 {
+            return Err(Error::Refused(format!(
+                "{text:?} is not a hash: give the 64 lowercase hex digits or a unique prefix of at least 4"
+            )));
+        }
+        let prefix = format!("{}{}/{text}", layout::DATA, &text[..2]);
+        let page = list_all(self.store.as_ref(), &prefix, true).await?;
+        let found: Vec<Digest> = page
+            .prefixes
+            .iter()
+            .filter_map(|p| p.trim_end_matches('/').rsplit('/').next()?.parse().ok())
+            .collect();
+        match found.as_slice() {
+            [h] => Ok(*h),
+            [] => Err(Error::DataNotFound(text.to_string())),
+            many => Err(Error::AmbiguousPrefix {
+                prefix: text.to_string(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// Fetches block range `blocks` of the object and verifies every block; a block that fails
+    /// is fetched once more before the read fails.
+    pub async fn read_blocks(
+        &self,
+        meta: &ObjectMetadata,
+        blocks: std::ops::Range<u64>,
+    ) -> Result<Bytes> {
+        let start = meta.block_range(blocks.start).start;
+        let end = meta.block_range(blocks.end - 1).end;
+        for attempt in 0..2 {
+            let got = self.store.get(&meta.data_key(), Some(start..end)).await?;
+            match verify(meta, blocks.clone(), &got.data) {
+                Ok(()) => return Ok(got.data),
+                Err(bad) if attempt == 0 => {
+                    tracing::warn!(hash = %meta.hash, block = bad, "block failed verification; fetching again");
+                }
+                Err(bad) => {
+                    return Err(Error::BadBlock {
+                        hash: meta.hash,
+                        block: bad,
+                    });
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Writes the whole object to `out`, verified, with a few ranged GETs in flight.
+    pub async fn export(
+        &self,
+        meta: &ObjectMetadata,
+        out: &mut (dyn Write + Send),
+        progress: Progress,
+    ) -> Result<()> {
+        let total = meta.block_hashes.len() as u64;
+        let ranges = (0..total.div_ceil(BLOCKS_PER_GET))
+            .map(|i| i * BLOCKS_PER_GET..((i + 1) * BLOCKS_PER_GET).min(total));
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|r| self.read_blocks(meta, r))
+            .buffered(GETS_IN_FLIGHT);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            out.write_all(&chunk).map_err(Error::io("output"))?;
+            progress(chunk.len() as u64);
+        }
+        out.flush().map_err(Error::io("output"))
+    }
+}
+
+/// Checks `data`, the bytes of `blocks`, against the recorded block hashes; returns the first
+/// bad block's index.
+pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) -> Result<(), u64> {
+    let base = meta.block_range(blocks.start).start;
+    for i in blocks {
+        let r = meta.block_range(i);
+        let slice = data
+            .get((r.start - base) as usize..(r.end - base) as usize)
+            .ok_or(i)?;
+        if hashing::sha256(slice) != meta.block_hashes[i as usize] {
+            return Err(i);
+        }
+    }
+    Ok(())
+}
+
+/// Detects the format and reads its facts: a few small reads of the file.
+async fn describe(path: &Path, name: Option<&Name>, hash: &ContentHash) -> Result<ObjectMetadata> {
+    let owned = path.to_path_buf();
+    let name = name.cloned();
+    let hash = hash.clone();
+    blocking(move || {
+        let format: Format = format::detect_file(&owned, name.as_ref().map(Name::as_str))
+            .map_err(Error::io(&owned))?;
+        let facts = format::facts(&owned, &format);
+        Ok(ObjectMetadata {
+            hash: hash.digest,
+            algorithm: "sha256".to_string(),
+            size: hash.size,
+            format,
+            created_at: crate::time::now(),
+            name,
+            block_size: hash.block_size,
+            block_hashes: hash.blocks,
+            facts,
+        })
+    })
+    .await
+}
+
+/// What must not change while a file is stored: inode, size and modification time.
+fn identity(path: &Path) -> Result<(u64, u64, i64, i64)> {
+    let m = std::fs::metadata(path).map_err(Error::io(path))?;
+    if !m.is_file() {
+        return Err(Error::Refused(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Runs blocking file work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::Refused(format!("internal task failed: {e}"))))
+}

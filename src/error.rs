@@ -1,0 +1,53 @@
+//! The domain's error type, shared by the content-addressed store, runs and maintenance.
+//!
+//! One type for the whole domain keeps a single place (the CLI's exit path, and later the
+//! FUSE adapter's errno mapping) that must decide, with an exhaustive `match`, what each
+//! failure means to a user. Each variant's message is one sentence naming the value at fault.
+
+use std::path::PathBuf;
+
+use crate::ids::{Digest, IdError, RunId};
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Invalid(#[from] IdError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no stored data has hash {0}")]
+    DataNotFound(String),
+    #[error("hash prefix {prefix:?} matches {count} stored objects; give more digits")]
+    AmbiguousPrefix { prefix: String, count: usize },
+    #[error("run {0} does not exist")]
+    RunNotFound(RunId),
+    #[error("run {0} already exists")]
+    RunExists(RunId),
+    #[error("{key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("{} changed while it was being stored; nothing was recorded, try again", path.display())]
+    Changed { path: PathBuf },
+    #[error("block {block} of object {hash} does not match its recorded hash")]
+    BadBlock { hash: Digest, block: u64 },
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "run {run}: gave up after {attempts} attempts, other writers kept changing its manifest"
+    )]
+    Contention { run: RunId, attempts: u32 },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,116 @@
+//! The store's key layout (PRODUCT.md §2), in one place: every key mltrack reads or writes is
+//! built here, and every key found in a listing is parsed back here.
+//!
+//! ```text
+//! data/<h[0:2]>/<h>/data.<fmt>        data/<h[0:2]>/<h>/metadata.json
+//! data/<h[0:2]>/<h>/used_by/<run_id>  data/<h[0:2]>/<h>/names/<name>
+//! runs/<mode>/<key>/<run_id>/run.json runs/flat/<run_id>/run.json
+//! manifests/<run_id>.json
+//! ```
+
+use crate::cas::format::Format;
+use crate::ids::{Digest, Name, RunId};
+
+pub const DATA: &str = "data/";
+pub const MANIFESTS: &str = "manifests/";
+pub const RUNS: &str = "runs/";
+/// Where start-up probes write their scratch objects.
+pub const PROBES: &str = ".mltrack-probe/";
+
+/// `data/<hh>/<h>/`: everything about one object.
+pub fn object_prefix(h: &Digest) -> String {
+    format!("{DATA}{}/{h}/", h.fanout())
+}
+
+pub fn data_key(h: &Digest, format: &Format) -> String {
+    format!("{}data.{format}", object_prefix(h))
+}
+
+pub fn metadata_key(h: &Digest) -> String {
+    format!("{}metadata.json", object_prefix(h))
+}
+
+pub fn used_by_prefix(h: &Digest) -> String {
+    format!("{}used_by/", object_prefix(h))
+}
+
+pub fn used_by_key(h: &Digest, run: &RunId) -> String {
+    format!("{}{run}", used_by_prefix(h))
+}
+
+pub fn names_prefix(h: &Digest) -> String {
+    format!("{}names/", object_prefix(h))
+}
+
+pub fn name_key(h: &Digest, name: &Name) -> String {
+    format!("{}{name}", names_prefix(h))
+}
+
+pub fn manifest_key(run: &RunId) -> String {
+    format!("{MANIFESTS}{run}.json")
+}
+
+/// The run id of a key under `manifests/`, if it is one.
+pub fn run_of_manifest_key(key: &str) -> Option<&str> {
+    key.strip_prefix(MANIFESTS)?.strip_suffix(".json")
+}
+
+/// What a key under `data/` is, with the object's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataKey {
+    Data(Digest, String),
+    Metadata(Digest),
+    UsedBy(Digest, String),
+    Name(Digest, String),
+    Other(Digest),
+}
+
+/// Parses a key under `data/`; `None` for keys that are not in an object directory.
+pub fn parse_data_key(key: &str) -> Option<DataKey> {
+    let rest = key.strip_prefix(DATA)?;
+    let mut parts = rest.splitn(3, '/');
+    let fan = parts.next()?;
+    let h: Digest = parts.next()?.parse().ok()?;
+    if fan != h.fanout() {
+        return None;
+    }
+    let tail = parts.next()?;
+    Some(if tail == "metadata.json" {
+        DataKey::Metadata(h)
+    } else if let Some(fmt) = tail.strip_prefix("data.") {
+        DataKey::Data(h, fmt.to_string())
+    } else if let Some(run) = tail.strip_prefix("used_by/") {
+        DataKey::UsedBy(h, run.to_string())
+    } else if let Some(name) = tail.strip_prefix("names/") {
+        DataKey::Name(h, name.to_string())
+    } else {
+        DataKey::Other(h)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back() {
+        let h: Digest = "ab".repeat(32).parse().unwrap();
+        let fmt = Format::parse("parquet").unwrap();
+        let run = Name::parse("run id", "r1").unwrap();
+        assert_eq!(data_key(&h, &fmt), format!("data/ab/{h}/data.parquet"));
+        assert_eq!(
+            parse_data_key(&data_key(&h, &fmt)),
+            Some(DataKey::Data(h, "parquet".into()))
+        );
+        assert_eq!(
+            parse_data_key(&metadata_key(&h)),
+            Some(DataKey::Metadata(h))
+        );
+        assert_eq!(
+            parse_data_key(&used_by_key(&h, &run)),
+            Some(DataKey::UsedBy(h, "r1".into()))
+        );
+        assert_eq!(parse_data_key(&format!("data/cd/{h}/metadata.json")), None);
+        assert_eq!(run_of_manifest_key(&manifest_key(&run)), Some("r1"));
+    }
+}

@@ -1,0 +1,20 @@
+//! mltrack: a content-addressed ML data store on S3 or a local directory.
+//!
+//! Layers, each knowing only the ones below it (see `docs/ARCHITECTURE.md`):
+//! - [`storage`]: bytes under keys, one trait and its backends;
+//! - the domain: [`cas`] (content-addressed objects), [`runs`] (manifests, views, markers),
+//!   [`maint`] (stats, fsck, gc), with [`layout`] naming every key;
+//! - the faces: [`cli`] (and, later, the FUSE adapter), thin over the domain.
+
+pub mod cas;
+pub mod cli;
+pub mod config;
+pub mod doctor;
+pub mod error;
+pub mod ids;
+pub mod layout;
+pub mod maint;
+pub mod runs;
+pub mod storage;
+pub mod time;
+pub mod units;

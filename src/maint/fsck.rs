@@ -1,0 +1,331 @@
+//! `mltrack fsck`: re-hashes every object and checks that manifests, markers and view pointers
+//! agree. `--repair` fixes what can be derived again (markers, view pointers) and never
+//! deletes or rewrites data: a hash mismatch or missing data is reported, not "fixed".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::cas::Progress;
+use crate::cas::metadata::ObjectMetadata;
+use crate::error::{Error, Result};
+use crate::ids::{Digest, Name};
+use crate::layout;
+use crate::runs::Runs;
+use crate::runs::manifest::{Manifest, ViewPointer};
+use crate::storage::{Body, PutMode, StorageError, list_all};
+
+use super::{Inventory, ObjectKeys};
+
+/// Bytes fetched per GET while re-hashing.
+const CHUNK: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// A short stable name for the kind of problem (`hash_mismatch`, `stale_marker`, ...).
+    pub kind: &'static str,
+    pub key: String,
+    pub message: String,
+    pub repaired: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FsckReport {
+    pub objects_checked: u64,
+    pub bytes_checked: u64,
+    pub runs_checked: u64,
+    pub findings: Vec<Finding>,
+}
+
+impl FsckReport {
+    fn add(
+        &mut self,
+        kind: &'static str,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        repaired: bool,
+    ) {
+        self.findings.push(Finding {
+            kind,
+            key: key.into(),
+            message: message.into(),
+            repaired,
+        });
+    }
+
+    /// Problems still standing after the run.
+    pub fn unrepaired(&self) -> usize {
+        self.findings.iter().filter(|f| !f.repaired).count()
+    }
+}
+
+/// The total bytes `fsck` will re-hash, for a progress bar.
+pub async fn bytes_to_check(runs: &Runs) -> Result<u64> {
+    let inv = Inventory::scan(runs.data().backend().as_ref()).await?;
+    Ok(inv
+        .objects
+        .values()
+        .flat_map(|k| k.data.iter())
+        .map(|d| d.size)
+        .sum())
+}
+
+pub async fn fsck(runs: &Runs, repair: bool, progress: Progress) -> Result<FsckReport> {
+    let store = runs.data().backend().clone();
+    let inv = Inventory::scan(store.as_ref()).await?;
+    let listing = runs.list().await?;
+    let mut report = FsckReport {
+        runs_checked: listing.runs.len() as u64,
+        ..Default::default()
+    };
+    for p in &listing.problems {
+        report.add("corrupt_manifest", layout::MANIFESTS, p.clone(), false);
+    }
+    for key in &inv.stray {
+        report.add(
+            "stray_key",
+            key.clone(),
+            format!("{key} is not part of any object"),
+            false,
+        );
+    }
+
+    let manifests: BTreeMap<&str, &Manifest> = listing
+        .runs
+        .iter()
+        .map(|m| (m.run_id.as_str(), m))
+        .collect();
+    let mut complete = BTreeSet::new();
+    for (h, keys) in &inv.objects {
+        if check_object(runs, h, keys, &mut report, &progress).await? {
+            complete.insert(*h);
+        }
+        for (run, _) in &keys.used_by {
+            let referenced = manifests
+                .get(run.as_str())
+                .is_some_and(|m| m.files.values().any(|f| &f.hash == h));
+            if referenced {
+                continue;
+            }
+            let key = format!("{}{run}", layout::used_by_prefix(h));
+            // A run whose manifest is unreadable may still reference the data: leave its marker.
+            if listing.unreadable.contains(run) {
+                continue;
+            }
+            let repaired = repair && store.delete(&key).await.is_ok();
+            report.add(
+                "stale_marker",
+                key,
+                format!("run {run} does not reference {h}"),
+                repaired,
+            );
+        }
+    }
+
+    for m in &listing.runs {
+        check_run(runs, m, &inv, &complete, repair, &mut report).await?;
+    }
+    check_pointers(runs, &manifests, &listing.unreadable, repair, &mut report).await?;
+    Ok(report)
+}
+
+/// Checks one object's keys and re-hashes its data; true if it is complete and sound.
+async fn check_object(
+    runs: &Runs,
+    h: &Digest,
+    keys: &ObjectKeys,
+    report: &mut FsckReport,
+    progress: &Progress,
+) -> Result<bool> {
+    let meta_key = layout::metadata_key(h);
+    if keys.metadata.is_none() {
+        if !keys.data.is_empty() {
+            report.add(
+                "incomplete_object",
+                layout::object_prefix(h),
+                format!("{h} has data but no metadata.json (an interrupted upload; gc removes it)"),
+                false,
+            );
+        }
+        return Ok(false);
+    }
+    let meta = match runs.data().metadata(h).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(false),
+        Err(Error::Corrupt { reason, .. }) => {
+            report.add("corrupt_metadata", meta_key, reason, false);
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    report.objects_checked += 1;
+    let data_key = meta.data_key();
+    let Some(data) = keys.data.iter().find(|d| d.key == data_key) else {
+        report.add(
+            "missing_data",
+            data_key,
+            format!("{h} has metadata but its data is missing"),
+            false,
+        );
+        return Ok(false);
+    };
+    if data.size != meta.size {
+        report.add(
+            "size_mismatch",
+            data_key,
+            format!("{h} should have {} bytes and has {}", meta.size, data.size),
+            false,
+        );
+        return Ok(false);
+    }
+    match rehash(runs, &meta, progress).await? {
+        None => {
+            report.bytes_checked += meta.size;
+            Ok(true)
+        }
+        Some(message) => {
+            report.add("hash_mismatch", data_key, message, false);
+            Ok(false)
+        }
+    }
+}
+
+/// Streams the object and compares it with its hashes; `Some(reason)` if it does not match.
+async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Result<Option<String>> {
+    let store = runs.data().backend();
+    let mut whole = Sha256::new();
+    let blocks_per_chunk = (CHUNK / meta.block_size).max(1);
+    let total = meta.block_hashes.len() as u64;
+    let mut first = 0;
+    while first < total {
+        let last = (first + blocks_per_chunk).min(total);
+        let range = meta.block_range(first).start..meta.block_range(last - 1).end;
+        let got = store.get(&meta.data_key(), Some(range.clone())).await?;
+        if got.data.len() as u64 != range.end - range.start {
+            return Ok(Some(format!(
+                "{} is shorter than its recorded size",
+                meta.hash
+            )));
+        }
+        if let Err(bad) = crate::cas::verify(meta, first..last, &got.data) {
+            return Ok(Some(format!(
+                "block {bad} of {} does not match its recorded hash",
+                meta.hash
+            )));
+        }
+        whole.update(&got.data);
+        progress(got.data.len() as u64);
+        first = last;
+    }
+    let digest = Digest::from_bytes(whole.finalize().into());
+    if digest != meta.hash {
+        return Ok(Some(format!(
+            "the data of {} hashes to {digest}",
+            meta.hash
+        )));
+    }
+    Ok(None)
+}
+
+async fn check_run(
+    runs: &Runs,
+    m: &Manifest,
+    inv: &Inventory,
+    complete: &BTreeSet<Digest>,
+    repair: bool,
+    report: &mut FsckReport,
+) -> Result<()> {
+    let store = runs.data().backend();
+    let run = &m.run_id;
+    let mut seen = BTreeSet::new();
+    for (path, f) in &m.files {
+        if !complete.contains(&f.hash) {
+            let key = layout::manifest_key(run);
+            report.add(
+                "missing_data",
+                key,
+                format!(
+                    "run {run}: {path} points at {} which is missing or damaged",
+                    f.hash
+                ),
+                false,
+            );
+        }
+        if !seen.insert(f.hash) {
+            continue;
+        }
+        let has_marker = inv
+            .objects
+            .get(&f.hash)
+            .is_some_and(|k| k.used_by.iter().any(|(r, _)| r == run.as_str()));
+        if !has_marker {
+            let key = layout::used_by_key(&f.hash, run);
+            let repaired = repair && runs.data().mark_used(&f.hash, run).await.is_ok();
+            report.add(
+                "missing_marker",
+                key,
+                format!("run {run} references {} without a used_by marker", f.hash),
+                repaired,
+            );
+        }
+    }
+    for mode in &m.storage_modes {
+        let key = m.view_pointer_key(*mode)?;
+        let ok = match store.get(&key, None).await {
+            Ok(got) => ViewPointer::parse(&key, &got.data).is_ok_and(|p| &p.run_id == run),
+            Err(StorageError::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !ok {
+            let body = Body::Bytes(ViewPointer::of(run).to_json().into());
+            let repaired = repair && store.put(&key, body, PutMode::Overwrite).await.is_ok();
+            report.add(
+                "missing_view",
+                key,
+                format!("run {run} is missing from its {mode} view"),
+                repaired,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// View pointers whose run does not exist or does not have that view.
+async fn check_pointers(
+    runs: &Runs,
+    manifests: &BTreeMap<&str, &Manifest>,
+    unreadable: &BTreeSet<String>,
+    repair: bool,
+    report: &mut FsckReport,
+) -> Result<()> {
+    let store = runs.data().backend();
+    let page = list_all(store.as_ref(), layout::RUNS, false).await?;
+    for o in &page.objects {
+        let run = o
+            .key
+            .strip_suffix("/run.json")
+            .and_then(|k| k.rsplit('/').next());
+        if run.is_some_and(|r| unreadable.contains(r)) {
+            continue;
+        }
+        let valid = run
+            .and_then(|r| Name::parse("run id", r).ok())
+            .and_then(|r| manifests.get(r.as_str()).copied())
+            .is_some_and(|m| {
+                m.storage_modes
+                    .iter()
+                    .any(|mode| m.view_pointer_key(*mode).is_ok_and(|k| k == o.key))
+            });
+        if !valid {
+            let repaired = repair && store.delete(&o.key).await.is_ok();
+            report.add(
+                "stale_view",
+                o.key.clone(),
+                format!("{} points at no run with that view", o.key),
+                repaired,
+            );
+        }
+    }
+    Ok(())
+}

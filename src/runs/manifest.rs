@@ -1,0 +1,368 @@
+//! The run manifest (`manifests/<run_id>.json`), the source of truth for a run, and the types
+//! it is made of: run types, storage modes (views), file entries and view pointers.
+//!
+//! The JSON is exactly PRODUCT.md §2. Parsing a manifest validates everything a reader will
+//! follow: identifiers, file paths, hashes, formats, that the run id matches the key it was
+//! read from, and that every storage mode has the key it needs. A manifest that fails is
+//! refused with the reason, never half-used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cas::format::Format;
+use crate::error::{Error, Result};
+use crate::ids::{Digest, Name, RelPath, RunId};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunType {
+    Experiment,
+    Production,
+    Evaluation,
+    Development,
+    Analysis,
+}
+
+impl RunType {
+    pub const ALL: [RunType; 5] = [
+        RunType::Experiment,
+        RunType::Production,
+        RunType::Evaluation,
+        RunType::Development,
+        RunType::Analysis,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunType::Experiment => "experiment",
+            RunType::Production => "production",
+            RunType::Evaluation => "evaluation",
+            RunType::Development => "development",
+            RunType::Analysis => "analysis",
+        }
+    }
+}
+
+impl fmt::Display for RunType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for RunType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        RunType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            Error::Refused(format!(
+                "unknown run type {s:?}: use one of experiment, production, evaluation, development, analysis"
+            ))
+        })
+    }
+}
+
+/// A view of the runs: which key, if any, groups them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    ByProject,
+    ByDate,
+    ByType,
+    ByModel,
+    Flat,
+}
+
+impl StorageMode {
+    pub const ALL: [StorageMode; 5] = [
+        StorageMode::ByProject,
+        StorageMode::ByDate,
+        StorageMode::ByType,
+        StorageMode::ByModel,
+        StorageMode::Flat,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StorageMode::ByProject => "by_project",
+            StorageMode::ByDate => "by_date",
+            StorageMode::ByType => "by_type",
+            StorageMode::ByModel => "by_model",
+            StorageMode::Flat => "flat",
+        }
+    }
+
+    /// Parses a comma-separated list (`MLTRACK_DEFAULT_STORAGE_MODE`).
+    pub fn parse_list(s: &str) -> Result<Vec<StorageMode>> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
+impl fmt::Display for StorageMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for StorageMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        StorageMode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            Error::Refused(format!(
+                "unknown storage mode {s:?}: use one of by_project, by_date, by_type, by_model, flat"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Input,
+    Output,
+}
+
+impl Role {
+    pub fn of(path: &RelPath) -> Role {
+        if path.is_input() {
+            Role::Input
+        } else {
+            Role::Output
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub hash: Digest,
+    pub size: u64,
+    pub format: Format,
+    pub role: Role,
+    #[serde(with = "crate::time::rfc3339")]
+    pub mtime: DateTime<Utc>,
+    pub mode: u32,
+    #[serde(with = "crate::time::rfc3339")]
+    pub added_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub run_id: RunId,
+    pub run_type: RunType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Name>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    pub storage_modes: Vec<StorageMode>,
+    #[serde(default)]
+    pub tags: BTreeMap<Name, String>,
+    #[serde(default)]
+    pub files: BTreeMap<RelPath, FileEntry>,
+}
+
+impl Manifest {
+    /// Parses the manifest stored under `key` for run `run`, checking it can be trusted.
+    pub fn parse(run: &str, key: &str, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |reason: String| Error::Corrupt {
+            key: key.to_string(),
+            reason,
+        };
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if m.schema_version != SCHEMA_VERSION {
+            return Err(corrupt(format!(
+                "unsupported schema_version {}",
+                m.schema_version
+            )));
+        }
+        if m.run_id.as_str() != run {
+            return Err(corrupt(format!(
+                "it is the manifest of run {:?}",
+                m.run_id.as_str()
+            )));
+        }
+        for mode in &m.storage_modes {
+            m.view_key(*mode).map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(m)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Plain data with string keys always serializes.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// The key directory of this run in view `mode` (`None` for `flat`), or why it has none.
+    pub fn view_key(&self, mode: StorageMode) -> Result<Option<String>> {
+        let missing = |field: &str| {
+            Error::Refused(format!(
+                "run {}: storage mode {mode} needs a {field}, and the run has none",
+                self.run_id
+            ))
+        };
+        Ok(match mode {
+            StorageMode::ByProject => Some(
+                self.project
+                    .as_ref()
+                    .ok_or_else(|| missing("project"))?
+                    .to_string(),
+            ),
+            StorageMode::ByModel => Some(
+                self.model
+                    .as_ref()
+                    .ok_or_else(|| missing("model"))?
+                    .to_string(),
+            ),
+            StorageMode::ByType => Some(self.run_type.to_string()),
+            StorageMode::ByDate => Some(self.created_at.format("%Y-%m-%d").to_string()),
+            StorageMode::Flat => None,
+        })
+    }
+
+    /// The key of this run's pointer in view `mode`.
+    pub fn view_pointer_key(&self, mode: StorageMode) -> Result<String> {
+        Ok(match self.view_key(mode)? {
+            Some(k) => format!("{}{mode}/{k}/{}/run.json", crate::layout::RUNS, self.run_id),
+            None => format!("{}{mode}/{}/run.json", crate::layout::RUNS, self.run_id),
+        })
+    }
+
+    /// Bytes referenced by the run's files.
+    pub fn referenced_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+}
+
+/// `runs/<mode>/<key>/<run_id>/run.json`: where a view finds the run's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewPointer {
+    pub run_id: RunId,
+    pub manifest: String,
+}
+
+impl ViewPointer {
+    pub fn of(run: &RunId) -> Self {
+        ViewPointer {
+            run_id: run.clone(),
+            manifest: crate::layout::manifest_key(run),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a pointer, refusing one that points anywhere but its run's own manifest.
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |reason: String| Error::Corrupt {
+            key: key.to_string(),
+            reason,
+        };
+        let p: ViewPointer = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if p.manifest != crate::layout::manifest_key(&p.run_id) {
+            return Err(corrupt(format!("it points at {:?}", p.manifest)));
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let json = r#"{
+          "schema_version": 1, "run_id": "prod_001", "run_type": "production",
+          "project": "customer_churn", "model": "xgb-v3",
+          "created_at": "2026-11-26T10:00:00Z", "updated_at": "2026-11-26T10:05:00Z",
+          "storage_modes": ["by_type", "by_model"], "tags": {"owner": "ana"},
+          "files": {"inputs/training_data.parquet": {
+            "hash": "a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5a3f5",
+            "size": 1048576, "format": "parquet", "role": "input",
+            "mtime": "2026-11-26T10:01:00Z", "mode": 420, "added_at": "2026-11-26T10:01:02Z"}}
+        }"#;
+        Manifest::parse("prod_001", "manifests/prod_001.json", json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_product_example_round_trips() {
+        let m = sample();
+        assert_eq!(m.run_type, RunType::Production);
+        assert_eq!(
+            m.view_pointer_key(StorageMode::ByModel).unwrap(),
+            "runs/by_model/xgb-v3/prod_001/run.json"
+        );
+        assert_eq!(
+            m.view_pointer_key(StorageMode::ByDate).unwrap(),
+            "runs/by_date/2026-11-26/prod_001/run.json"
+        );
+        assert_eq!(
+            m.view_pointer_key(StorageMode::Flat).unwrap(),
+            "runs/flat/prod_001/run.json"
+        );
+        let again = Manifest::parse("prod_001", "k", &m.to_json()).unwrap();
+        assert_eq!(again, m);
+        let text = String::from_utf8(m.to_json()).unwrap();
+        assert!(
+            text.contains("\"created_at\": \"2026-11-26T10:00:00Z\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hostile_manifests_are_refused() {
+        let good = String::from_utf8(sample().to_json()).unwrap();
+        for (from, to) in [
+            ("\"prod_001\"", "\"../etc\""),
+            ("inputs/training_data.parquet", "../../escape"),
+            ("\"parquet\"", "\"../x\""),
+            ("\"production\"", "\"prod\""),
+            ("\"customer_churn\"", "\"a/b\""),
+        ] {
+            let bad = good.replacen(from, to, 1);
+            assert!(
+                Manifest::parse("prod_001", "k", bad.as_bytes()).is_err(),
+                "{from} -> {to}"
+            );
+        }
+        assert!(Manifest::parse("other", "k", good.as_bytes()).is_err());
+        let no_model = good.replacen("\"model\": \"xgb-v3\",", "", 1);
+        assert!(Manifest::parse("prod_001", "k", no_model.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn view_pointers_must_point_home() {
+        let p = ViewPointer::of(&Name::parse("run id", "r1").unwrap());
+        assert_eq!(ViewPointer::parse("k", &p.to_json()).unwrap(), p);
+        let bad = br#"{"run_id": "r1", "manifest": "manifests/r2.json"}"#;
+        assert!(ViewPointer::parse("k", bad).is_err());
+    }
+
+    #[test]
+    fn modes_and_types_parse_by_their_manifest_names() {
+        assert_eq!(
+            StorageMode::parse_list("by_type, by_model").unwrap(),
+            vec![StorageMode::ByType, StorageMode::ByModel]
+        );
+        assert!(StorageMode::parse_list("by_nothing").is_err());
+        assert!(
+            "prod"
+                .parse::<RunType>()
+                .unwrap_err()
+                .to_string()
+                .contains("\"prod\"")
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! Runs: creating them, recording their inputs and outputs, giving them views, listing and
+//! deleting them. The manifest is the source of truth; view pointers and `used_by` markers are
+//! derived from it, written so that they never lag behind it in a way that loses data.
+//!
+//! Ordering rules, each for a reason:
+//! - A file is recorded as: data stored, `used_by` marker written, data presence re-checked,
+//!   then the manifest entry. A marker never lags a manifest entry, so gc (which trusts fresh
+//!   markers) never collects data a manifest is about to reference.
+//! - A run is created manifest first (with create-if-absent, so two creators cannot both win),
+//!   then its view pointers; deleted markers and pointers first, manifest last. A crash in
+//!   between leaves a run that `fsck --repair` or a repeated command completes.
+//! - Every manifest change is a read-modify-write under the machine-wide [`lock::RunLock`],
+//!   committed with `If-Match` on the ETag read, and retried if another machine got there
+//!   first. Nothing a concurrent writer added is lost.
+
+pub mod lock;
+pub mod manifest;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::cas::{DataStore, Progress};
+use crate::error::{Error, Result};
+use crate::ids::{Digest, Name, RelPath, RunId};
+use crate::layout;
+use crate::storage::{Body, PutMode, StorageError, list_all};
+use lock::RunLock;
+use manifest::{FileEntry, Manifest, Role, RunType, SCHEMA_VERSION, StorageMode, ViewPointer};
+
+/// How often a manifest update is retried when other machines keep changing it.
+const UPDATE_ATTEMPTS: u32 = 20;
+/// Manifests fetched at once when listing runs.
+const LIST_CONCURRENCY: usize = 32;
+
+/// What `run create` asks for.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub run_id: RunId,
+    pub run_type: RunType,
+    pub project: Option<Name>,
+    pub model: Option<Name>,
+    pub storage_modes: Vec<StorageMode>,
+    pub tags: BTreeMap<Name, String>,
+}
+
+/// Where the bytes of a recorded file come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A local file, hashed and stored unless already present.
+    File(PathBuf),
+    /// Data already in the store: a reference, nothing uploaded.
+    Hash(Digest),
+}
+
+/// The runs found in the store, and the manifests that had to be skipped.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub runs: Vec<Manifest>,
+    /// One sentence per skipped manifest, naming its key and the reason.
+    pub problems: Vec<String>,
+    /// Runs whose manifest exists but cannot be read: they may still reference data.
+    pub unreadable: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runs {
+    data: DataStore,
+}
+
+impl Runs {
+    pub fn new(data: DataStore) -> Self {
+        Runs { data }
+    }
+
+    pub fn data(&self) -> &DataStore {
+        &self.data
+    }
+
+    fn store(&self) -> &dyn crate::storage::ObjectStore {
+        self.data.backend().as_ref()
+    }
+
+    async fn lock(&self, run: &RunId) -> Result<RunLock> {
+        RunLock::acquire(&self.store().describe(), run).await
+    }
+
+    pub async fn create(&self, spec: RunSpec) -> Result<Manifest> {
+        let now = crate::time::now();
+        let mut modes = spec.storage_modes.clone();
+        modes.sort();
+        modes.dedup();
+        if modes.is_empty() {
+            return Err(Error::Refused(format!(
+                "run {} needs at least one storage mode",
+                spec.run_id
+            )));
+        }
+        let manifest = Manifest {
+            schema_version: SCHEMA_VERSION,
+            run_id: spec.run_id.clone(),
+            run_type: spec.run_type,
+            project: spec.project,
+            model: spec.model,
+            created_at: now,
+            updated_at: now,
+            storage_modes: modes,
+            tags: spec.tags,
+            files: BTreeMap::new(),
+        };
+        for mode in &manifest.storage_modes {
+            manifest.view_key(*mode)?;
+        }
+        let _lock = self.lock(&spec.run_id).await?;
+        let key = layout::manifest_key(&spec.run_id);
+        match self
+            .store()
+            .put(
+                &key,
+                Body::Bytes(manifest.to_json().into()),
+                PutMode::Create,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StorageError::AlreadyExists { .. }) => return Err(Error::RunExists(spec.run_id)),
+            Err(e) => return Err(e.into()),
+        }
+        for mode in &manifest.storage_modes {
+            self.write_pointer(&manifest, *mode).await?;
+        }
+        Ok(manifest)
+    }
+
+    async fn write_pointer(&self, m: &Manifest, mode: StorageMode) -> Result<()> {
+        let body = Body::Bytes(ViewPointer::of(&m.run_id).to_json().into());
+        self.store()
+            .put(&m.view_pointer_key(mode)?, body, PutMode::Overwrite)
+            .await?;
+        Ok(())
+    }
+
+    /// The run's manifest and the ETag it was read at.
+    pub async fn load(&self, run: &RunId) -> Result<(Manifest, Option<String>)> {
+        let key = layout::manifest_key(run);
+        match self.store().get(&key, None).await {
+            Ok(got) => Ok((Manifest::parse(run.as_str(), &key, &got.data)?, got.etag)),
+            Err(StorageError::NotFound { .. }) => Err(Error::RunNotFound(run.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn exists(&self, run: &RunId) -> Result<bool> {
+        Ok(self
+            .store()
+            .head(&layout::manifest_key(run))
+            .await?
+            .is_some())
+    }
+
+    /// Applies `change` to the current manifest and commits it, retrying from a fresh read if
+    /// another writer committed first.
+    pub async fn update(
+        &self,
+        run: &RunId,
+        mut change: impl FnMut(&mut Manifest) -> Result<()>,
+    ) -> Result<Manifest> {
+        let _lock = self.lock(run).await?;
+        let key = layout::manifest_key(run);
+        for attempt in 0..UPDATE_ATTEMPTS {
+            let (mut m, etag) = self.load(run).await?;
+            change(&mut m)?;
+            m.updated_at = crate::time::now();
+            let mode = match etag {
+                Some(e) => PutMode::Update(e),
+                None => PutMode::Overwrite,
+            };
+            match self
+                .store()
+                .put(&key, Body::Bytes(m.to_json().into()), mode)
+                .await
+            {
+                Ok(_) => return Ok(m),
+                Err(StorageError::PreconditionFailed { .. }) => {
+                    let jitter = u64::from(std::process::id() % 7 + attempt) * 10;
+                    tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contention {
+            run: run.clone(),
+            attempts: UPDATE_ATTEMPTS,
+        })
+    }
+
+    /// Records `path` in the run, with bytes from `source`. Returns the entry and whether the
+    /// bytes were new to the store.
+    pub async fn add_file(
+        &self,
+        run: &RunId,
+        path: RelPath,
+        source: Source,
+        progress: Progress,
+    ) -> Result<(FileEntry, bool)> {
+        if !self.exists(run).await? {
+            return Err(Error::RunNotFound(run.clone()));
+        }
+        let name = Name::parse("name", path.file_name())?;
+        let (meta, new, mtime, mode) = match &source {
+            Source::File(file) => {
+                let stored = self.data.put_file(file, Some(&name), progress).await?;
+                let m = std::fs::metadata(file).map_err(Error::io(file))?;
+                let mtime = DateTime::<Utc>::from_timestamp(m.mtime(), m.mtime_nsec() as u32)
+                    .unwrap_or_else(Utc::now);
+                (stored.meta, stored.new, mtime, m.mode() & 0o7777)
+            }
+            Source::Hash(h) => (
+                self.data.require(h).await?,
+                false,
+                crate::time::now(),
+                0o644,
+            ),
+        };
+        let entry = FileEntry {
+            hash: meta.hash,
+            size: meta.size,
+            format: meta.format.clone(),
+            role: Role::of(&path),
+            mtime,
+            mode,
+            added_at: crate::time::now(),
+        };
+        self.record(run, &path, entry.clone()).await?;
+        Ok((entry, new))
+    }
+
+    /// Points `path` of the run at stored data: marker, presence check, manifest entry; drops
+    /// the marker of data the path referenced before if nothing else in the run does.
+    pub async fn record(&self, run: &RunId, path: &RelPath, entry: FileEntry) -> Result<Manifest> {
+        self.data.mark_used(&entry.hash, run).await?;
+        if self
+            .store()
+            .head(&layout::metadata_key(&entry.hash))
+            .await?
+            .is_none()
+        {
+            return Err(Error::DataNotFound(entry.hash.to_string()));
+        }
+        let mut replaced = None;
+        let m = self
+            .update(run, |m| {
+                replaced = m
+                    .files
+                    .insert(path.clone(), entry.clone())
+                    .map(|old| old.hash);
+                Ok(())
+            })
+            .await?;
+        if let Some(old) = replaced
+            && !m.files.values().any(|f| f.hash == old)
+        {
+            self.data.unmark_used(&old, run).await?;
+        }
+        Ok(m)
+    }
+
+    pub async fn add_view(&self, run: &RunId, mode: StorageMode) -> Result<Manifest> {
+        let m = self
+            .update(run, |m| {
+                if !m.storage_modes.contains(&mode) {
+                    m.view_key(mode)?;
+                    m.storage_modes.push(mode);
+                    m.storage_modes.sort();
+                }
+                Ok(())
+            })
+            .await?;
+        self.write_pointer(&m, mode).await?;
+        Ok(m)
+    }
+
+    /// Deletes the run: its markers, view pointers and manifest. The data stays until gc.
+    pub async fn delete(&self, run: &RunId) -> Result<Manifest> {
+        let _lock = self.lock(run).await?;
+        let (m, _) = self.load(run).await?;
+        let hashes: BTreeSet<Digest> = m.files.values().map(|f| f.hash).collect();
+        for h in &hashes {
+            self.data.unmark_used(h, run).await?;
+        }
+        for mode in &m.storage_modes {
+            self.store().delete(&m.view_pointer_key(*mode)?).await?;
+        }
+        self.store().delete(&layout::manifest_key(run)).await?;
+        Ok(m)
+    }
+
+    /// Every run in the store, sorted by id; unreadable manifests are skipped and reported.
+    pub async fn list(&self) -> Result<Listing> {
+        let page = list_all(self.store(), layout::MANIFESTS, true).await?;
+        let mut listing = Listing::default();
+        let mut ids = Vec::new();
+        for o in &page.objects {
+            match layout::run_of_manifest_key(&o.key).map(|r| Name::parse("run id", r)) {
+                Some(Ok(id)) => ids.push(id),
+                Some(Err(e)) => listing.problems.push(format!("skipped {}: {e}", o.key)),
+                None => listing
+                    .problems
+                    .push(format!("skipped {}: not a manifest name", o.key)),
+            }
+        }
+        let mut loaded = futures::stream::iter(ids)
+            .map(|id| async move { (self.load(&id).await, id) })
+            .buffer_unordered(LIST_CONCURRENCY);
+        while let Some((result, id)) = loaded.next().await {
+            match result {
+                Ok((m, _)) => listing.runs.push(m),
+                // Deleted between the list and the get: not a problem, just gone.
+                Err(Error::RunNotFound(_)) => {}
+                Err(e @ Error::Corrupt { .. }) => {
+                    listing.problems.push(format!("skipped {e}"));
+                    listing.unreadable.insert(id.to_string());
+                }
+                Err(e) => {
+                    tracing::debug!(run = %id, error = %e, "listing runs failed");
+                    return Err(e);
+                }
+            }
+        }
+        listing.runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        listing.problems.sort();
+        Ok(listing)
+    }
+
+    /// Writes a scratch object twice with create-if-absent: a server that honours conditional
+    /// writes refuses the second. The probe object is removed afterwards.
+    pub async fn probe_conditional_writes(&self) -> Result<bool> {
+        let key = format!(
+            "{}{}-{}",
+            layout::PROBES,
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let put = || {
+            self.store().put(
+                &key,
+                Body::Bytes(Bytes::from_static(b"probe")),
+                PutMode::Create,
+            )
+        };
+        put().await?;
+        let honoured = match put().await {
+            Ok(_) => false,
+            Err(StorageError::AlreadyExists { .. }) => true,
+            Err(e) => {
+                let _ = self.store().delete(&key).await;
+                return Err(e.into());
+            }
+        };
+        self.store().delete(&key).await?;
+        Ok(honoured)
+    }
+}

@@ -1,0 +1,427 @@
+//! The S3 backend: AWS S3 or any S3-compatible server (MinIO, Garage, Ceph, R2), through
+//! `aws-sdk-s3`.
+//!
+//! Keys live under an optional prefix in one bucket. Large files are uploaded with multipart
+//! upload, each part streamed from the file at its offset, with a few parts in flight, so
+//! memory stays flat whatever the file size. Conditional writes map to `If-None-Match: *` and
+//! `If-Match: <etag>`; whether the server honours them is probed by the domain layer, not
+//! assumed here. Retries with exponential backoff on throttling, 5xx and dropped connections
+//! are the SDK's standard retry policy; connect and read timeouts keep a dead server from
+//! hanging a caller. Credentials come from the standard AWS chain and never appear in errors:
+//! messages carry the operation, the key and the server's error code.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use super::{
+    Body, GetResult, ListPage, ObjectMeta, ObjectStore, PutMode, Result, StorageError, check_key,
+};
+
+/// Files at least this large are uploaded in parts.
+const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// The smallest part; grown for huge files so that no upload needs more than 10,000 parts.
+const MIN_PART_SIZE: u64 = 8 * 1024 * 1024;
+const MAX_PARTS: u64 = 10_000;
+/// Parts uploaded at once; with the part size this bounds the memory of one upload.
+const PARTS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty, or a prefix ending in `/`.
+    prefix: String,
+}
+
+impl S3Store {
+    /// Connects with the standard AWS configuration chain (environment, profile, instance
+    /// role). A custom endpoint (`AWS_ENDPOINT_URL`) gets path-style addressing.
+    pub async fn connect(bucket: &str, prefix: &str) -> Self {
+        let region = aws_config::meta::region::RegionProviderChain::default_provider()
+            .or_else(aws_config::Region::new("us-east-1"));
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .load()
+            .await;
+        let custom_endpoint = sdk.endpoint_url().is_some();
+        let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(custom_endpoint)
+            .build();
+        Self::with_client(Client::from_conf(config), bucket, prefix)
+    }
+
+    pub fn with_client(client: Client, bucket: &str, prefix: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        S3Store {
+            client,
+            bucket: bucket.to_string(),
+            prefix,
+        }
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn strip<'a>(&self, full: &'a str) -> &'a str {
+        full.strip_prefix(&self.prefix).unwrap_or(full)
+    }
+
+    async fn put_file_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        mode: &PutMode,
+    ) -> Result<String> {
+        let full = self.full(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| classify("start upload of", key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| remote("start upload of", key, "the server returned no upload id"))?
+            .to_string();
+        let result = self
+            .upload_parts_and_complete(key, path, size, mode, &upload_id)
+            .await;
+        if result.is_err() {
+            // Best effort: a failed abort leaves parts that the bucket's lifecycle rules clean.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        mode: &PutMode,
+        upload_id: &str,
+    ) -> Result<String> {
+        let full = self.full(key);
+        let part_size = MIN_PART_SIZE.max(size.div_ceil(MAX_PARTS));
+        let count = size.div_ceil(part_size);
+        let mut parts: Vec<CompletedPart> = futures::stream::iter(0..count)
+            .map(|i| {
+                let full = full.clone();
+                async move {
+                    let offset = i * part_size;
+                    let len = part_size.min(size - offset);
+                    let body = ByteStream::read_from()
+                        .path(path)
+                        .offset(offset)
+                        .length(Length::Exact(len))
+                        .build()
+                        .await
+                        .map_err(|e| remote("read part of", key, &e.to_string()))?;
+                    let number = i as i32 + 1;
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(&full)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .content_length(len as i64)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| classify("upload part of", key, e))?;
+                    Ok::<_, StorageError>(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(out.e_tag().map(str::to_string))
+                            .build(),
+                    )
+                }
+            })
+            .buffer_unordered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p| p.part_number());
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::Update(etag) => req.if_match(etag),
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(|e| conditional(mode, key, classify("complete upload of", key, e)))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+}
+
+fn remote(op: &'static str, key: &str, message: &str) -> StorageError {
+    StorageError::Remote {
+        op,
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Turns an SDK error into a storage error by HTTP status; the message keeps the server's
+/// error code and the SDK's cause chain (which never includes credentials).
+fn classify<E, R>(op: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    match err.raw_response().map(HttpStatus::status) {
+        Some(404) => StorageError::NotFound {
+            key: key.to_string(),
+        },
+        Some(412) => StorageError::PreconditionFailed {
+            key: key.to_string(),
+        },
+        _ => remote(op, key, &DisplayErrorContext(&err).to_string()),
+    }
+}
+
+/// A failed condition means "exists" for a create and "changed" for an update.
+fn conditional(mode: &PutMode, key: &str, e: StorageError) -> StorageError {
+    match (mode, e) {
+        (PutMode::Create, StorageError::PreconditionFailed { .. }) => StorageError::AlreadyExists {
+            key: key.to_string(),
+        },
+        // Some servers answer an If-Match on a missing key with 404.
+        (PutMode::Update(_), StorageError::NotFound { .. }) => StorageError::PreconditionFailed {
+            key: key.to_string(),
+        },
+        (_, e) => e,
+    }
+}
+
+/// The HTTP status of a raw response, whatever the SDK's response type.
+trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
+        check_key(key)?;
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key));
+        if let Some(r) = &range {
+            if r.end <= r.start {
+                return Ok(GetResult {
+                    data: bytes::Bytes::new(),
+                    etag: None,
+                });
+            }
+            req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            // A range starting past the end: like the other backends, nothing.
+            Err(e) if e.raw_response().map(HttpStatus::status) == Some(416) => {
+                return Ok(GetResult {
+                    data: bytes::Bytes::new(),
+                    etag: None,
+                });
+            }
+            Err(e) => return Err(classify("get", key, e)),
+        };
+        let etag = out.e_tag().map(str::to_string);
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| remote("read body of", key, &DisplayErrorContext(&e).to_string()))?
+            .into_bytes();
+        Ok(GetResult { data, etag })
+    }
+
+    async fn put(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
+        check_key(key)?;
+        let stream = match &body {
+            Body::Bytes(b) => ByteStream::from(b.clone()),
+            Body::File(path) => {
+                let size = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|source| StorageError::Io {
+                        op: "stat",
+                        key: key.to_string(),
+                        source,
+                    })?
+                    .len();
+                if size >= MULTIPART_THRESHOLD {
+                    return self.put_file_multipart(key, path, size, &mode).await;
+                }
+                ByteStream::from_path(path)
+                    .await
+                    .map_err(|e| remote("read file for", key, &e.to_string()))?
+            }
+        };
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(stream);
+        req = match &mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::Update(etag) => req.if_match(etag),
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(|e| conditional(&mode, key, classify("put", key, e)))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        check_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                etag: out.e_tag().map(str::to_string),
+                last_modified: to_utc(out.last_modified()),
+            })),
+            Err(e) => match classify("head", key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+    ) -> Result<ListPage> {
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(prefix))
+            .set_continuation_token(token);
+        if delimited {
+            req = req.delimiter("/");
+        }
+        let out = req.send().await.map_err(|e| classify("list", prefix, e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: self.strip(o.key()?).to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
+                    last_modified: to_utc(o.last_modified()),
+                })
+            })
+            .collect();
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix())
+            .map(|p| self.strip(p).to_string())
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_string)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify("delete", key, e) {
+                StorageError::NotFound { .. } => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+}
