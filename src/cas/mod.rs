@@ -286,8 +286,15 @@ async fn describe(path: &Path, name: Option<&Name>, hash: &ContentHash) -> Resul
     let name = name.cloned();
     let hash = hash.clone();
     blocking(move || {
-        let format: Format = format::detect_file(&owned, name.as_ref().map(Name::as_str))
-            .map_err(Error::io(&owned))?;
+        // The extension comes from the name the data arrives under if it has one, else from
+        // the file's own name (`put train.csv --name training_data` is still a csv).
+        let file_name = owned.file_name().and_then(|n| n.to_str());
+        let hint = name
+            .as_ref()
+            .map(Name::as_str)
+            .filter(|n| n.contains('.'))
+            .or(file_name);
+        let format: Format = format::detect_file(&owned, hint).map_err(Error::io(&owned))?;
         let facts = format::facts(&owned, &format);
         Ok(ObjectMetadata {
             hash: hash.digest,

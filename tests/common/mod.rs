@@ -1,0 +1,223 @@
+//! Helpers shared by the integration tests: a store (local directory or in-process S3) with
+//! the `mltrack` binary pointed at it, and direct access to its keys for inspection and for
+//! planting corruption.
+
+#![allow(dead_code)]
+
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use mltrack::storage::local::LocalStore;
+use mltrack::storage::s3::S3Store;
+use mltrack::storage::{Body, DynStore, PutMode, list_all};
+
+pub const PREFIX: &str = "team/ml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    S3,
+}
+
+pub struct TestStore {
+    pub kind: Kind,
+    pub dir: tempfile::TempDir,
+    pub server: Option<s3::S3Server>,
+}
+
+/// Runs `f` to completion on a private runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime")
+        .block_on(f)
+}
+
+impl TestStore {
+    pub fn new(kind: Kind) -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = (kind == Kind::S3).then(|| s3::S3Server::start(&dir.path().join("s3")));
+        TestStore { kind, dir, server }
+    }
+
+    pub fn url(&self) -> String {
+        match self.kind {
+            Kind::Local => self.dir.path().join("store").display().to_string(),
+            Kind::S3 => format!("s3://{}/{PREFIX}", s3::BUCKET),
+        }
+    }
+
+    pub fn server(&self) -> &s3::S3Server {
+        self.server.as_ref().expect("an S3 test store")
+    }
+
+    /// A scratch directory for input files.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        p
+    }
+
+    /// Writes `bytes` to a scratch file and returns its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.scratch().join(name);
+        std::fs::write(&p, bytes).expect("write scratch file");
+        p
+    }
+
+    /// The `mltrack` binary with this store configured and a clean, hermetic environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mltrack"));
+        for var in [
+            "MLTRACK_STORE",
+            "MLTRACK_S3_BUCKET",
+            "MLTRACK_DEFAULT_RUN_TYPE",
+            "MLTRACK_DEFAULT_STORAGE_MODE",
+            "AWS_PROFILE",
+            "RUST_LOG",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("MLTRACK_STORE", self.url())
+            .env("MLTRACK_CACHE_DIR", self.dir.path().join("cache"))
+            .env("HOME", self.dir.path());
+        if let Some(server) = &self.server {
+            for f in ["aws-config", "aws-credentials"] {
+                std::fs::write(self.dir.path().join(f), b"").expect("empty AWS file");
+            }
+            c.env("AWS_ENDPOINT_URL", server.endpoint())
+                .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("AWS_CONFIG_FILE", self.dir.path().join("aws-config"))
+                .env(
+                    "AWS_SHARED_CREDENTIALS_FILE",
+                    self.dir.path().join("aws-credentials"),
+                );
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run mltrack")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mltrack {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a command that must succeed with `--json`; returns the parsed value.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "mltrack {args:?} succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    /// The backend, opened the way production opens it, for inspecting keys.
+    pub fn backend(&self) -> DynStore {
+        match self.kind {
+            Kind::Local => {
+                Arc::new(LocalStore::open(self.dir.path().join("store")).expect("open local store"))
+            }
+            Kind::S3 => Arc::new(S3Store::with_client(
+                s3::client(&self.server().endpoint()),
+                s3::BUCKET,
+                PREFIX,
+            )),
+        }
+    }
+
+    /// Every key in the store, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let store = self.backend();
+        let mut keys: Vec<String> = block_on(list_all(store.as_ref(), "", false))
+            .expect("list store")
+            .objects
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !k.starts_with(".mltrack-probe/"))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        block_on(self.backend().get(key, None))
+            .expect("get key")
+            .data
+            .to_vec()
+    }
+
+    pub fn put_raw(&self, key: &str, bytes: &[u8]) {
+        block_on(
+            self.backend()
+                .put(key, Body::Bytes(bytes.to_vec().into()), PutMode::Overwrite),
+        )
+        .expect("put key");
+    }
+
+    pub fn delete(&self, key: &str) {
+        block_on(self.backend().delete(key)).expect("delete key");
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so that tests need no RNG crate.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Defines one test per backend from a function taking the store kind.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::$name($crate::common::Kind::Local) } )*
+        }
+        mod s3 {
+            $( #[test] fn $name() { super::$name($crate::common::Kind::S3) } )*
+        }
+    };
+}
