@@ -276,7 +276,8 @@ async fn run_command(
                 })?;
             }
             let listing = runs.list().await?;
-            output::warn_all(&listing.problems);
+            let problems: Vec<String> = listing.problems.iter().map(ToString::to_string).collect();
+            output::warn_all(&problems);
             let selected: Vec<&Manifest> = listing
                 .runs
                 .iter()

@@ -80,7 +80,7 @@ pub async fn fsck(runs: &Runs, repair: bool, progress: Progress) -> Result<FsckR
         ..Default::default()
     };
     for p in &listing.problems {
-        report.add("corrupt_manifest", layout::MANIFESTS, p.clone(), false);
+        report.add("corrupt_manifest", p.key.clone(), p.message.clone(), false);
     }
     for key in &inv.stray {
         report.add(

@@ -53,7 +53,7 @@ pub async fn gc(runs: &Runs, grace: Duration, dry_run: bool) -> Result<GcReport>
     let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let mut report = GcReport {
         dry_run,
-        problems: listing.problems.clone(),
+        problems: listing.problems.iter().map(ToString::to_string).collect(),
         ..Default::default()
     };
 

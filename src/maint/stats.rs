@@ -34,7 +34,7 @@ pub async fn stats(runs: &Runs) -> Result<Stats> {
         referenced_bytes: listing.runs.iter().map(|m| m.referenced_bytes()).sum(),
         dedup_ratio: 0.0,
         incomplete_objects: 0,
-        problems: listing.problems,
+        problems: listing.problems.iter().map(ToString::to_string).collect(),
     };
     for keys in inv.objects.values() {
         if keys.metadata.is_some() {

@@ -62,10 +62,23 @@ pub enum Source {
 #[derive(Debug, Default)]
 pub struct Listing {
     pub runs: Vec<Manifest>,
-    /// One sentence per skipped manifest, naming its key and the reason.
-    pub problems: Vec<String>,
+    /// The manifests that had to be skipped.
+    pub problems: Vec<Skipped>,
     /// Runs whose manifest exists but cannot be read: they may still reference data.
     pub unreadable: BTreeSet<String>,
+}
+
+/// A manifest that could not be used: its key, and a sentence naming it and saying why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped {}", self.message)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -308,10 +321,14 @@ impl Runs {
         for o in &page.objects {
             match layout::run_of_manifest_key(&o.key).map(|r| Name::parse("run id", r)) {
                 Some(Ok(id)) => ids.push(id),
-                Some(Err(e)) => listing.problems.push(format!("skipped {}: {e}", o.key)),
-                None => listing
-                    .problems
-                    .push(format!("skipped {}: not a manifest name", o.key)),
+                Some(Err(e)) => listing.problems.push(Skipped {
+                    key: o.key.clone(),
+                    message: format!("{}: {e}", o.key),
+                }),
+                None => listing.problems.push(Skipped {
+                    key: o.key.clone(),
+                    message: format!("{}: not a manifest name", o.key),
+                }),
             }
         }
         let mut loaded = futures::stream::iter(ids)
@@ -323,7 +340,10 @@ impl Runs {
                 // Deleted between the list and the get: not a problem, just gone.
                 Err(Error::RunNotFound(_)) => {}
                 Err(e @ Error::Corrupt { .. }) => {
-                    listing.problems.push(format!("skipped {e}"));
+                    listing.problems.push(Skipped {
+                        key: layout::manifest_key(&id),
+                        message: e.to_string(),
+                    });
                     listing.unreadable.insert(id.to_string());
                 }
                 Err(e) => {

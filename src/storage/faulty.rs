@@ -73,6 +73,7 @@ impl FaultyStore {
         for f in faults.iter_mut().filter(|f| f.op == op) {
             if f.pass == 0 {
                 return Err(StorageError::Remote {
+                    store: String::new(),
                     op: "injected fault on",
                     key: key.to_string(),
                     message: format!("{op:?} refused by the fault injector"),

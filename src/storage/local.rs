@@ -330,18 +330,15 @@ impl KeyLock {
     }
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl Future<Output = Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-            Err(StorageError::Io {
-                op: "run",
-                key: String::new(),
-                source: io::Error::other(e),
-            })
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StorageError::Io {
+            op: "run",
+            key: String::new(),
+            source: io::Error::other(e),
         })
-    }
+    })
 }
 
 #[async_trait]

@@ -89,8 +89,10 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{op} {key} failed: {message}")]
+    #[error("{op} {key}{} failed: {message}", if store.is_empty() { String::new() } else { format!(" in {store}") })]
     Remote {
+        /// Where the store is (`s3://bucket/prefix`), filled in by the backend's caller.
+        store: String,
         op: &'static str,
         key: String,
         message: String,
@@ -98,6 +100,21 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Names the store in a remote error's message.
+    pub fn in_store(self, where_: &str) -> Self {
+        match self {
+            StorageError::Remote {
+                op, key, message, ..
+            } => StorageError::Remote {
+                store: where_.to_string(),
+                op,
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// True when the local disk is full (the caller may report `ENOSPC`).
     pub fn is_no_space(&self) -> bool {
         matches!(self, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))

@@ -19,7 +19,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
@@ -36,6 +36,8 @@ const MIN_PART_SIZE: u64 = 8 * 1024 * 1024;
 const MAX_PARTS: u64 = 10_000;
 /// Parts uploaded at once; with the part size this bounds the memory of one upload.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Tries of a GET whose body breaks off or fails its checksum.
+const BODY_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -203,6 +205,7 @@ impl S3Store {
 
 fn remote(op: &'static str, key: &str, message: &str) -> StorageError {
     StorageError::Remote {
+        store: String::new(),
         op,
         key: key.to_string(),
         message: message.to_string(),
@@ -214,7 +217,7 @@ fn remote(op: &'static str, key: &str, message: &str) -> StorageError {
 fn classify<E, R>(op: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
 where
     E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
 {
     match err.raw_response().map(HttpStatus::status) {
         Some(404) => StorageError::NotFound {
@@ -223,8 +226,23 @@ where
         Some(412) => StorageError::PreconditionFailed {
             key: key.to_string(),
         },
-        _ => remote(op, key, &DisplayErrorContext(&err).to_string()),
+        _ => remote(op, key, &error_chain(&err)),
     }
+}
+
+/// An error and its sources as "a: b: c", each said once: the SDK's errors nest the same
+/// message several levels deep.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// A failed condition means "exists" for a create and "changed" for an update.
@@ -256,13 +274,8 @@ fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<DateTime<Utc>>
     t.and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
 }
 
-#[async_trait]
-impl ObjectStore for S3Store {
-    fn describe(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
-    }
-
-    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
+impl S3Store {
+    async fn get_once(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
         check_key(key)?;
         let mut req = self
             .client
@@ -278,28 +291,40 @@ impl ObjectStore for S3Store {
             }
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
-        let out = match req.send().await {
-            Ok(out) => out,
-            // A range starting past the end: like the other backends, nothing.
-            Err(e) if e.raw_response().map(HttpStatus::status) == Some(416) => {
-                return Ok(GetResult {
-                    data: bytes::Bytes::new(),
-                    etag: None,
-                });
+        // The SDK retries failed requests, but not a body that breaks off or fails its
+        // checksum after the response started: retry those here.
+        let mut attempt = 1;
+        loop {
+            let out = match req.clone().send().await {
+                Ok(out) => out,
+                // A range starting past the end: like the other backends, nothing.
+                Err(e) if e.raw_response().map(HttpStatus::status) == Some(416) => {
+                    return Ok(GetResult {
+                        data: bytes::Bytes::new(),
+                        etag: None,
+                    });
+                }
+                Err(e) => return Err(classify("get", key, e)),
+            };
+            let etag = out.e_tag().map(str::to_string);
+            match out.body.collect().await {
+                Ok(data) => {
+                    return Ok(GetResult {
+                        data: data.into_bytes(),
+                        etag,
+                    });
+                }
+                Err(e) if attempt < BODY_ATTEMPTS => {
+                    tracing::debug!(key, attempt, error = %error_chain(&e), "retrying a broken GET body");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(remote("read body of", key, &error_chain(&e))),
             }
-            Err(e) => return Err(classify("get", key, e)),
-        };
-        let etag = out.e_tag().map(str::to_string);
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| remote("read body of", key, &DisplayErrorContext(&e).to_string()))?
-            .into_bytes();
-        Ok(GetResult { data, etag })
+        }
     }
 
-    async fn put(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
+    async fn put_once(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
         check_key(key)?;
         let stream = match &body {
             Body::Bytes(b) => ByteStream::from(b.clone()),
@@ -338,7 +363,7 @@ impl ObjectStore for S3Store {
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+    async fn head_once(&self, key: &str) -> Result<Option<ObjectMeta>> {
         check_key(key)?;
         match self
             .client
@@ -361,7 +386,7 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list_page(
+    async fn list_page_once(
         &self,
         prefix: &str,
         delimited: bool,
@@ -407,7 +432,7 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
+    async fn delete_once(&self, key: &str) -> Result<()> {
         check_key(key)?;
         match self
             .client
@@ -423,5 +448,49 @@ impl ObjectStore for S3Store {
                 e => Err(e),
             },
         }
+    }
+}
+
+/// The operations, with the store's location added to remote errors so that a message says
+/// which bucket could not be reached.
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
+        self.get_once(key, range)
+            .await
+            .map_err(|e| e.in_store(&self.describe()))
+    }
+
+    async fn put(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
+        self.put_once(key, body, mode)
+            .await
+            .map_err(|e| e.in_store(&self.describe()))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.head_once(key)
+            .await
+            .map_err(|e| e.in_store(&self.describe()))
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+    ) -> Result<ListPage> {
+        self.list_page_once(prefix, delimited, token)
+            .await
+            .map_err(|e| e.in_store(&self.describe()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.delete_once(key)
+            .await
+            .map_err(|e| e.in_store(&self.describe()))
     }
 }
