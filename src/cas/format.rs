@@ -9,12 +9,11 @@
 //! or digits. Reading facts never fails the store: a file that claims a format but does not
 //! parse as it simply has no facts.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::ids::IdError;
 
@@ -47,30 +46,7 @@ impl Format {
     }
 }
 
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl Serialize for Format {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Format {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Format::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+crate::ids::string_newtype!(Format, Format::parse);
 
 /// Content signatures: (offset, magic bytes, format, extensions that refine it).
 const SIGNATURES: &[(usize, &[u8], &str, &[&str])] = &[
