@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::cas::Progress;
 use crate::cas::metadata::ObjectMetadata;
@@ -194,7 +193,7 @@ async fn check_object(
 /// Streams the object and compares it with its hashes; `Some(reason)` if it does not match.
 async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Result<Option<String>> {
     let store = runs.data().backend();
-    let mut whole = Sha256::new();
+    let mut whole = crate::cas::hashing::Hasher::new();
     let blocks_per_chunk = (CHUNK / meta.block_size).max(1);
     let total = meta.block_hashes.len() as u64;
     let mut first = 0;
@@ -218,7 +217,7 @@ async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Resu
         progress(got.data.len() as u64);
         first = last;
     }
-    let digest = Digest::from_bytes(whole.finalize().into());
+    let digest = whole.finish();
     if digest != meta.hash {
         return Ok(Some(format!(
             "the data of {} hashes to {digest}",

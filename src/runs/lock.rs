@@ -11,8 +11,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::error::{Error, Result};
 use crate::ids::RunId;
 
@@ -30,7 +28,8 @@ impl RunLock {
     /// Blocks until this process holds the lock of `run` in the store described by `store`.
     pub async fn acquire(store: &str, run: &RunId) -> Result<RunLock> {
         let dir = lock_dir();
-        let name = hex::encode(&Sha256::digest(format!("{store}\n{run}").as_bytes())[..16]);
+        let name = crate::cas::hashing::sha256(format!("{store}\n{run}").as_bytes()).to_hex()[..32]
+            .to_string();
         let path = dir.join(name);
         crate::cas::blocking(move || {
             if !dir.exists() {

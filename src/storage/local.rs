@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sha2::{Digest as _, Sha256};
 
 use super::{
     Body, GetResult, ListPage, ObjectMeta, ObjectStore, PutMode, Result, StorageError, check_key,
@@ -83,8 +82,8 @@ impl Inner {
     }
 
     fn lock_path(&self, key: &str) -> PathBuf {
-        let h = Sha256::digest(key.as_bytes());
-        self.root.join(LOCK_DIR).join(hex::encode(&h[..12]))
+        let h = crate::cas::hashing::sha256(key.as_bytes());
+        self.root.join(LOCK_DIR).join(&h.to_hex()[..24])
     }
 
     fn put_blocking(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
