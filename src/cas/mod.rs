@@ -331,3 +331,71 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(Error::Refused(format!("internal task failed: {e}"))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::faulty::{FaultyStore, Op};
+    use crate::storage::memory::MemoryStore;
+
+    fn none() -> Progress {
+        Arc::new(|_| {})
+    }
+
+    fn setup(
+        bytes: &[u8],
+    ) -> (
+        Arc<FaultyStore>,
+        DataStore,
+        tempfile::TempDir,
+        std::path::PathBuf,
+    ) {
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let data = DataStore::new(faulty.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.csv");
+        std::fs::write(&path, bytes).unwrap();
+        (faulty, data, dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_failed_upload_commits_nothing_and_a_retry_succeeds() {
+        let bytes = vec![7u8; 3 * 1024 * 1024];
+        let (faulty, data, _dir, path) = setup(&bytes);
+        // The data upload goes through; metadata.json, the commit point, fails.
+        faulty.fail_after(Op::Put, 1);
+        assert!(data.put_file(&path, None, none()).await.is_err());
+        let h = hashing::sha256(&bytes);
+        assert!(
+            data.metadata(&h).await.unwrap().is_none(),
+            "not stored without metadata.json"
+        );
+        faulty.heal();
+        let stored = data.put_file(&path, None, none()).await.unwrap();
+        assert!(stored.new);
+        assert_eq!(stored.meta.format.as_str(), "csv");
+        assert_eq!(data.metadata(&h).await.unwrap().unwrap(), stored.meta);
+    }
+
+    #[tokio::test]
+    async fn corrupted_reads_are_retried_then_refused() {
+        let bytes: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+        let (faulty, data, _dir, path) = setup(&bytes);
+        let meta = data.put_file(&path, None, none()).await.unwrap().meta;
+        assert_eq!(
+            &data.read_blocks(&meta, 1..3).await.unwrap()[..],
+            &bytes[1024 * 1024..]
+        );
+        faulty.corrupt_gets();
+        match data.read_blocks(&meta, 1..3).await {
+            Err(Error::BadBlock { block, .. }) => assert_eq!(block, 1),
+            other => panic!("expected a bad block, got {other:?}"),
+        }
+        let mut out = Vec::new();
+        assert!(data.export(&meta, &mut out, none()).await.is_err());
+        faulty.heal();
+        let mut out = Vec::new();
+        data.export(&meta, &mut out, none()).await.unwrap();
+        assert!(out == bytes);
+    }
+}

@@ -75,7 +75,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck { repair } => fsck(&runs, json, repair).await,
         Command::Gc { grace, dry_run } => {
             let grace = parse_duration(&grace).map_err(Error::Refused)?;
-            let report = maint::gc::gc(&runs, grace, dry_run).await?;
+            let total = if Bar::wanted(json) {
+                maint::data_bytes(&runs).await?
+            } else {
+                0
+            };
+            let bar = Bar::new(total, json, "collecting");
+            let report = maint::gc::gc(&runs, grace, dry_run, bar.progress()).await?;
+            bar.finish();
             output::warn_all(&report.problems);
             if json {
                 print_json(&report);
@@ -187,7 +194,11 @@ async fn get(runs: &Runs, hash: String, output: Option<std::path::PathBuf>) -> R
 }
 
 async fn fsck(runs: &Runs, json: bool, repair: bool) -> Result<ExitCode> {
-    let total = maint::fsck::bytes_to_check(runs).await?;
+    let total = if Bar::wanted(json) {
+        maint::data_bytes(runs).await?
+    } else {
+        0
+    };
     let bar = Bar::new(total, json, "checking");
     let report = maint::fsck::fsck(runs, repair, bar.progress()).await?;
     bar.finish();

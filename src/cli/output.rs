@@ -28,8 +28,13 @@ pub fn warn_all(problems: &[String]) {
 pub struct Bar(ProgressBar);
 
 impl Bar {
+    /// Whether a bar would be shown at all: callers skip work done only to size one.
+    pub fn wanted(quiet: bool) -> bool {
+        !quiet && std::io::stderr().is_terminal()
+    }
+
     pub fn new(total: u64, quiet: bool, verb: &str) -> Self {
-        if quiet || !std::io::stderr().is_terminal() || total < 64 * 1024 * 1024 {
+        if !Bar::wanted(quiet) || total < 64 * 1024 * 1024 {
             return Bar(ProgressBar::hidden());
         }
         let bar = ProgressBar::new(total);

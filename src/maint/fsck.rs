@@ -59,17 +59,6 @@ impl FsckReport {
     }
 }
 
-/// The total bytes `fsck` will re-hash, for a progress bar.
-pub async fn bytes_to_check(runs: &Runs) -> Result<u64> {
-    let inv = Inventory::scan(runs.data().backend().as_ref()).await?;
-    Ok(inv
-        .objects
-        .values()
-        .flat_map(|k| k.data.iter())
-        .map(|d| d.size)
-        .sum())
-}
-
 pub async fn fsck(runs: &Runs, repair: bool, progress: Progress) -> Result<FsckReport> {
     let store = runs.data().backend().clone();
     let inv = Inventory::scan(store.as_ref()).await?;

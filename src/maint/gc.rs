@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::cas::Progress;
 use crate::error::Result;
 use crate::ids::Digest;
 use crate::layout;
@@ -41,7 +42,13 @@ pub struct GcReport {
     pub problems: Vec<String>,
 }
 
-pub async fn gc(runs: &Runs, grace: Duration, dry_run: bool) -> Result<GcReport> {
+/// `progress` is told the data bytes of each object as gc finishes looking at it.
+pub async fn gc(
+    runs: &Runs,
+    grace: Duration,
+    dry_run: bool,
+    progress: Progress,
+) -> Result<GcReport> {
     let store = runs.data().backend();
     let inv = Inventory::scan(store.as_ref()).await?;
     let listing = runs.list().await?;
@@ -68,11 +75,12 @@ pub async fn gc(runs: &Runs, grace: Duration, dry_run: bool) -> Result<GcReport>
     };
 
     for (h, keys) in &inv.objects {
+        let bytes: u64 = keys.data.iter().map(|d| d.size).sum();
+        progress(bytes);
         if protected(h, keys) {
             report.kept += 1;
             continue;
         }
-        let bytes = keys.data.iter().map(|d| d.size).sum();
         if !dry_run {
             // A writer may have marked the object since the scan: look once more.
             let fresh = runs.data().used_by(h).await?;

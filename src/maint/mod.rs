@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::ids::Digest;
 use crate::layout::{self, DataKey};
+use crate::runs::Runs;
 use crate::storage::{ObjectMeta, ObjectStore, list_all};
 
 /// Everything stored under one `data/<hh>/<h>/` directory.
@@ -76,4 +77,15 @@ impl Inventory {
         }
         Ok(inv)
     }
+}
+
+/// The bytes of all data under `data/`: the total of a progress bar for `fsck` and `gc`.
+pub async fn data_bytes(runs: &Runs) -> Result<u64> {
+    let inv = Inventory::scan(runs.data().backend().as_ref()).await?;
+    Ok(inv
+        .objects
+        .values()
+        .flat_map(|k| k.data.iter())
+        .map(|d| d.size)
+        .sum())
 }
