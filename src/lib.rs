@@ -4,16 +4,20 @@
 //! - [`storage`]: bytes under keys, one trait and its backends;
 //! - the domain: [`cas`] (content-addressed objects), [`runs`] (manifests, views, markers),
 //!   [`maint`] (stats, fsck, gc), with [`layout`] naming every key;
-//! - the faces: [`cli`] (and, later, the FUSE adapter), thin over the domain.
+//! - the filesystem core [`fs`] (tree, verified block cache, read-ahead), no FUSE types;
+//! - the faces: [`cli`] and [`fuse`] (with [`mount`]), thin over the domain.
 
 pub mod cas;
 pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod fs;
+pub mod fuse;
 pub mod ids;
 pub mod layout;
 pub mod maint;
+pub mod mount;
 pub mod runs;
 pub mod storage;
 pub mod time;

@@ -37,6 +37,30 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Mount the store as a directory tree (data/, runs/<view>/..., manifests/)
+    Mount {
+        mountpoint: PathBuf,
+        /// Local block cache directory [env: MLTRACK_CACHE_DIR, default: $XDG_CACHE_HOME/mltrack]
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Cache size limit, e.g. 512MiB, 10GiB [env: MLTRACK_CACHE_SIZE, default: 10GiB]
+        #[arg(long, value_name = "SIZE")]
+        cache_size: Option<String>,
+        /// Seconds before other nodes' changes are looked up again
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        refresh: f64,
+        /// Mount read-only (this version's mount is always read-only)
+        #[arg(long)]
+        read_only: bool,
+        /// Let other users see the mount
+        #[arg(long)]
+        allow_other: bool,
+        /// Stay in the foreground instead of starting a daemon
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Unmount a mount point (the daemon finishes and exits)
+    Unmount { mountpoint: PathBuf },
     /// Store a file under its hash; prints hash, size, format and whether it was new
     Put {
         file: PathBuf,

@@ -24,11 +24,51 @@ use args::{AddFile, Cli, Command, RunCommand};
 use output::{Bar, print_json};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::from_env(cli.store.as_deref())?;
+    if let Command::Unmount { mountpoint } = &cli.command {
+        crate::mount::unmount(mountpoint)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = Config::from_env(cli.store.as_deref())?;
+    if let Command::Mount {
+        cache_dir,
+        cache_size,
+        ..
+    } = &cli.command
+    {
+        if let Some(dir) = cache_dir {
+            config.cache_dir = dir.clone();
+        }
+        if let Some(size) = cache_size {
+            config.cache_size = crate::units::parse_size(size).map_err(Error::Refused)?;
+        }
+    }
     let store = open_store(&config.store).await?;
     let runs = Runs::new(DataStore::new(store));
     let json = cli.json;
     match cli.command {
+        Command::Mount {
+            mountpoint,
+            refresh,
+            allow_other,
+            foreground,
+            ..
+        } => {
+            if !(refresh.is_finite() && refresh >= 0.0) {
+                return Err(Error::Refused(format!(
+                    "--refresh {refresh} is not a number of seconds"
+                ))
+                .into());
+            }
+            let opts = crate::mount::MountOptions {
+                mountpoint,
+                refresh: std::time::Duration::from_secs_f64(refresh),
+                allow_other,
+                foreground,
+            };
+            crate::mount::mount(&config, runs, opts).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unmount { .. } => Ok(ExitCode::SUCCESS),
         Command::Put { file, name } => put(&runs, json, file, name).await,
         Command::Get { hash, output } => get(&runs, hash, output).await,
         Command::Run(cmd) => run_command(&config, &runs, json, cmd).await,

@@ -1,0 +1,283 @@
+//! The local block cache: verified blocks of immutable objects, on disk, bounded in bytes.
+//!
+//! Each object has one sparse file, `<cache-dir>/objects/<hh>/<hash>`, with each cached block
+//! written at its own offset, so a fully cached object is an exact copy of it. Which blocks
+//! are present is known from an in-memory LRU index (the `lru` crate), rebuilt at start-up by
+//! asking each file where its data is (`SEEK_DATA`/`SEEK_HOLE`). Eviction punches the block
+//! out of its file (`FALLOCATE_PUNCH_HOLE`), so the space really returns to the disk; the
+//! total allocated never exceeds the limit.
+//!
+//! Objects never change, so the cache is never stale and survives restarts. It never trusts
+//! itself either: every block read from it is verified against the object's block hash, and a
+//! block that fails is dropped and fetched again. Several mounts may share a directory: writes
+//! and evictions take an `flock` on `<cache-dir>/lock`; each mount's index only knows what it
+//! saw, so a block another mount evicted reads as a hole, fails verification and is fetched.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use crate::cas::hashing::{self, BLOCK_SIZE};
+use crate::cas::metadata::ObjectMetadata;
+use crate::ids::Digest;
+
+type BlockKey = (Digest, u64);
+
+#[derive(Debug)]
+pub struct BlockCache {
+    dir: PathBuf,
+    limit: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Cached blocks and their sizes, least recently used first out.
+    lru: LruCache<BlockKey, u64>,
+    used: u64,
+}
+
+impl BlockCache {
+    /// Opens the cache under `dir`, creating it, and indexes what is already there.
+    pub fn open(dir: &Path, limit: u64) -> io::Result<BlockCache> {
+        let objects = dir.join("objects");
+        fs::create_dir_all(&objects)?;
+        let cache = BlockCache {
+            dir: dir.to_path_buf(),
+            limit,
+            state: Mutex::new(State {
+                lru: LruCache::unbounded(),
+                used: 0,
+            }),
+        };
+        cache.rebuild()?;
+        Ok(cache)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes of cached blocks this mount knows about.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path(&self, h: &Digest) -> PathBuf {
+        self.dir.join("objects").join(h.fanout()).join(h.to_hex())
+    }
+
+    /// Indexes the blocks present in the cache files, oldest files first in LRU order.
+    fn rebuild(&self) -> io::Result<()> {
+        let mut found = Vec::new();
+        for fan in fs::read_dir(self.dir.join("objects"))?.flatten() {
+            let Ok(files) = fs::read_dir(fan.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let Some(h) = f
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<Digest>().ok())
+                else {
+                    continue;
+                };
+                let Ok(meta) = f.metadata() else { continue };
+                let modified = meta.modified().ok();
+                let Ok(file) = File::open(f.path()) else {
+                    continue;
+                };
+                for (block, size) in present_blocks(&file, meta.len()) {
+                    found.push((modified, (h, block), size));
+                }
+            }
+        }
+        found.sort_by_key(|(m, _, _)| *m);
+        let mut state = self.lock();
+        for (_, key, size) in found {
+            state.used += size;
+            state.lru.put(key, size);
+        }
+        drop(state);
+        // A directory shrunk by a smaller --cache-size is brought under the new limit.
+        let _lock = self.dir_lock()?;
+        self.evict_to_fit(0);
+        Ok(())
+    }
+
+    /// Whether the index has the block (without reading or verifying it).
+    pub fn contains(&self, meta: &ObjectMetadata, block: u64) -> bool {
+        self.lock().lru.peek(&(meta.hash, block)).is_some()
+    }
+
+    /// The verified bytes of block `block` of the object, if cached and intact.
+    pub fn get(&self, meta: &ObjectMetadata, block: u64) -> Option<Bytes> {
+        let key = (meta.hash, block);
+        self.lock().lru.get(&key)?;
+        let range = meta.block_range(block);
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        let ok = File::open(self.path(&meta.hash))
+            .and_then(|f| f.read_exact_at(&mut buf, range.start))
+            .is_ok()
+            && hashing::sha256(&buf) == meta.block_hashes[block as usize];
+        if ok {
+            return Some(Bytes::from(buf));
+        }
+        tracing::warn!(hash = %meta.hash, block, "cached block failed verification; dropping it");
+        self.drop_block(&key);
+        None
+    }
+
+    /// Stores a verified block, evicting least recently used blocks to stay within the limit.
+    pub fn put(&self, meta: &ObjectMetadata, block: u64, data: &[u8]) -> io::Result<()> {
+        let size = data.len() as u64;
+        // The index and the start-up scan count in BLOCK_SIZE units; objects written with
+        // another block size are served uncached rather than mis-indexed.
+        if size > self.limit || meta.block_size != BLOCK_SIZE {
+            return Ok(());
+        }
+        let key = (meta.hash, block);
+        let _lock = self.dir_lock()?;
+        if self.lock().lru.contains(&key) {
+            return Ok(());
+        }
+        self.evict_to_fit(size);
+        let path = self.path(&meta.hash);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if file.metadata()?.len() != meta.size {
+            file.set_len(meta.size)?;
+        }
+        file.write_all_at(data, meta.block_range(block).start)?;
+        let mut state = self.lock();
+        state.used += size;
+        state.lru.put(key, size);
+        Ok(())
+    }
+
+    /// The path of the object's cache file if every block of it is cached.
+    pub fn complete_file(&self, meta: &ObjectMetadata) -> Option<PathBuf> {
+        let mut state = self.lock();
+        let all =
+            (0..meta.block_hashes.len() as u64).all(|b| state.lru.get(&(meta.hash, b)).is_some());
+        all.then(|| self.path(&meta.hash))
+    }
+
+    fn evict_to_fit(&self, incoming: u64) {
+        let mut state = self.lock();
+        let mut emptied: HashMap<Digest, ()> = HashMap::new();
+        while state.used + incoming > self.limit {
+            let Some(((h, block), size)) = state.lru.pop_lru() else {
+                break;
+            };
+            state.used = state.used.saturating_sub(size);
+            if punch(&self.path(&h), block * BLOCK_SIZE, size).is_err() {
+                emptied.insert(h, ());
+            }
+        }
+        drop(state);
+        // A file whose hole could not be punched is removed whole; its other blocks go too.
+        for h in emptied.keys() {
+            let _ = fs::remove_file(self.path(h));
+            let mut state = self.lock();
+            let gone: Vec<BlockKey> = state
+                .lru
+                .iter()
+                .filter(|((k, _), _)| k == h)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in gone {
+                if let Some(size) = state.lru.pop(&k) {
+                    state.used = state.used.saturating_sub(size);
+                }
+            }
+        }
+    }
+
+    fn drop_block(&self, key: &BlockKey) {
+        let mut state = self.lock();
+        if let Some(size) = state.lru.pop(key) {
+            state.used = state.used.saturating_sub(size);
+            let _ = punch(&self.path(&key.0), key.1 * BLOCK_SIZE, size);
+        }
+    }
+
+    fn dir_lock(&self) -> io::Result<DirLock> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("lock"))?;
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DirLock(f))
+    }
+}
+
+struct DirLock(#[allow(dead_code)] File);
+
+/// Frees `len` bytes at `offset` of the file, keeping its size.
+fn punch(path: &Path, offset: u64, len: u64) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    // SAFETY: fallocate on a descriptor we own, with in-range arguments.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The blocks of a cache file that hold data (each block wholly inside a data extent).
+fn present_blocks(file: &File, len: u64) -> Vec<(u64, u64)> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < len {
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { len as i64 } else { hole };
+        let first = (data as u64).div_ceil(BLOCK_SIZE);
+        let mut b = first;
+        while b * BLOCK_SIZE < hole as u64 {
+            let end = ((b + 1) * BLOCK_SIZE).min(len);
+            if end > hole as u64 {
+                break;
+            }
+            out.push((b, end - b * BLOCK_SIZE));
+            b += 1;
+        }
+        pos = hole;
+    }
+    out
+}

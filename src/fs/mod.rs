@@ -1,0 +1,644 @@
+//! The filesystem core: the mounted tree of PRODUCT.md §3 as plain async Rust, with no FUSE
+//! types, so that tests and the FUSE adapter drive the same code.
+//!
+//! Inodes are allocated lazily, one per path, the first time a path is looked up or listed,
+//! and kept for the life of the mount (so a path keeps its inode number). Nothing is listed at
+//! mount time: a directory's children come from the store (the S3 prefixes of PRODUCT.md §2)
+//! when it is first read, and again once they are older than the refresh interval. Manifests
+//! are cached for the same interval; object metadata, which never changes, for the life of
+//! the mount. Reads go through [`reader::Reader`] and the verified block cache.
+
+pub mod cache;
+pub mod reader;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cas::DataStore;
+use crate::cas::metadata::ObjectMetadata;
+use crate::error::{Error, Result};
+use crate::ids::{Digest, Name, RelPath, RunId};
+use crate::layout;
+use crate::runs::Runs;
+use crate::runs::manifest::{Manifest, StorageMode};
+use crate::storage::{StorageError, list_all, list_children};
+
+pub const ROOT_INO: u64 = 1;
+/// Attribute and entry lifetime of immutable things (objects and their metadata).
+pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What a path of the mounted tree is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Root,
+    DataRoot,
+    DataFanout(String),
+    DataObject(Digest),
+    DataFile(Digest),
+    MetadataFile(Digest),
+    UsedByDir(Digest),
+    UsedByLink(Digest, RunId),
+    RunsRoot,
+    ViewRoot(StorageMode),
+    ViewKey(StorageMode, String),
+    /// A run directory, reached through view `mode` (and its key).
+    RunDir(RunId),
+    /// A directory inside a run: `prefix` is its path relative to the run, without a slash.
+    RunSubdir(RunId, String),
+    RunFile(RunId, RelPath),
+    ManifestsRoot,
+    ManifestFile(RunId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    Directory,
+    File,
+    Symlink,
+}
+
+/// What `stat` says about a node.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileType,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    /// How long the kernel may keep this attribute and entry.
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub ino: u64,
+    pub kind: Kind,
+    /// The node's path in the tree, for messages and symlinks.
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: FileType,
+}
+
+#[derive(Default)]
+struct Inodes {
+    by_ino: HashMap<u64, Arc<Node>>,
+    by_path: HashMap<String, u64>,
+    next: u64,
+}
+
+struct Timed<T> {
+    value: T,
+    at: Instant,
+}
+
+/// The mounted tree.
+pub struct Tree {
+    runs: Runs,
+    refresh: Duration,
+    inodes: Mutex<Inodes>,
+    listings: Mutex<HashMap<String, Timed<Arc<Vec<String>>>>>,
+    manifests: Mutex<HashMap<RunId, Timed<Arc<(Manifest, Vec<u8>)>>>>,
+    metadata: Mutex<HashMap<Digest, Arc<(ObjectMetadata, Vec<u8>)>>>,
+    mounted_at: SystemTime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Tree {
+    pub fn new(runs: Runs, refresh: Duration) -> Tree {
+        let mut inodes = Inodes {
+            next: ROOT_INO + 1,
+            ..Default::default()
+        };
+        let root = Arc::new(Node {
+            ino: ROOT_INO,
+            kind: Kind::Root,
+            path: String::new(),
+        });
+        inodes.by_ino.insert(ROOT_INO, root);
+        inodes.by_path.insert(String::new(), ROOT_INO);
+        Tree {
+            runs,
+            refresh,
+            inodes: Mutex::new(inodes),
+            listings: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(HashMap::new()),
+            metadata: Mutex::new(HashMap::new()),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    pub fn data(&self) -> &DataStore {
+        self.runs.data()
+    }
+
+    pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
+        lock(&self.inodes)
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| Error::Refused(format!("inode {ino} is unknown")))
+    }
+
+    fn intern(&self, parent: &Node, name: &str, kind: Kind) -> Arc<Node> {
+        let path = if parent.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", parent.path)
+        };
+        let mut inodes = lock(&self.inodes);
+        if let Some(ino) = inodes.by_path.get(&path)
+            && let Some(node) = inodes.by_ino.get(ino)
+            && node.kind == kind
+        {
+            return node.clone();
+        }
+        let ino = inodes.next;
+        inodes.next += 1;
+        let node = Arc::new(Node {
+            ino,
+            kind,
+            path: path.clone(),
+        });
+        inodes.by_ino.insert(ino, node.clone());
+        inodes.by_path.insert(path, ino);
+        node
+    }
+
+    /// The names under `prefix` in the store (common prefixes), cached for the refresh time.
+    async fn children(&self, prefix: &str) -> Result<Arc<Vec<String>>> {
+        if let Some(t) = lock(&self.listings).get(prefix)
+            && t.at.elapsed() < self.refresh
+        {
+            return Ok(t.value.clone());
+        }
+        let names = Arc::new(list_children(self.data().backend().as_ref(), prefix).await?);
+        lock(&self.listings).insert(
+            prefix.to_string(),
+            Timed {
+                value: names.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(names)
+    }
+
+    /// The run's manifest, cached for the refresh time; `None` if the run does not exist.
+    pub async fn manifest(&self, run: &RunId) -> Result<Option<Arc<(Manifest, Vec<u8>)>>> {
+        if let Some(t) = lock(&self.manifests).get(run)
+            && t.at.elapsed() < self.refresh
+        {
+            return Ok(Some(t.value.clone()));
+        }
+        let key = layout::manifest_key(run);
+        let got = match self.data().backend().get(&key, None).await {
+            Ok(g) => g,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let m = match Manifest::parse(run.as_str(), &key, &got.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping run with an unreadable manifest");
+                return Ok(None);
+            }
+        };
+        let value = Arc::new((m, got.data.to_vec()));
+        lock(&self.manifests).insert(
+            run.clone(),
+            Timed {
+                value: value.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(Some(value))
+    }
+
+    /// The object's metadata, cached for the life of the mount; `None` if not stored.
+    pub async fn metadata(&self, h: &Digest) -> Result<Option<Arc<(ObjectMetadata, Vec<u8>)>>> {
+        if let Some(m) = lock(&self.metadata).get(h) {
+            return Ok(Some(m.clone()));
+        }
+        let got = match self
+            .data()
+            .backend()
+            .get(&layout::metadata_key(h), None)
+            .await
+        {
+            Ok(g) => g,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = match ObjectMetadata::parse(h, &got.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping object with unreadable metadata");
+                return Ok(None);
+            }
+        };
+        let value = Arc::new((meta, got.data.to_vec()));
+        lock(&self.metadata).insert(*h, value.clone());
+        Ok(Some(value))
+    }
+
+    /// Whether the run's manifest puts it in view `mode` under `key`.
+    async fn run_in_view(&self, run: &RunId, mode: StorageMode, key: Option<&str>) -> Result<bool> {
+        Ok(match self.manifest(run).await? {
+            Some(m) => {
+                m.0.storage_modes.contains(&mode)
+                    && m.0.view_key(mode).ok().flatten().as_deref() == key
+            }
+            None => false,
+        })
+    }
+
+    /// The children of a node, as (name, kind) pairs.
+    async fn list(&self, node: &Node) -> Result<Vec<(String, Kind)>> {
+        let mut out = Vec::new();
+        match &node.kind {
+            Kind::Root => {
+                out.push(("data".into(), Kind::DataRoot));
+                out.push(("runs".into(), Kind::RunsRoot));
+                out.push(("manifests".into(), Kind::ManifestsRoot));
+            }
+            Kind::DataRoot => {
+                for fan in self.children(layout::DATA).await?.iter() {
+                    if fan.len() == 2
+                        && fan
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                    {
+                        out.push((fan.clone(), Kind::DataFanout(fan.clone())));
+                    }
+                }
+            }
+            Kind::DataFanout(fan) => {
+                for name in self
+                    .children(&format!("{}{fan}/", layout::DATA))
+                    .await?
+                    .iter()
+                {
+                    if let Ok(h) = name.parse::<Digest>()
+                        && &h.fanout() == fan
+                    {
+                        out.push((name.clone(), Kind::DataObject(h)));
+                    }
+                }
+            }
+            Kind::DataObject(h) => {
+                if let Some(m) = self.metadata(h).await? {
+                    out.push((format!("data.{}", m.0.format), Kind::DataFile(*h)));
+                    out.push(("metadata.json".into(), Kind::MetadataFile(*h)));
+                    out.push(("used_by".into(), Kind::UsedByDir(*h)));
+                }
+            }
+            Kind::UsedByDir(h) => {
+                let prefix = layout::used_by_prefix(h);
+                let page = list_all(self.data().backend().as_ref(), &prefix, true).await?;
+                for o in &page.objects {
+                    if let Some(Ok(run)) = o
+                        .key
+                        .strip_prefix(&prefix)
+                        .map(|r| Name::parse("run id", r))
+                    {
+                        out.push((run.to_string(), Kind::UsedByLink(*h, run)));
+                    }
+                }
+            }
+            Kind::RunsRoot => {
+                for mode in StorageMode::ALL {
+                    out.push((mode.to_string(), Kind::ViewRoot(mode)));
+                }
+            }
+            Kind::ViewRoot(StorageMode::Flat) => {
+                for run in self.children("runs/flat/").await?.iter() {
+                    if let Ok(id) = Name::parse("run id", run)
+                        && self.run_in_view(&id, StorageMode::Flat, None).await?
+                    {
+                        out.push((run.clone(), Kind::RunDir(id)));
+                    }
+                }
+            }
+            Kind::ViewRoot(mode) => {
+                for key in self
+                    .children(&format!("{}{mode}/", layout::RUNS))
+                    .await?
+                    .iter()
+                {
+                    if Name::parse("key", key).is_ok() {
+                        out.push((key.clone(), Kind::ViewKey(*mode, key.clone())));
+                    }
+                }
+            }
+            Kind::ViewKey(mode, key) => {
+                for run in self
+                    .children(&format!("{}{mode}/{key}/", layout::RUNS))
+                    .await?
+                    .iter()
+                {
+                    if let Ok(id) = Name::parse("run id", run)
+                        && self.run_in_view(&id, *mode, Some(key)).await?
+                    {
+                        out.push((run.clone(), Kind::RunDir(id)));
+                    }
+                }
+            }
+            Kind::RunDir(run) => out = self.run_children(run, "").await?,
+            Kind::RunSubdir(run, prefix) => out = self.run_children(run, prefix).await?,
+            Kind::ManifestsRoot => {
+                let page =
+                    list_all(self.data().backend().as_ref(), layout::MANIFESTS, true).await?;
+                for o in &page.objects {
+                    if let Some(Ok(run)) =
+                        layout::run_of_manifest_key(&o.key).map(|r| Name::parse("run id", r))
+                    {
+                        out.push((format!("{run}.json"), Kind::ManifestFile(run)));
+                    }
+                }
+            }
+            Kind::DataFile(_)
+            | Kind::MetadataFile(_)
+            | Kind::UsedByLink(..)
+            | Kind::RunFile(..)
+            | Kind::ManifestFile(_) => {
+                return Err(Error::Refused(format!("{} is not a directory", node.path)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The files and directories directly under `prefix` in a run (`""` for the run itself).
+    async fn run_children(&self, run: &RunId, prefix: &str) -> Result<Vec<(String, Kind)>> {
+        let Some(m) = self.manifest(run).await? else {
+            return Ok(vec![]);
+        };
+        let mut out: Vec<(String, Kind)> = Vec::new();
+        if prefix.is_empty() {
+            for d in ["inputs", "outputs"] {
+                out.push((d.into(), Kind::RunSubdir(run.clone(), d.into())));
+            }
+        }
+        let base = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        for path in m.0.files.keys() {
+            let Some(rest) = path.as_str().strip_prefix(&base) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((dir, _)) => {
+                    if !out.iter().any(|(n, _)| n == dir) {
+                        out.push((
+                            dir.to_string(),
+                            Kind::RunSubdir(run.clone(), format!("{base}{dir}")),
+                        ));
+                    }
+                }
+                None => out.push((rest.to_string(), Kind::RunFile(run.clone(), path.clone()))),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let mut entries = Vec::new();
+        for (name, kind) in self.list(&node).await? {
+            let child = self.intern(&node, &name, kind);
+            entries.push(DirEntry {
+                ino: child.ino,
+                name,
+                kind: file_type(&child.kind),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The child `name` of directory `parent`, or `None`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Option<Attr>> {
+        let node = self.node(parent)?;
+        let found = self.list(&node).await?.into_iter().find(|(n, _)| n == name);
+        match found {
+            Some((name, kind)) => {
+                let child = self.intern(&node, &name, kind);
+                self.attr_of(&child).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Option<Attr>> {
+        let node = self.node(ino)?;
+        self.attr_of(&node).await
+    }
+
+    async fn attr_of(&self, node: &Node) -> Result<Option<Attr>> {
+        let dir = |ttl| Attr {
+            ino: node.ino,
+            kind: FileType::Directory,
+            size: 0,
+            mtime: self.mounted_at,
+            perm: 0o555,
+            ttl,
+        };
+        let file = |size, mtime, perm, ttl| Attr {
+            ino: node.ino,
+            kind: FileType::File,
+            size,
+            mtime,
+            perm,
+            ttl,
+        };
+        Ok(Some(match &node.kind {
+            Kind::DataObject(h) => match self.metadata(h).await? {
+                Some(_) => dir(IMMUTABLE_TTL),
+                None => return Ok(None),
+            },
+            Kind::DataFile(h) => match self.metadata(h).await? {
+                Some(m) => file(m.0.size, m.0.created_at.into(), 0o444, IMMUTABLE_TTL),
+                None => return Ok(None),
+            },
+            Kind::MetadataFile(h) => match self.metadata(h).await? {
+                Some(m) => file(
+                    m.1.len() as u64,
+                    m.0.created_at.into(),
+                    0o444,
+                    IMMUTABLE_TTL,
+                ),
+                None => return Ok(None),
+            },
+            Kind::UsedByLink(..) => Attr {
+                ino: node.ino,
+                kind: FileType::Symlink,
+                size: self.readlink_of(node).await?.len() as u64,
+                mtime: self.mounted_at,
+                perm: 0o777,
+                ttl: self.refresh,
+            },
+            Kind::RunDir(run) | Kind::RunSubdir(run, _) => match self.manifest(run).await? {
+                Some(m) => Attr {
+                    mtime: m.0.updated_at.into(),
+                    ..dir(self.refresh)
+                },
+                None => return Ok(None),
+            },
+            Kind::RunFile(run, path) => match self
+                .manifest(run)
+                .await?
+                .and_then(|m| m.0.files.get(path).cloned())
+            {
+                Some(e) => file(
+                    e.size,
+                    e.mtime.into(),
+                    (e.mode & 0o7777) as u16,
+                    self.refresh,
+                ),
+                None => return Ok(None),
+            },
+            Kind::ManifestFile(run) => match self.manifest(run).await? {
+                Some(m) => file(m.1.len() as u64, m.0.updated_at.into(), 0o444, self.refresh),
+                None => return Ok(None),
+            },
+            Kind::Root
+            | Kind::DataRoot
+            | Kind::DataFanout(_)
+            | Kind::UsedByDir(_)
+            | Kind::RunsRoot
+            | Kind::ViewRoot(_)
+            | Kind::ViewKey(..)
+            | Kind::ManifestsRoot => dir(self.refresh),
+        }))
+    }
+
+    /// The target of a `used_by` symlink: the run's directory in its first view, relative to
+    /// the link (`data/<hh>/<h>/used_by/<run>` is four levels deep).
+    async fn readlink_of(&self, node: &Node) -> Result<String> {
+        let Kind::UsedByLink(_, run) = &node.kind else {
+            return Err(Error::Refused(format!("{} is not a symlink", node.path)));
+        };
+        let Some(m) = self.manifest(run).await? else {
+            return Ok(format!("../../../../manifests/{run}.json"));
+        };
+        let mode =
+            m.0.storage_modes
+                .first()
+                .copied()
+                .unwrap_or(StorageMode::Flat);
+        let view = m.0.view_pointer_key(mode)?;
+        Ok(format!(
+            "../../../../{}",
+            view.trim_end_matches("/run.json")
+        ))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<String> {
+        let node = self.node(ino)?;
+        self.readlink_of(&node).await
+    }
+
+    /// The extended attributes of a node, by name.
+    pub async fn xattrs(&self, ino: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        let node = self.node(ino)?;
+        let file_attrs = |h: &Digest, size: u64, format: &str| {
+            vec![
+                ("user.mltrack.sha256".to_string(), h.to_hex().into_bytes()),
+                (
+                    "user.mltrack.size".to_string(),
+                    size.to_string().into_bytes(),
+                ),
+                (
+                    "user.mltrack.format".to_string(),
+                    format.as_bytes().to_vec(),
+                ),
+            ]
+        };
+        Ok(match &node.kind {
+            Kind::DataFile(h) => match self.metadata(h).await? {
+                Some(m) => file_attrs(h, m.0.size, m.0.format.as_str()),
+                None => vec![],
+            },
+            Kind::RunFile(run, path) => match self
+                .manifest(run)
+                .await?
+                .and_then(|m| m.0.files.get(path).cloned())
+            {
+                Some(e) => file_attrs(&e.hash, e.size, e.format.as_str()),
+                None => vec![],
+            },
+            Kind::RunDir(run) => match self.manifest(run).await? {
+                Some(m) => vec![
+                    (
+                        "user.mltrack.run_id".to_string(),
+                        run.as_str().as_bytes().to_vec(),
+                    ),
+                    (
+                        "user.mltrack.run_type".to_string(),
+                        m.0.run_type.as_str().as_bytes().to_vec(),
+                    ),
+                ],
+                None => vec![],
+            },
+            _ => vec![],
+        })
+    }
+
+    /// What an open of a file reads: the object behind it, or bytes held in memory.
+    pub async fn open(&self, ino: u64) -> Result<Content> {
+        let node = self.node(ino)?;
+        let object = |h: Digest| async move {
+            match self.metadata(&h).await? {
+                Some(m) => Ok(Content::Object(Arc::new(m.0.clone()))),
+                None => Err(Error::DataNotFound(h.to_string())),
+            }
+        };
+        match &node.kind {
+            Kind::DataFile(h) => object(*h).await,
+            Kind::RunFile(run, path) => match self
+                .manifest(run)
+                .await?
+                .and_then(|m| m.0.files.get(path).cloned())
+            {
+                Some(e) => object(e.hash).await,
+                None => Err(Error::RunNotFound(run.clone())),
+            },
+            Kind::MetadataFile(h) => match self.metadata(h).await? {
+                Some(m) => Ok(Content::Bytes(Arc::new(m.1.clone()))),
+                None => Err(Error::DataNotFound(h.to_string())),
+            },
+            Kind::ManifestFile(run) => match self.manifest(run).await? {
+                Some(m) => Ok(Content::Bytes(Arc::new(m.1.clone()))),
+                None => Err(Error::RunNotFound(run.clone())),
+            },
+            _ => Err(Error::Refused(format!("{} is not a file", node.path))),
+        }
+    }
+}
+
+/// The bytes an open file reads.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A stored object, read through the cache and verified.
+    Object(Arc<ObjectMetadata>),
+    /// A small document held whole (a manifest, a `metadata.json`): what was current at open.
+    Bytes(Arc<Vec<u8>>),
+}
+
+fn file_type(kind: &Kind) -> FileType {
+    match kind {
+        Kind::DataFile(_) | Kind::MetadataFile(_) | Kind::RunFile(..) | Kind::ManifestFile(_) => {
+            FileType::File
+        }
+        Kind::UsedByLink(..) => FileType::Symlink,
+        _ => FileType::Directory,
+    }
+}

@@ -1,0 +1,174 @@
+//! Reading objects through the mount: verified blocks from the cache or the store, with
+//! sequential read-ahead.
+//!
+//! A read is served block by block. Each block comes from the open file's last block (the
+//! kernel reads 128 KiB at a time, so one 1 MiB block serves several reads and is verified
+//! once), else from the cache (verified on every read), else from the store (verified, then
+//! cached). Concurrent requests for one block share one GET.
+//!
+//! Read-ahead, after mountpoint-s3's prefetcher: a read that starts where the previous one
+//! ended extends a streak; while the streak lasts, blocks ahead of the reader are fetched in the
+//! background, the window doubling from 2 to 32 blocks. A read elsewhere resets the window, so
+//! random reads fetch only what they touch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use super::Content;
+use super::cache::BlockCache;
+use crate::cas::DataStore;
+use crate::cas::metadata::ObjectMetadata;
+use crate::error::{Error, Result};
+use crate::ids::Digest;
+
+const MIN_WINDOW: u64 = 2;
+const MAX_WINDOW: u64 = 32;
+
+type Fetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+pub struct Reader {
+    data: DataStore,
+    cache: Arc<BlockCache>,
+    inflight: Arc<Mutex<HashMap<(Digest, u64), Fetch>>>,
+}
+
+/// An open file's read state.
+pub struct OpenFile {
+    pub content: Content,
+    last: Mutex<Option<(u64, Bytes)>>,
+    next_offset: AtomicU64,
+    window: AtomicU64,
+}
+
+impl OpenFile {
+    pub fn new(content: Content) -> Self {
+        OpenFile {
+            content,
+            last: Mutex::new(None),
+            next_offset: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Reader {
+    pub fn new(data: DataStore, cache: Arc<BlockCache>) -> Self {
+        Reader {
+            data,
+            cache,
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
+    /// Up to `size` bytes at `offset`; fewer at the end of the file.
+    pub async fn read(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Bytes> {
+        let meta = match &file.content {
+            Content::Bytes(b) => {
+                let start = (offset as usize).min(b.len());
+                let end = (start + size as usize).min(b.len());
+                return Ok(Bytes::copy_from_slice(&b[start..end]));
+            }
+            Content::Object(m) => m.clone(),
+        };
+        let end = (offset + u64::from(size)).min(meta.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        self.read_ahead(file, &meta, offset, end);
+        let first = offset / meta.block_size;
+        let last = (end - 1) / meta.block_size;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for b in first..=last {
+            let block = self.block(file, &meta, b).await?;
+            let base = b * meta.block_size;
+            let from = offset.max(base) - base;
+            let to = end.min(base + block.len() as u64) - base;
+            out.extend_from_slice(&block[from as usize..to as usize]);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn block(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, b: u64) -> Result<Bytes> {
+        if let Some((i, data)) = lock(&file.last).as_ref()
+            && *i == b
+        {
+            return Ok(data.clone());
+        }
+        let data = match self.cache.get(meta, b) {
+            Some(d) => d,
+            None => self
+                .fetch(meta.clone(), b)
+                .await
+                .map_err(|e| Error::Refused(e.to_string()))?,
+        };
+        *lock(&file.last) = Some((b, data.clone()));
+        Ok(data)
+    }
+
+    /// Fetches block `b` from the store (verified) into the cache; one GET however many ask.
+    fn fetch(&self, meta: Arc<ObjectMetadata>, b: u64) -> Fetch {
+        let key = (meta.hash, b);
+        let mut inflight = lock(&self.inflight);
+        if let Some(f) = inflight.get(&key) {
+            return f.clone();
+        }
+        let data = self.data.clone();
+        let cache = self.cache.clone();
+        let map = self.inflight.clone();
+        let fut = async move {
+            let result = data.read_blocks(&meta, b..b + 1).await;
+            if let Ok(bytes) = &result
+                && let Err(e) = cache.put(&meta, b, bytes)
+            {
+                tracing::warn!(hash = %meta.hash, block = b, error = %e, "could not cache a block");
+            }
+            lock(&map).remove(&(meta.hash, b));
+            if let Err(e) = &result {
+                tracing::error!(hash = %meta.hash, block = b, error = %e, "read failed");
+            }
+            result.map_err(Arc::new)
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, fut.clone());
+        fut
+    }
+
+    /// Starts background fetches ahead of a sequential reader.
+    fn read_ahead(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, offset: u64, end: u64) {
+        let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset && offset > 0;
+        let window = if sequential {
+            (file.window.load(Ordering::Relaxed) * 2).clamp(MIN_WINDOW, MAX_WINDOW)
+        } else {
+            0
+        };
+        file.window.store(window, Ordering::Relaxed);
+        if window == 0 {
+            return;
+        }
+        let total = meta.block_hashes.len() as u64;
+        let next = end.div_ceil(meta.block_size);
+        for b in next..(next + window).min(total) {
+            if self.cache.contains(meta, b) || lock(&self.inflight).contains_key(&(meta.hash, b)) {
+                continue;
+            }
+            let fetch = self.fetch(meta.clone(), b);
+            tokio::spawn(async move {
+                let _ = fetch.await;
+            });
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

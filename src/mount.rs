@@ -1,0 +1,203 @@
+//! `mltrack mount` and `mltrack unmount`: starting the FUSE session, running it until it is
+//! unmounted or signalled, and stopping it cleanly.
+//!
+//! Without `--foreground`, `mount` starts itself again in the background (a new session, output
+//! to `<cache-dir>/mount.log`) and returns once the mount point is live, or with the daemon's
+//! error if it is not within 30 seconds. SIGTERM and SIGINT unmount. Unmounting detaches the
+//! mount and aborts its FUSE connection, so a reader in the middle of a file gets an error
+//! instead of keeping the daemon alive, and the mount point is usable again at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::fs::Tree;
+use crate::fs::cache::BlockCache;
+use crate::fs::reader::Reader;
+use crate::fuse::MltrackFs;
+use crate::runs::Runs;
+
+/// Dispatch threads: enough that parallel readers do not queue behind one slow GET.
+const FUSE_THREADS: usize = 8;
+
+pub struct MountOptions {
+    pub mountpoint: PathBuf,
+    pub refresh: Duration,
+    pub allow_other: bool,
+    pub foreground: bool,
+}
+
+/// Mounts and serves until unmounted.
+pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()> {
+    let mountpoint = std::fs::canonicalize(&opts.mountpoint)
+        .with_context(|| format!("mount point {} does not exist", opts.mountpoint.display()))?;
+    if !mountpoint.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    if is_mounted(&mountpoint) {
+        bail!(
+            "{} is already a mount point; unmount it first",
+            mountpoint.display()
+        );
+    }
+    if !opts.foreground {
+        return spawn_background(config, &mountpoint);
+    }
+    match runs.probe_conditional_writes().await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            store = %runs.data().backend().describe(),
+            "the store ignores conditional writes: writers on different machines updating one run at once can lose entries"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not probe the store for conditional writes"),
+    }
+    let cache = Arc::new(
+        BlockCache::open(&config.cache_dir, config.cache_size)
+            .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?,
+    );
+    let reader = Arc::new(Reader::new(runs.data().clone(), cache));
+    let tree = Arc::new(Tree::new(runs.clone(), opts.refresh));
+    let fs = MltrackFs::new(tree, reader, tokio::runtime::Handle::current());
+
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = vec![
+        fuser::MountOption::FSName(format!("mltrack:{}", runs.data().backend().describe())),
+        fuser::MountOption::Subtype("mltrack".into()),
+        fuser::MountOption::RO,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    if opts.allow_other {
+        fuse_config.acl = fuser::SessionACL::All;
+    }
+    fuse_config.n_threads = Some(FUSE_THREADS);
+
+    let mp = mountpoint.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::mount(fs, &mp, &fuse_config));
+    tracing::info!(mountpoint = %mountpoint.display(), store = %runs.data().backend().describe(), "mounted");
+    let mut session = std::pin::pin!(session);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = &mut session => return finished(r),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; unmounting"),
+        _ = term.recv() => tracing::info!("terminated; unmounting"),
+    }
+    unmount(&mountpoint)?;
+    finished(session.await)
+}
+
+fn finished(r: std::result::Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<()> {
+    r.context("the FUSE session failed")?
+        .context("the FUSE session ended with an error")?;
+    tracing::info!("unmounted");
+    Ok(())
+}
+
+/// Starts `mltrack mount --foreground` detached and waits for the mount to appear.
+fn spawn_background(config: &Config, mountpoint: &Path) -> Result<()> {
+    std::fs::create_dir_all(&config.cache_dir)
+        .with_context(|| format!("cannot create {}", config.cache_dir.display()))?;
+    let log_path = config.cache_dir.join("mount.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let exe = std::env::current_exe()?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid in the child before exec only detaches it from our terminal session.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the mount daemon")?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if is_mounted(mountpoint) {
+            println!(
+                "mounted {} (pid {}, log {})",
+                mountpoint.display(),
+                child.id(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| l.contains("error"))
+                .unwrap_or("")
+                .to_string();
+            bail!("the mount daemon exited ({status}) before mounting: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "{} was not mounted within 30 seconds; see {}",
+        mountpoint.display(),
+        log_path.display()
+    )
+}
+
+/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape(mp) == want))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Detaches the mount and aborts its FUSE connection so the daemon ends even with readers.
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    if !is_mounted(&path) {
+        bail!("{} is not mounted", path.display());
+    }
+    let dev = std::fs::metadata(&path).map(|m| m.dev()).ok();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let err = std::io::Error::last_os_error();
+        // Not root: the setuid helper can unmount a FUSE mount we own.
+        let status = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&path)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            bail!("cannot unmount {}: {err}", path.display());
+        }
+    }
+    if let Some(dev) = dev {
+        let minor = ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32;
+        let abort = format!("/sys/fs/fuse/connections/{minor}/abort");
+        if Path::new(&abort).exists() {
+            let _ = std::fs::write(&abort, b"1");
+        }
+    }
+    Ok(())
+}
