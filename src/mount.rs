@@ -4,8 +4,9 @@
 //! Without `--foreground`, `mount` starts itself again in the background (a new session, output
 //! to `<cache-dir>/mount.log`) and returns once the mount point is live, or with the daemon's
 //! error if it is not within 30 seconds. SIGTERM and SIGINT unmount. Unmounting detaches the
-//! mount and aborts its FUSE connection, so a reader in the middle of a file gets an error
-//! instead of keeping the daemon alive, and the mount point is usable again at once.
+//! mount (so the mount point is usable again at once); the daemon sees that and exits, which
+//! closes its FUSE connection, so a reader in the middle of a file gets an error instead of
+//! keeping the daemon alive.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,9 +85,31 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         r = &mut session => return finished(r),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; unmounting"),
         _ = term.recv() => tracing::info!("terminated; unmounting"),
+        _ = detached(&mountpoint) => {
+            // `mltrack unmount` or `umount -l`: files still open keep the FUSE connection
+            // alive; returning ends the process, which closes it and fails their reads.
+            tracing::info!("unmounted");
+            return Ok(());
+        }
     }
     unmount(&mountpoint)?;
-    finished(session.await)
+    match tokio::time::timeout(Duration::from_secs(5), &mut session).await {
+        Ok(r) => finished(r),
+        Err(_) => {
+            tracing::info!("files were still open; exiting ends their reads");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves once `mountpoint`, after it was mounted, is no longer mounted.
+async fn detached(mountpoint: &Path) {
+    while !is_mounted(mountpoint) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while is_mounted(mountpoint) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn finished(r: std::result::Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<()> {
@@ -169,15 +192,13 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// Detaches the mount and aborts its FUSE connection so the daemon ends even with readers.
+/// Detaches the mount; its daemon notices, exits, and so ends the reads of files still open.
 pub fn unmount(mountpoint: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
     let path = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     if !is_mounted(&path) {
         bail!("{} is not mounted", path.display());
     }
-    let dev = std::fs::metadata(&path).map(|m| m.dev()).ok();
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: umount2 with a valid C string.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
@@ -190,13 +211,6 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
             .status();
         if !status.is_ok_and(|s| s.success()) {
             bail!("cannot unmount {}: {err}", path.display());
-        }
-    }
-    if let Some(dev) = dev {
-        let minor = ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32;
-        let abort = format!("/sys/fs/fuse/connections/{minor}/abort");
-        if Path::new(&abort).exists() {
-            let _ = std::fs::write(&abort, b"1");
         }
     }
     Ok(())

@@ -92,6 +92,9 @@ struct Inodes {
     next: u64,
 }
 
+/// A parsed document and the exact bytes it was read from (served as the file's content).
+type Parsed<T> = Arc<(T, Vec<u8>)>;
+
 struct Timed<T> {
     value: T,
     at: Instant,
@@ -103,8 +106,8 @@ pub struct Tree {
     refresh: Duration,
     inodes: Mutex<Inodes>,
     listings: Mutex<HashMap<String, Timed<Arc<Vec<String>>>>>,
-    manifests: Mutex<HashMap<RunId, Timed<Arc<(Manifest, Vec<u8>)>>>>,
-    metadata: Mutex<HashMap<Digest, Arc<(ObjectMetadata, Vec<u8>)>>>,
+    manifests: Mutex<HashMap<RunId, Timed<Parsed<Manifest>>>>,
+    metadata: Mutex<HashMap<Digest, Parsed<ObjectMetadata>>>,
     mounted_at: SystemTime,
 }
 
@@ -192,7 +195,7 @@ impl Tree {
     }
 
     /// The run's manifest, cached for the refresh time; `None` if the run does not exist.
-    pub async fn manifest(&self, run: &RunId) -> Result<Option<Arc<(Manifest, Vec<u8>)>>> {
+    pub async fn manifest(&self, run: &RunId) -> Result<Option<Parsed<Manifest>>> {
         if let Some(t) = lock(&self.manifests).get(run)
             && t.at.elapsed() < self.refresh
         {
@@ -223,7 +226,7 @@ impl Tree {
     }
 
     /// The object's metadata, cached for the life of the mount; `None` if not stored.
-    pub async fn metadata(&self, h: &Digest) -> Result<Option<Arc<(ObjectMetadata, Vec<u8>)>>> {
+    pub async fn metadata(&self, h: &Digest) -> Result<Option<Parsed<ObjectMetadata>>> {
         if let Some(m) = lock(&self.metadata).get(h) {
             return Ok(Some(m.clone()));
         }

@@ -186,6 +186,104 @@ impl TestStore {
     }
 }
 
+/// A live `mltrack mount --foreground` of a test store, unmounted on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub cache: PathBuf,
+    child: Option<std::process::Child>,
+    mltrack: Command,
+}
+
+impl TestStore {
+    /// Mounts the store at a fresh directory with the given cache directory and options.
+    pub fn mount(&self, cache: &Path, extra: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("mnt")
+            .tempdir_in(self.dir.path())
+            .expect("mount dir")
+            .keep();
+        let mut cmd = self.cmd();
+        cmd.args([
+            "mount",
+            path_str(&dir),
+            "--foreground",
+            "--cache-dir",
+            path_str(cache),
+        ])
+        .args(extra);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("mount.log")).expect("log"));
+        let child = cmd.spawn().expect("start mltrack mount");
+        let m = Mount {
+            dir: dir.clone(),
+            cache: cache.to_path_buf(),
+            child: Some(child),
+            mltrack: self.cmd(),
+        };
+        let start = std::time::Instant::now();
+        while !mltrack::mount::is_mounted(&dir) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "not mounted: {}",
+                std::fs::read_to_string(self.dir.path().join("mount.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        m
+    }
+}
+
+impl Mount {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Unmounts and waits for the daemon; returns its exit status.
+    pub fn unmount(mut self) -> std::process::ExitStatus {
+        self.stop().expect("daemon status")
+    }
+
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = self.mltrack.args(["unmount", path_str(&self.dir)]).output();
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Bytes of disk a directory tree really uses (allocated blocks, as `du` counts).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            total += disk_usage(&e.path());
+        } else {
+            total += m.blocks() * 512;
+        }
+    }
+    total
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so that tests need no RNG crate.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

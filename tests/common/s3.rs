@@ -23,6 +23,8 @@ pub struct Faults {
     /// PUT requests still let through before the server goes down; negative: no countdown.
     puts_until_down: AtomicI64,
     pub gets: AtomicU64,
+    /// GETs of object data (`.../data.<fmt>`), not of metadata, manifests or listings.
+    pub data_gets: AtomicU64,
     pub puts: AtomicU64,
     pub requests: AtomicU64,
 }
@@ -47,11 +49,18 @@ impl Faults {
     }
 
     /// Counts a request and says whether to serve it.
-    fn admit(&self, method: &hyper::Method) -> bool {
+    fn admit(&self, method: &hyper::Method, path: &str) -> bool {
         self.requests.fetch_add(1, Ordering::SeqCst);
         match *method {
             hyper::Method::GET => {
                 self.gets.fetch_add(1, Ordering::SeqCst);
+                if path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.starts_with("data."))
+                {
+                    self.data_gets.fetch_add(1, Ordering::SeqCst);
+                }
             }
             hyper::Method::PUT => {
                 self.puts.fetch_add(1, Ordering::SeqCst);
@@ -115,7 +124,7 @@ impl S3Server {
                     let handler = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
                             let svc = svc.clone();
-                            let admitted = f2.admit(req.method());
+                            let admitted = f2.admit(req.method(), req.uri().path());
                             async move {
                                 if !admitted {
                                     return Err(s3s::HttpError::new(

@@ -1,0 +1,304 @@
+//! The mounted tree, read as a user reads it: real FUSE mounts of a local store and of the
+//! in-process S3 server, read with std::fs, `ls`, `find`, `cat` and xattr calls.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Kind, TestStore, bytes, disk_usage, path_str, sha256_hex};
+
+fn sha_of(path: &std::path::Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+}
+
+fn xattr(path: &std::path::Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| String::from_utf8_lossy(&buf[..len as usize]).to_string())
+}
+
+fn every_view_reads_the_stored_bytes(kind: Kind) {
+    let t = TestStore::new(kind);
+    let big = bytes(60, 5 * 1024 * 1024 + 123);
+    let small = b"user_id,churned\n1,0\n".to_vec();
+    let (fb, fs) = (t.file("big.bin", &big), t.file("labels.csv", &small));
+    t.ok(&[
+        "run",
+        "create",
+        "prod_001",
+        "--type",
+        "production",
+        "--project",
+        "churn",
+        "--model",
+        "xgb",
+        "--view",
+        "by_type",
+        "--view",
+        "by_model",
+        "--view",
+        "by_project",
+        "--view",
+        "flat",
+    ]);
+    t.ok(&[
+        "run",
+        "add-input",
+        "prod_001",
+        "data/big.bin",
+        path_str(&fb),
+    ]);
+    t.ok(&["run", "add-output", "prod_001", "labels.csv", path_str(&fs)]);
+    t.ok(&["run", "add-view", "prod_001", "by_date"]);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let cache = t.dir.path().join("cache");
+    let m = t.mount(&cache, &[]);
+
+    let mut top: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(top, vec!["data", "manifests", "runs"]);
+    let views = [
+        "runs/by_type/production/prod_001".to_string(),
+        "runs/by_model/xgb/prod_001".to_string(),
+        "runs/by_project/churn/prod_001".to_string(),
+        format!("runs/by_date/{today}/prod_001"),
+        "runs/flat/prod_001".to_string(),
+    ];
+    for v in &views {
+        assert_eq!(
+            sha_of(&m.path(&format!("{v}/inputs/data/big.bin"))),
+            sha256_hex(&big),
+            "{v}"
+        );
+        assert_eq!(
+            std::fs::read(m.path(&format!("{v}/outputs/labels.csv"))).unwrap(),
+            small,
+            "{v}"
+        );
+        let meta = std::fs::metadata(m.path(&format!("{v}/inputs/data/big.bin"))).unwrap();
+        assert_eq!(meta.len(), big.len() as u64);
+        assert_eq!(
+            xattr(&m.path(v), "user.mltrack.run_id").as_deref(),
+            Some("prod_001")
+        );
+        assert_eq!(
+            xattr(&m.path(v), "user.mltrack.run_type").as_deref(),
+            Some("production")
+        );
+    }
+    let f = m.path(&format!("{}/inputs/data/big.bin", views[0]));
+    assert_eq!(xattr(&f, "user.mltrack.sha256"), Some(sha256_hex(&big)));
+    assert_eq!(xattr(&f, "user.mltrack.size"), Some(big.len().to_string()));
+    assert_eq!(xattr(&f, "user.mltrack.format").as_deref(), Some("bin"));
+
+    // The manifest, as a file, is the manifest in the store; listings match it.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.path("manifests/prod_001.json")).unwrap()).unwrap();
+    assert_eq!(manifest, t.json(&["run", "show", "prod_001"]));
+    let ls = std::process::Command::new("ls")
+        .arg("-R")
+        .arg(m.path(&views[1]))
+        .output()
+        .unwrap();
+    let ls = String::from_utf8(ls.stdout).unwrap();
+    for name in ["inputs", "outputs", "data", "big.bin", "labels.csv"] {
+        assert!(ls.contains(name), "{name} missing from ls -R: {ls}");
+    }
+
+    // data/: the objects themselves, with used_by links that resolve to the run.
+    for (content, fmt) in [(&big, "bin"), (&small, "csv")] {
+        let h = sha256_hex(content);
+        let obj = m.path(&format!("data/{}/{h}", &h[..2]));
+        assert_eq!(sha_of(&obj.join(format!("data.{fmt}"))), h);
+        let md: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(obj.join("metadata.json")).unwrap()).unwrap();
+        assert_eq!(md["hash"], h);
+        let link = obj.join("used_by/prod_001");
+        let target = std::fs::canonicalize(&link).unwrap();
+        assert!(
+            target.starts_with(&m.dir) && target.ends_with("prod_001"),
+            "{}",
+            target.display()
+        );
+        assert!(target.join("inputs").is_dir());
+    }
+    let find = std::process::Command::new("find")
+        .arg(&m.dir)
+        .output()
+        .unwrap();
+    assert!(find.status.success());
+    assert_eq!(
+        String::from_utf8(find.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with("/big.bin"))
+            .count(),
+        views.len()
+    );
+
+    // Read-only: writes are refused, nothing reaches the store.
+    let err = std::fs::write(m.path("runs/flat/prod_001/outputs/new.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert!(m.unmount().success());
+}
+
+fn a_run_made_elsewhere_appears_within_the_refresh(kind: Kind) {
+    let t = TestStore::new(kind);
+    t.ok(&["run", "create", "first", "--project", "p"]);
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
+    assert!(m.path("runs/by_project/p/first").is_dir());
+    assert!(!m.path("runs/by_project/p/second").exists());
+    let f = t.file("x.bin", b"made while mounted");
+    t.ok(&["run", "create", "second", "--project", "p"]);
+    t.ok(&["run", "add-output", "second", "x.bin", path_str(&f)]);
+    let start = Instant::now();
+    while !m.path("runs/by_project/p/second/outputs/x.bin").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the new run never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "took {:?} with --refresh 1",
+        start.elapsed()
+    );
+    assert_eq!(
+        std::fs::read(m.path("runs/by_project/p/second/outputs/x.bin")).unwrap(),
+        b"made while mounted"
+    );
+    assert!(m.path("manifests/second.json").exists());
+}
+
+fn the_cache_stays_within_its_limit(kind: Kind) {
+    let t = TestStore::new(kind);
+    let files: Vec<Vec<u8>> = (0..4).map(|i| bytes(70 + i, 128 * 1024 * 1024)).collect();
+    t.ok(&["run", "create", "big", "--project", "p"]);
+    for (i, data) in files.iter().enumerate() {
+        let f = t.file(&format!("f{i}.bin"), data);
+        t.ok(&[
+            "run",
+            "add-input",
+            "big",
+            &format!("f{i}.bin"),
+            path_str(&f),
+        ]);
+        std::fs::remove_file(f).unwrap();
+    }
+    let cache = t.dir.path().join("cache");
+    let limit = 64 * 1024 * 1024;
+    let m = t.mount(&cache, &["--cache-size", "64MiB"]);
+    for (i, data) in files.iter().enumerate() {
+        assert!(
+            sha_of(&m.path(&format!("runs/by_project/p/big/inputs/f{i}.bin"))) == sha256_hex(data),
+            "file {i}"
+        );
+        let used = disk_usage(&cache.join("objects"));
+        assert!(
+            used <= limit,
+            "cache uses {used} bytes after file {i}, over its {limit}"
+        );
+    }
+    drop(m);
+    assert!(disk_usage(&cache.join("objects")) <= limit);
+}
+
+fn corruption_is_never_served(kind: Kind) {
+    let t = TestStore::new(kind);
+    let data = bytes(80, 3 * 1024 * 1024);
+    let f = t.file("d.bin", &data);
+    let h = sha256_hex(&data);
+    t.ok(&["put", path_str(&f)]);
+    let cache = t.dir.path().join("cache");
+    let rel = format!("data/{}/{h}/data.bin", &h[..2]);
+    let m = t.mount(&cache, &[]);
+    assert_eq!(sha_of(&m.path(&rel)), h);
+    drop(m);
+
+    // A byte flipped in a cached block: dropped, fetched again, right bytes.
+    let cached = cache.join(format!("objects/{}/{h}", &h[..2]));
+    let mut c = std::fs::read(&cached).unwrap();
+    c[1024 * 1024 + 10] ^= 0xff;
+    std::fs::write(&cached, &c).unwrap();
+    let m = t.mount(&cache, &[]);
+    assert_eq!(sha_of(&m.path(&rel)), h);
+    drop(m);
+
+    // A byte flipped in the stored object, with a cold cache: the read fails, never lies.
+    let mut bad = data.clone();
+    bad[2 * 1024 * 1024 + 5] ^= 1;
+    t.put_raw(&format!("data/{}/{h}/data.bin", &h[..2]), &bad);
+    let cold = t.dir.path().join("cold");
+    let m = t.mount(&cold, &[]);
+    let err = std::fs::read(m.path(&rel)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // The intact blocks before it still read.
+    let mut file = std::fs::File::open(m.path(&rel)).unwrap();
+    let mut first = vec![0u8; 1024 * 1024];
+    std::io::Read::read_exact(&mut file, &mut first).unwrap();
+    assert!(first == data[..1024 * 1024]);
+}
+
+fn unmount_with_a_reader_in_the_middle(kind: Kind) {
+    let t = TestStore::new(kind);
+    let data = bytes(90, 8 * 1024 * 1024);
+    let f = t.file("d.bin", &data);
+    let h = sha256_hex(&data);
+    t.ok(&["put", path_str(&f)]);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let mut reader =
+        std::fs::File::open(m.path(&format!("data/{}/{h}/data.bin", &h[..2]))).unwrap();
+    let mut buf = vec![0u8; 1024 * 1024];
+    std::io::Read::read_exact(&mut reader, &mut buf).unwrap();
+    let dir = m.dir.clone();
+    let status = m.unmount();
+    assert!(status.success(), "the daemon exits cleanly: {status}");
+    let rest = std::io::Read::read_to_end(&mut reader, &mut Vec::new());
+    assert!(
+        rest.is_err(),
+        "the reader sees an error, not a hang or made-up bytes"
+    );
+    assert!(!mltrack::mount::is_mounted(&dir));
+    std::fs::write(dir.join("usable"), b"again").unwrap();
+}
+
+#[test]
+fn remounting_with_a_warm_cache_downloads_nothing() {
+    let t = TestStore::new(Kind::S3);
+    let data = bytes(95, 6 * 1024 * 1024 + 7);
+    let f = t.file("d.bin", &data);
+    let h = sha256_hex(&data);
+    t.ok(&["put", path_str(&f)]);
+    let cache = t.dir.path().join("cache");
+    let rel = format!("data/{}/{h}/data.bin", &h[..2]);
+    let m = t.mount(&cache, &[]);
+    assert_eq!(sha_of(&m.path(&rel)), h);
+    drop(m);
+    let faults = &t.server().faults;
+    let before = faults.data_gets.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before > 0);
+    let m = t.mount(&cache, &[]);
+    assert_eq!(sha_of(&m.path(&rel)), h);
+    drop(m);
+    assert_eq!(
+        faults.data_gets.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "the second read was served from the cache"
+    );
+}
+
+both_backends!(
+    every_view_reads_the_stored_bytes,
+    a_run_made_elsewhere_appears_within_the_refresh,
+    the_cache_stays_within_its_limit,
+    corruption_is_never_served,
+    unmount_with_a_reader_in_the_middle,
+);
