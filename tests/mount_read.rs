@@ -302,3 +302,32 @@ both_backends!(
     corruption_is_never_served,
     unmount_with_a_reader_in_the_middle,
 );
+
+/// The helper as mount(8) calls it for an fstab line: `mount.fuse.mltrack STORE DIR -o OPTS`.
+#[test]
+fn the_mount_helper_turns_fstab_options_into_a_mount() {
+    let t = TestStore::new(Kind::Local);
+    t.ok(&["run", "create", "r1", "--project", "p"]);
+    let dir = t.dir.path().join("fstab-mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let cache = t.dir.path().join("helper-cache");
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mount.fuse.mltrack");
+    let out = std::process::Command::new(helper)
+        .args([&t.url(), path_str(&dir), "-o", &format!("rw,_netdev,cache_dir={},cache_size=64MiB,refresh=2", path_str(&cache))])
+        .envs(t.cmd().get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+        .env("MLTRACK_BIN", env!("CARGO_BIN_EXE_mltrack"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("runs/by_project/p/r1/inputs").is_dir());
+    assert!(cache.join("objects").is_dir(), "cache_dir was passed on");
+    t.ok(&["unmount", path_str(&dir)]);
+    let start = Instant::now();
+    while mltrack::mount::is_mounted(&dir) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bad = std::process::Command::new(helper).args([&t.url(), path_str(&dir), "-o", "bogus=1"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option bogus=1"));
+}
