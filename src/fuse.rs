@@ -4,18 +4,20 @@
 //!
 //! fuser dispatches on several threads (`Config::n_threads`), so parallel readers do not
 //! queue behind each other; each request blocks its dispatch thread on the runtime while the
-//! core works. The tree is read-only in this version: the mount is made with `ro`, so the
+//! core works. A fully cached object is opened with FUSE passthrough where the kernel supports
+//! it: its cache file, verified and pinned, is read by the kernel without coming here. The tree is read-only in this version: the mount is made with `ro`, so the
 //! kernel refuses every write with `EROFS` before it reaches us.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 use crate::error::Error;
@@ -29,6 +31,12 @@ pub struct MltrackFs {
     rt: tokio::runtime::Handle,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_handle: AtomicU64,
+    /// Whether the kernel accepted FUSE passthrough at init.
+    passthrough: AtomicBool,
+    /// Backing ids by inode: every open of one inode must reuse the same one.
+    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// Passthrough handles: the backing id and the pinned cache file, kept while open.
+    passthrough_handles: Mutex<HashMap<u64, (Arc<BackingId>, std::fs::File)>>,
     uid: u32,
     gid: u32,
 }
@@ -64,6 +72,9 @@ impl MltrackFs {
             rt,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(HashMap::new()),
+            passthrough_handles: Mutex::new(HashMap::new()),
             uid,
             gid,
         }
@@ -133,28 +144,68 @@ impl Filesystem for MltrackFs {
         }
     }
 
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Passthrough where the kernel has it: a fully cached object is then read by the kernel
+        // straight from its cache file. Without it, every read goes through `read` below.
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        match self.rt.block_on(self.tree.open(u64::from(ino))) {
-            Ok(content) => {
-                // Objects never change: the kernel may keep their pages between opens.
-                let keep = matches!(content, Content::Object(_));
-                let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                self.handles
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(fh, Arc::new(OpenFile::new(content)));
-                let flags = if keep {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::FOPEN_DIRECT_IO
+        let content = match self.rt.block_on(self.tree.open(u64::from(ino))) {
+            Ok(c) => c,
+            Err(e) => return reply.error(errno("open", &e)),
+        };
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        if let Content::Object(meta) = &content
+            && self.passthrough.load(Ordering::Relaxed)
+        {
+            let cache = self.reader.cache().clone();
+            let m = meta.clone();
+            let pinned = self.rt.block_on(async move {
+                tokio::task::spawn_blocking(move || cache.open_pinned(&m))
+                    .await
+                    .ok()
+                    .flatten()
+            });
+            if let Some(file) = pinned {
+                let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+                let id = match backing.get(&u64::from(ino)).and_then(Weak::upgrade) {
+                    Some(id) => Some(id),
+                    None => reply.open_backing(&file).ok().map(Arc::new),
                 };
-                reply.opened(FileHandle(fh), flags);
+                if let Some(id) = id {
+                    backing.insert(u64::from(ino), Arc::downgrade(&id));
+                    drop(backing);
+                    tracing::debug!(ino = u64::from(ino), "opened with passthrough");
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    self.passthrough_handles
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(fh, (id, file));
+                    return;
+                }
             }
-            Err(e) => reply.error(errno("open", &e)),
         }
+        // Objects never change: the kernel may keep their pages between opens.
+        let keep = matches!(content, Content::Object(_));
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(OpenFile::new(content)));
+        let flags = if keep {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::FOPEN_DIRECT_IO
+        };
+        reply.opened(FileHandle(fh), flags);
     }
 
     fn read(

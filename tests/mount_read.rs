@@ -313,12 +313,28 @@ fn the_mount_helper_turns_fstab_options_into_a_mount() {
     let cache = t.dir.path().join("helper-cache");
     let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mount.fuse.mltrack");
     let out = std::process::Command::new(helper)
-        .args([&t.url(), path_str(&dir), "-o", &format!("rw,_netdev,cache_dir={},cache_size=64MiB,refresh=2", path_str(&cache))])
-        .envs(t.cmd().get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+        .args([
+            &t.url(),
+            path_str(&dir),
+            "-o",
+            &format!(
+                "rw,_netdev,cache_dir={},cache_size=64MiB,refresh=2",
+                path_str(&cache)
+            ),
+        ])
+        .envs(
+            t.cmd()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
         .env("MLTRACK_BIN", env!("CARGO_BIN_EXE_mltrack"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.join("runs/by_project/p/r1/inputs").is_dir());
     assert!(cache.join("objects").is_dir(), "cache_dir was passed on");
     t.ok(&["unmount", path_str(&dir)]);
@@ -327,7 +343,37 @@ fn the_mount_helper_turns_fstab_options_into_a_mount() {
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let bad = std::process::Command::new(helper).args([&t.url(), path_str(&dir), "-o", "bogus=1"]).output().unwrap();
+    let bad = std::process::Command::new(helper)
+        .args([&t.url(), path_str(&dir), "-o", "bogus=1"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option bogus=1"));
+}
+
+/// A fully cached object open for passthrough is pinned: filling the cache with other data
+/// never punches holes under the kernel's reads, and the cache still keeps to its limit.
+#[test]
+fn files_open_for_passthrough_are_never_evicted_under_the_reader() {
+    let t = TestStore::new(Kind::Local);
+    let a = bytes(100, 6 * 1024 * 1024);
+    let b = bytes(101, 6 * 1024 * 1024);
+    let (fa, fb) = (t.file("a.bin", &a), t.file("b.bin", &b));
+    t.ok(&["run", "create", "r", "--project", "p"]);
+    t.ok(&["run", "add-input", "r", "a.bin", path_str(&fa)]);
+    t.ok(&["run", "add-input", "r", "b.bin", path_str(&fb)]);
+    let cache = t.dir.path().join("cache");
+    let limit = 8 * 1024 * 1024;
+    let m = t.mount(&cache, &["--cache-size", "8MiB"]);
+    let pa = m.path("runs/by_project/p/r/inputs/a.bin");
+    assert_eq!(sha_of(&pa), sha256_hex(&a), "first read fills the cache");
+    let mut held = std::fs::File::open(&pa).unwrap();
+    assert_eq!(
+        sha_of(&m.path("runs/by_project/p/r/inputs/b.bin")),
+        sha256_hex(&b)
+    );
+    assert!(disk_usage(&cache.join("objects")) <= limit);
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut held, &mut again).unwrap();
+    assert!(again == a, "the held file still reads its own bytes");
 }

@@ -13,7 +13,6 @@
 //! and evictions take an `flock` on `<cache-dir>/lock`; each mount's index only knows what it
 //! saw, so a block another mount evicted reads as a hole, fails verification and is fetched.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -152,7 +151,9 @@ impl BlockCache {
         if self.lock().lru.contains(&key) {
             return Ok(());
         }
-        self.evict_to_fit(size);
+        if !self.evict_to_fit(size) {
+            return Ok(());
+        }
         let path = self.path(&meta.hash);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
@@ -180,27 +181,38 @@ impl BlockCache {
         all.then(|| self.path(&meta.hash))
     }
 
-    fn evict_to_fit(&self, incoming: u64) {
+    /// Evicts least recently used blocks until `incoming` more bytes fit; false if they cannot
+    /// (every remaining block belongs to a file held open for passthrough).
+    fn evict_to_fit(&self, incoming: u64) -> bool {
         let mut state = self.lock();
-        let mut emptied: HashMap<Digest, ()> = HashMap::new();
+        let mut pinned = Vec::new();
+        let mut unpunchable = Vec::new();
         while state.used + incoming > self.limit {
             let Some(((h, block), size)) = state.lru.pop_lru() else {
                 break;
             };
-            state.used = state.used.saturating_sub(size);
-            if punch(&self.path(&h), block * BLOCK_SIZE, size).is_err() {
-                emptied.insert(h, ());
+            match punch(&self.path(&h), block * BLOCK_SIZE, size) {
+                Ok(true) => state.used = state.used.saturating_sub(size),
+                Ok(false) => pinned.push(((h, block), size)),
+                Err(_) => {
+                    state.used = state.used.saturating_sub(size);
+                    unpunchable.push(h);
+                }
             }
+        }
+        let fits = state.used + incoming <= self.limit;
+        for (key, size) in pinned {
+            state.lru.put(key, size);
         }
         drop(state);
         // A file whose hole could not be punched is removed whole; its other blocks go too.
-        for h in emptied.keys() {
-            let _ = fs::remove_file(self.path(h));
+        for h in unpunchable {
+            let _ = fs::remove_file(self.path(&h));
             let mut state = self.lock();
             let gone: Vec<BlockKey> = state
                 .lru
                 .iter()
-                .filter(|((k, _), _)| k == h)
+                .filter(|((k, _), _)| *k == h)
                 .map(|(k, _)| *k)
                 .collect();
             for k in gone {
@@ -209,6 +221,21 @@ impl BlockCache {
                 }
             }
         }
+        fits
+    }
+
+    /// Opens a complete, verified cache file for the kernel to read directly, pinned: while the
+    /// returned file is open it holds a shared `flock`, and no mount punches holes in it.
+    pub fn open_pinned(&self, meta: &ObjectMetadata) -> Option<File> {
+        let path = self.complete_file(meta)?;
+        let file = File::open(&path).ok()?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            return None;
+        }
+        // Verified after pinning, so nothing can change it between the check and the use.
+        let intact = (0..meta.block_hashes.len() as u64).all(|b| self.get(meta, b).is_some());
+        intact.then_some(file)
     }
 
     fn drop_block(&self, key: &BlockKey) {
@@ -235,9 +262,14 @@ impl BlockCache {
 
 struct DirLock(#[allow(dead_code)] File);
 
-/// Frees `len` bytes at `offset` of the file, keeping its size.
-fn punch(path: &Path, offset: u64, len: u64) -> io::Result<()> {
+/// Frees `len` bytes at `offset` of the file, keeping its size. Returns false, and frees
+/// nothing, while the file is pinned (some process holds a shared `flock` on it).
+fn punch(path: &Path, offset: u64, len: u64) -> io::Result<bool> {
     let f = OpenOptions::new().write(true).open(path)?;
+    // SAFETY: flock on a descriptor we own; released when it closes at the end of this call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(false);
+    }
     // SAFETY: fallocate on a descriptor we own, with in-range arguments.
     let r = unsafe {
         libc::fallocate(
@@ -250,7 +282,7 @@ fn punch(path: &Path, offset: u64, len: u64) -> io::Result<()> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The blocks of a cache file that hold data (each block wholly inside a data extent).

@@ -100,6 +100,7 @@ impl S3Server {
         let addr = std_listener.local_addr().expect("listener address");
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let f = faults.clone();
+        let writes = Arc::new(tokio::sync::Mutex::new(()));
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -121,9 +122,11 @@ impl S3Server {
                     }
                     let svc = service.clone();
                     let f2 = f.clone();
+                    let writes = writes.clone();
                     let handler = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
                             let svc = svc.clone();
+                            let writes = writes.clone();
                             let admitted = f2.admit(req.method(), req.uri().path());
                             async move {
                                 if !admitted {
@@ -131,6 +134,18 @@ impl S3Server {
                                         "server is down (test fault)".into(),
                                     ));
                                 }
+                                // s3s-fs checks a condition and then writes, not atomically, and
+                                // two overlapping writers of one key can leave its data and its
+                                // stored checksum from different writers (every later GET then
+                                // fails). Real servers apply writes atomically; taking writes
+                                // one at a time makes this test double do the same.
+                                let is_write = req.method() == hyper::Method::PUT
+                                    || req.method() == hyper::Method::POST;
+                                let _write = if is_write {
+                                    Some(writes.lock().await)
+                                } else {
+                                    None
+                                };
                                 hyper::service::Service::call(&svc, req).await
                             }
                         },
