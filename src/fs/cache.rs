@@ -41,6 +41,9 @@ struct State {
     /// Cached blocks and their sizes, least recently used first out.
     lru: LruCache<BlockKey, u64>,
     used: u64,
+    /// Complete cache files verified whole, by the identity (inode, size, mtime) they had then:
+    /// any write to a file changes its mtime, and it is verified again before the next use.
+    verified: std::collections::HashMap<Digest, (u64, u64, i64, i64)>,
 }
 
 impl BlockCache {
@@ -54,6 +57,7 @@ impl BlockCache {
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
                 used: 0,
+                verified: Default::default(),
             }),
         };
         cache.rebuild()?;
@@ -233,9 +237,23 @@ impl BlockCache {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
             return None;
         }
-        // Verified after pinning, so nothing can change it between the check and the use.
+        // Verified after pinning, so no eviction can change it between the check and the use.
+        let identity = |f: &File| {
+            use std::os::unix::fs::MetadataExt;
+            f.metadata()
+                .ok()
+                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        };
+        let before = identity(&file)?;
+        if self.lock().verified.get(&meta.hash) == Some(&before) {
+            return Some(file);
+        }
         let intact = (0..meta.block_hashes.len() as u64).all(|b| self.get(meta, b).is_some());
-        intact.then_some(file)
+        if !intact || identity(&file)? != before {
+            return None;
+        }
+        self.lock().verified.insert(meta.hash, before);
+        Some(file)
     }
 
     fn drop_block(&self, key: &BlockKey) {
