@@ -188,12 +188,48 @@ def main():
         add(f"put already-stored {label}, S3", s3_dup, "openssl dgst -sha256", openssl)
         rss = peak_rss_mib([mlt, "put", data], env=server.env(next_prefix()))
         add(f"peak memory of put {label}, S3", rss, "size of the file", size / (1 << 20), unit="MiB")
+        mount_cases(mlt, work, server, data, size, label, repeat, add)
     finally:
         if server:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     write_reports(results, args.quick, repeat)
+
+
+def mount_cases(mlt, work, server, data, size, label, repeat, add):
+    """Reads through a mount of the S3 store: cold (empty cache) and warm (fully cached)."""
+    env = server.env("mounted")
+    sh([mlt, "put", data, "--name", "bench"], env=env)
+    h = sh(["openssl", "dgst", "-sha256", "-r", data], capture=True).stdout.split()[0]
+    mnt = os.path.join(work, "mnt")
+    cache = os.path.join(work, "mount-cache")
+    os.makedirs(mnt, exist_ok=True)
+    rel = os.path.join(mnt, "data", h[:2], h, "data.bin")
+    cat_local = median_time(repeat, ["sh", "-c", f"cat {data} > /dev/null"])
+    curl_get = median_time(repeat, ["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
+                                      "--user", f"{ACCESS}:{SECRET}", "-o", "/dev/null",
+                                      f"{server.endpoint}/{BUCKET}/mounted/data/{h[:2]}/{h}/data.bin"])
+
+    def mounted(cmd, fresh_cache):
+        if fresh_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        sh([mlt, "mount", mnt, "--cache-dir", cache, "--cache-size", f"{2 * size}"], env=env)
+        try:
+            return timed(cmd)
+        finally:
+            sh([mlt, "unmount", mnt], env=env, check=False)
+            for _ in range(100):
+                if subprocess.run(["mountpoint", "-q", mnt]).returncode != 0:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)
+
+    cold = statistics.median(mounted(["sh", "-c", f"cat {rel} > /dev/null"], True) for _ in range(repeat))
+    add(f"cold read {label} through the mount (S3)", cold, "curl GET, same server", curl_get)
+    mounted(["sh", "-c", f"cat {rel} > /dev/null"], True)  # fill the cache
+    warm = statistics.median(mounted(["sh", "-c", f"cat {rel} > /dev/null"], False) for _ in range(repeat))
+    add(f"warm read {label} through the mount (new mount, cached)", warm, "cat of the file on local disk", cat_local)
 
 
 def machine():

@@ -152,8 +152,14 @@ fn every_view_reads_the_stored_bytes(kind: Kind) {
 fn a_run_made_elsewhere_appears_within_the_refresh(kind: Kind) {
     let t = TestStore::new(kind);
     t.ok(&["run", "create", "first", "--project", "p"]);
+    // A view pointer whose run does not exist (a crash, a hostile bucket) is never followed.
+    t.put_raw(
+        "runs/by_project/p/ghost/run.json",
+        br#"{"run_id":"ghost","manifest":"manifests/ghost.json"}"#,
+    );
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
     assert!(m.path("runs/by_project/p/first").is_dir());
+    assert!(!m.path("runs/by_project/p/ghost").exists());
     assert!(!m.path("runs/by_project/p/second").exists());
     let f = t.file("x.bin", b"made while mounted");
     t.ok(&["run", "create", "second", "--project", "p"]);

@@ -321,11 +321,11 @@ impl Tree {
                     out.push((mode.to_string(), Kind::ViewRoot(mode)));
                 }
             }
+            // View listings come from the view pointers alone (one LIST, however many runs);
+            // a pointer is checked against its run's manifest only when it is looked up.
             Kind::ViewRoot(StorageMode::Flat) => {
                 for run in self.children("runs/flat/").await?.iter() {
-                    if let Ok(id) = Name::parse("run id", run)
-                        && self.run_in_view(&id, StorageMode::Flat, None).await?
-                    {
+                    if let Ok(id) = Name::parse("run id", run) {
                         out.push((run.clone(), Kind::RunDir(id)));
                     }
                 }
@@ -347,9 +347,7 @@ impl Tree {
                     .await?
                     .iter()
                 {
-                    if let Ok(id) = Name::parse("run id", run)
-                        && self.run_in_view(&id, *mode, Some(key)).await?
-                    {
+                    if let Ok(id) = Name::parse("run id", run) {
                         out.push((run.clone(), Kind::RunDir(id)));
                     }
                 }
@@ -431,6 +429,16 @@ impl Tree {
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Option<Attr>> {
         let node = self.node(parent)?;
         let found = self.list(&node).await?.into_iter().find(|(n, _)| n == name);
+        if let Some((_, Kind::RunDir(run))) = &found {
+            // Only where the run's manifest says it belongs: a stale pointer is not followed.
+            let (mode, key) = match &node.kind {
+                Kind::ViewKey(mode, key) => (*mode, Some(key.as_str())),
+                _ => (StorageMode::Flat, None),
+            };
+            if !self.run_in_view(run, mode, key).await? {
+                return Ok(None);
+            }
+        }
         match found {
             Some((name, kind)) => {
                 let child = self.intern(&node, &name, kind);
