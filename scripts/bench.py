@@ -193,8 +193,8 @@ def main():
         if server:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-    write_reports(results, args.quick, repeat)
+        # Whatever was measured is reported, also when a later case failed.
+        write_reports(results, args.quick, repeat)
 
 
 def mount_cases(mlt, work, server, data, size, label, repeat, add):
@@ -209,6 +209,7 @@ def mount_cases(mlt, work, server, data, size, label, repeat, add):
     cat_local = median_time(repeat, ["sh", "-c", f"cat {data} > /dev/null"])
     curl_get = median_time(repeat, ["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
                                       "--user", f"{ACCESS}:{SECRET}", "-o", "/dev/null",
+                                      "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
                                       f"{server.endpoint}/{BUCKET}/mounted/data/{h[:2]}/{h}/data.bin"])
 
     def mounted(cmd, fresh_cache):
