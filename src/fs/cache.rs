@@ -64,15 +64,6 @@ impl BlockCache {
         Ok(cache)
     }
 
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// Bytes of cached blocks this mount knows about.
-    pub fn used(&self) -> u64 {
-        self.lock().used
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -165,14 +165,7 @@ impl S3Store {
                         .build()
                         .await
                         .map_err(|e| remote("read part of", key, &e.to_string()))?;
-                    let crc =
-                        crc32c_of(path, offset, len)
-                            .await
-                            .map_err(|source| StorageError::Io {
-                                op: "read part of",
-                                key: key.to_string(),
-                                source,
-                            })?;
+                    let crc = crc32c_of(key, path, offset, len).await?;
                     let number = i as i32 + 1;
                     let out = self
                         .client
@@ -254,10 +247,10 @@ where
 
 /// The CRC32C of `len` bytes of `path` from `offset`, base64 as S3 wants it: the server checks
 /// it, so bytes damaged in transit are refused rather than stored under a hash they do not have.
-async fn crc32c_of(path: &Path, offset: u64, len: u64) -> std::io::Result<String> {
+async fn crc32c_of(key: &str, path: &Path, offset: u64, len: u64) -> Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let crc = tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path)?;
         f.seek(SeekFrom::Start(offset))?;
         let mut f = f.take(len);
@@ -273,7 +266,13 @@ async fn crc32c_of(path: &Path, offset: u64, len: u64) -> std::io::Result<String
         Ok(crc32c_base64(crc))
     })
     .await
-    .map_err(std::io::Error::other)?
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    crc.map_err(|source| StorageError::Io {
+        op: "read for upload",
+        key: key.to_string(),
+        source,
+    })
 }
 
 fn crc32c_base64(crc: u32) -> String {
@@ -400,13 +399,7 @@ impl S3Store {
                 if size >= MULTIPART_THRESHOLD {
                     return self.put_file_multipart(key, path, size, &mode).await;
                 }
-                let crc = crc32c_of(path, 0, size)
-                    .await
-                    .map_err(|source| StorageError::Io {
-                        op: "read",
-                        key: key.to_string(),
-                        source,
-                    })?;
+                let crc = crc32c_of(key, path, 0, size).await?;
                 let stream = ByteStream::read_from()
                     .path(path)
                     .buffer_size(READ_BUFFER)
