@@ -37,6 +37,21 @@ pub enum Error {
     BadBlock { hash: Digest, block: u64 },
     #[error("{0}")]
     Refused(String),
+    /// Filesystem refusals, each with its own error number (see `fuse::errno`).
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} is not empty")]
+    NotEmpty(String),
+    #[error("{0} is read-only")]
+    ReadOnly(String),
+    #[error("{0}")]
+    NotPermitted(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} is a directory")]
+    IsDirectory(String),
+    #[error("{0} is not a directory")]
+    NotDirectory(String),
     #[error(
         "run {run}: gave up after {attempts} attempts, other writers kept changing its manifest"
     )]

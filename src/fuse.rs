@@ -5,8 +5,14 @@
 //! fuser dispatches on several threads (`Config::n_threads`), so parallel readers do not
 //! queue behind each other; each request blocks its dispatch thread on the runtime while the
 //! core works. A fully cached object is opened with FUSE passthrough where the kernel supports
-//! it: its cache file, verified and pinned, is read by the kernel without coming here. The tree is read-only in this version: the mount is made with `ro`, so the
-//! kernel refuses every write with `EROFS` before it reaches us.
+//! it: its cache file, verified and pinned, is read by the kernel without coming here.
+//!
+//! Files open for writing, and files being written, are opened with `FOPEN_DIRECT_IO`: every
+//! write reaches the spool and every read sees it, with no page cache to keep coherent. A
+//! stored object keeps its page cache between opens only while the inode still shows the same
+//! object (a run file that was rewritten is read afresh). `flush` (every `close()`) and `fsync`
+//! commit a written file and return its error, so `close()` fails with `EIO` if the bytes are
+//! not stored.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -15,26 +21,38 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
 use crate::fs::reader::{OpenFile, Reader};
+use crate::fs::spool::WriteFile;
 use crate::fs::{Attr, Content, FileType, Tree};
+use crate::ids::Digest;
 use crate::storage::StorageError;
+
+/// An open file: what it reads, and the file it writes if it was opened for writing.
+struct Handle {
+    read: Arc<OpenFile>,
+    write: Option<Arc<WriteFile>>,
+}
 
 pub struct MltrackFs {
     tree: Arc<Tree>,
     reader: Arc<Reader>,
     rt: tokio::runtime::Handle,
-    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// The object each inode showed at its last open: its page cache is kept only if the same.
+    shown: Mutex<HashMap<u64, Digest>>,
     next_handle: AtomicU64,
     /// Whether the kernel accepted FUSE passthrough at init.
     passthrough: AtomicBool,
-    /// Backing ids by inode: every open of one inode must reuse the same one.
-    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// Backing ids by inode, with the object they show: every open of one inode must reuse
+    /// the same one.
+    backing: Mutex<HashMap<u64, (Digest, Weak<BackingId>)>>,
     /// Passthrough handles: the backing id and the pinned cache file, kept while open.
     passthrough_handles: Mutex<HashMap<u64, (Arc<BackingId>, std::fs::File)>>,
     uid: u32,
@@ -46,15 +64,23 @@ pub fn errno(op: &str, e: &Error) -> Errno {
     let code = match e {
         Error::RunNotFound(_) | Error::DataNotFound(_) => Errno::ENOENT,
         Error::Storage(StorageError::NotFound { .. }) => Errno::ENOENT,
-        Error::Storage(StorageError::InvalidKey { .. }) | Error::Invalid(_) => Errno::EINVAL,
+        Error::Storage(StorageError::InvalidKey { .. })
+        | Error::Invalid(_)
+        | Error::BadRequest(_) => Errno::EINVAL,
         Error::Storage(s) if s.is_no_space() => Errno::ENOSPC,
+        Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => Errno::ENOSPC,
+        Error::Exists(_) | Error::RunExists(_) => Errno::EEXIST,
+        Error::NotEmpty(_) => Errno::ENOTEMPTY,
+        Error::ReadOnly(_) => Errno::EROFS,
+        Error::NotPermitted(_) => Errno::EPERM,
+        Error::IsDirectory(_) => Errno::EISDIR,
+        Error::NotDirectory(_) => Errno::ENOTDIR,
         Error::Storage(_)
         | Error::Io { .. }
         | Error::Corrupt { .. }
         | Error::BadBlock { .. }
         | Error::Changed { .. } => Errno::EIO,
         Error::AmbiguousPrefix { .. }
-        | Error::RunExists(_)
         | Error::Contention { .. }
         | Error::Refused(_) => Errno::EIO,
     };
@@ -71,6 +97,7 @@ impl MltrackFs {
             reader,
             rt,
             handles: Mutex::new(HashMap::new()),
+            shown: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
             backing: Mutex::new(HashMap::new()),
@@ -104,17 +131,77 @@ impl MltrackFs {
         }
     }
 
-    fn handle(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
+    fn handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&u64::from(fh))
             .cloned()
     }
+
+    fn add_handle(&self, read: Content, write: Option<Arc<WriteFile>>) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            fh,
+            Arc::new(Handle {
+                read: Arc::new(OpenFile::new(read)),
+                write,
+            }),
+        );
+        fh
+    }
+
+    /// Whether the inode showed the same object at its last open (so its pages are current).
+    fn same_as_shown(&self, ino: u64, h: Digest) -> bool {
+        self.shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ino, h)
+            == Some(h)
+    }
+
+    /// Commits a handle's written file, for `close()` and `fsync()`.
+    fn commit(&self, op: &str, fh: FileHandle, reply: ReplyEmpty) {
+        // Handles that write nothing (passthrough reads are not even in the table) commit nothing.
+        let Some(w) = self.handle(fh).and_then(|h| h.write.clone()) else {
+            return reply.ok();
+        };
+        match self.rt.block_on(self.tree.commit(&w)) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                let t = w.target();
+                tracing::error!(run = %t.run, path = %t.path, "{op}: the file could not be stored");
+                reply.error(match errno(op, &e) {
+                    Errno::ENOSPC => Errno::ENOSPC,
+                    _ => Errno::EIO,
+                })
+            }
+        }
+    }
+}
+
+fn to_time(t: TimeOrNow) -> chrono::DateTime<chrono::Utc> {
+    match t {
+        TimeOrNow::Now => crate::time::now(),
+        TimeOrNow::SpecificTime(t) => t.into(),
+    }
 }
 
 fn ttl(a: &Attr) -> Duration {
     a.ttl
+}
+
+/// `statvfs` of the nearest existing directory at or above `path`.
+fn nix_statvfs(path: &std::path::Path) -> Option<libc::statvfs> {
+    let dir = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), out.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    Some(unsafe { out.assume_init() })
 }
 
 impl Filesystem for MltrackFs {
@@ -145,6 +232,8 @@ impl Filesystem for MltrackFs {
     }
 
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with the open, so a truncating open never copies the old bytes.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Passthrough where the kernel has it: a fully cached object is then read by the kernel
         // straight from its cache file. Without it, every read goes through `read` below.
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -156,17 +245,28 @@ impl Filesystem for MltrackFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let ino = u64::from(ino);
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            return reply.error(Errno::EROFS);
+            let truncate = flags.0 & libc::O_TRUNC != 0;
+            return match self.rt.block_on(self.tree.open_for_write(ino, truncate)) {
+                Ok(w) => {
+                    let fh = self.add_handle(Content::Spool(w.clone()), Some(w));
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                }
+                Err(e) => reply.error(errno("open", &e)),
+            };
         }
-        let content = match self.rt.block_on(self.tree.open(u64::from(ino))) {
+        let content = match self.rt.block_on(self.tree.open(ino)) {
             Ok(c) => c,
             Err(e) => return reply.error(errno("open", &e)),
         };
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        if let Content::Object(meta) = &content
-            && self.passthrough.load(Ordering::Relaxed)
-        {
+        let Content::Object(meta) = &content else {
+            // Documents and files being written: read afresh, never from stale pages.
+            let fh = self.add_handle(content, None);
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        };
+        let same = self.same_as_shown(ino, meta.hash);
+        if self.passthrough.load(Ordering::Relaxed) {
             let cache = self.reader.cache().clone();
             let m = meta.clone();
             let pinned = self.rt.block_on(async move {
@@ -177,15 +277,29 @@ impl Filesystem for MltrackFs {
             });
             if let Some(file) = pinned {
                 let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
-                let id = match backing.get(&u64::from(ino)).and_then(Weak::upgrade) {
-                    Some(id) => Some(id),
+                let id = match backing.get(&ino) {
+                    Some((h, id)) => match id.upgrade() {
+                        Some(id) if *h == meta.hash => Some(id),
+                        // Open on another object (the file was rewritten): not passthrough.
+                        Some(_) => None,
+                        None => reply.open_backing(&file).ok().map(Arc::new),
+                    },
                     None => reply.open_backing(&file).ok().map(Arc::new),
                 };
                 if let Some(id) = id {
-                    backing.insert(u64::from(ino), Arc::downgrade(&id));
+                    backing.insert(ino, (meta.hash, Arc::downgrade(&id)));
                     drop(backing);
-                    tracing::debug!(ino = u64::from(ino), "opened with passthrough");
+                    let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(ino, "opened with passthrough");
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    // Kept so that a copy from this file (copy_file_range) knows its object.
+                    self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                        fh,
+                        Arc::new(Handle {
+                            read: Arc::new(OpenFile::new(content.clone())),
+                            write: None,
+                        }),
+                    );
                     self.passthrough_handles
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -194,18 +308,46 @@ impl Filesystem for MltrackFs {
                 }
             }
         }
-        // Objects never change: the kernel may keep their pages between opens.
-        let keep = matches!(content, Content::Object(_));
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(OpenFile::new(content)));
-        let flags = if keep {
+        let fh = self.add_handle(content, None);
+        // Objects never change: the kernel may keep their pages between opens, as long as the
+        // inode still shows the same object.
+        let flags = if same {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
-            FopenFlags::FOPEN_DIRECT_IO
+            FopenFlags::empty()
         };
         reply.opened(FileHandle(fh), flags);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        let created = self
+            .rt
+            .block_on(self.tree.create(u64::from(parent), name, mode & !umask));
+        match created {
+            Ok((attr, w)) => {
+                let fh = self.add_handle(Content::Spool(w.clone()), Some(w));
+                reply.created(
+                    &attr.ttl,
+                    &self.file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                )
+            }
+            Err(e) => reply.error(errno("create", &e)),
+        }
     }
 
     fn read(
@@ -219,10 +361,10 @@ impl Filesystem for MltrackFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(file) = self.handle(fh) else {
+        let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        match self.rt.block_on(self.reader.read(&file, offset, size)) {
+        match self.rt.block_on(self.reader.read(&h.read, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 // Any failure to produce verified bytes is an I/O error, never wrong bytes.
@@ -232,16 +374,40 @@ impl Filesystem for MltrackFs {
         }
     }
 
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(w) = self.handle(fh).and_then(|h| h.write.clone()) else {
+            return reply.error(Errno::EBADF);
+        };
+        match self.rt.block_on(self.tree.write(&w, offset, data)) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno("write", &e)),
+        }
+    }
+
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is buffered for writing: a read-only file has nothing to flush.
-        reply.ok();
+        self.commit("close", fh, reply);
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _data: bool, reply: ReplyEmpty) {
+        self.commit("fsync", fh, reply);
     }
 
     fn release(
@@ -254,11 +420,207 @@ impl Filesystem for MltrackFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles
+        let h = self
+            .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&u64::from(fh));
+        self.passthrough_handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&u64::from(fh));
+        if let Some(w) = h.and_then(|h| h.write.clone()) {
+            self.rt.block_on(self.tree.release(&w));
+        }
         reply.ok();
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let w = fh.and_then(|fh| self.handle(fh)).and_then(|h| h.write.clone());
+        let done = self.rt.block_on(self.tree.setattr(
+            u64::from(ino),
+            w,
+            mode,
+            size,
+            mtime.map(to_time),
+        ));
+        match done {
+            Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
+            Err(e) => reply.error(errno("setattr", &e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.rt.block_on(self.tree.mkdir(u64::from(parent), name)) {
+            Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno("mkdir", &e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.rt.block_on(self.tree.unlink(u64::from(parent), name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.rt.block_on(self.tree.rmdir(u64::from(parent), name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", &e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
+            return reply.error(Errno::EINVAL);
+        };
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let done = self.rt.block_on(self.tree.rename(
+            u64::from(parent),
+            name,
+            u64::from(newparent),
+            newname,
+            no_replace,
+        ));
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rename", &e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let Some(newname) = newname.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        let done = self
+            .rt
+            .block_on(self.tree.link(u64::from(ino), u64::from(newparent), newname));
+        match done {
+            Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno("link", &e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let Some(w) = self.handle(fh_out).and_then(|h| h.write.clone()) else {
+            return reply.error(Errno::EBADF);
+        };
+        // The reply counts in u32: never claim more than fits.
+        let len = len.min(u64::from(u32::MAX & !0xfff));
+        let source = self.handle(fh_in);
+        let done = self.rt.block_on(async {
+            if let Some(Content::Object(meta)) = source.as_ref().map(|h| &h.read.content)
+                && let Some(n) = self
+                    .tree
+                    .copy_object(&w, meta, offset_in, offset_out, len)
+                    .await?
+            {
+                return Ok(n);
+            }
+            // Any other copy is plain reads and writes, in 1 MiB pieces.
+            let Some(src) = &source else {
+                return Err(Error::BadRequest("the source is not open here".into()));
+            };
+            let mut done = 0u64;
+            while done < len {
+                let want = (len - done).min(1 << 20) as u32;
+                let data = self.reader.read(&src.read, offset_in + done, want).await?;
+                if data.is_empty() {
+                    break;
+                }
+                self.tree.write(&w, offset_out + done, &data).await?;
+                done += data.len() as u64;
+            }
+            Ok(done)
+        });
+        match done {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno("copy_file_range", &e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // The store has no fixed size: report the spool's filesystem, which is what fills up.
+        match nix_statvfs(self.tree.spool_dir()) {
+            Some(s) => reply.statfs(
+                s.f_blocks as u64,
+                s.f_bfree as u64,
+                s.f_bavail as u64,
+                s.f_files as u64,
+                s.f_ffree as u64,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            None => reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096),
+        }
     }
 
     fn readdir(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::fs::Tree;
+use crate::fs::{Tree, TreeOptions};
 use crate::fs::cache::BlockCache;
 use crate::fs::reader::Reader;
 use crate::fuse::MltrackFs;
@@ -29,6 +29,7 @@ pub struct MountOptions {
     pub refresh: Duration,
     pub allow_other: bool,
     pub foreground: bool,
+    pub read_only: bool,
 }
 
 /// Mounts and serves until unmounted.
@@ -59,18 +60,30 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         BlockCache::open(&config.cache_dir, config.cache_size)
             .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?,
     );
-    let reader = Arc::new(Reader::new(runs.data().clone(), cache));
-    let tree = Arc::new(Tree::new(runs.clone(), opts.refresh));
+    let reader = Arc::new(Reader::new(runs.data().clone(), cache.clone()));
+    let tree_opts = TreeOptions {
+        refresh: opts.refresh,
+        spool_dir: config.cache_dir.join("spool"),
+        default_run_type: config.default_run_type,
+        default_modes: config.default_storage_modes.clone(),
+        read_only: opts.read_only,
+    };
+    std::fs::create_dir_all(&tree_opts.spool_dir).with_context(|| {
+        format!("cannot create the spool in {}", tree_opts.spool_dir.display())
+    })?;
+    let tree = Arc::new(Tree::new(runs.clone(), tree_opts, Some(cache)));
     let fs = MltrackFs::new(tree, reader, tokio::runtime::Handle::current());
 
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![
         fuser::MountOption::FSName(format!("mltrack:{}", runs.data().backend().describe())),
         fuser::MountOption::Subtype("mltrack".into()),
-        fuser::MountOption::RO,
         fuser::MountOption::NoAtime,
         fuser::MountOption::DefaultPermissions,
     ];
+    if opts.read_only {
+        fuse_config.mount_options.push(fuser::MountOption::RO);
+    }
     if opts.allow_other {
         fuse_config.acl = fuser::SessionACL::All;
     }

@@ -49,7 +49,7 @@ pub enum Command {
         /// Seconds before other nodes' changes are looked up again
         #[arg(long, value_name = "SECS", default_value_t = 5.0)]
         refresh: f64,
-        /// Mount read-only (this version's mount is always read-only)
+        /// Mount read-only: no runs made, no files written
         #[arg(long)]
         read_only: bool,
         /// Let other users see the mount

@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             refresh,
             allow_other,
             foreground,
+            read_only,
             ..
         } => {
             if !(refresh.is_finite() && refresh >= 0.0) {
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 refresh: std::time::Duration::from_secs_f64(refresh),
                 allow_other,
                 foreground,
+                read_only,
             };
             crate::mount::mount(&config, runs, opts).await?;
             Ok(ExitCode::SUCCESS)

@@ -168,6 +168,43 @@ impl BlockCache {
         Ok(())
     }
 
+    /// Makes a file holding exactly the bytes of `meta` (a spool that was just hashed into
+    /// it) the object's cache file: `link` names it at the cache path. Nothing happens if the
+    /// object is already (partly) cached or cannot fit. Returns whether it was adopted.
+    pub fn adopt(&self, meta: &ObjectMetadata, link: impl FnOnce(&Path) -> io::Result<()>) -> bool {
+        if meta.size == 0 || meta.size > self.limit || meta.block_size != BLOCK_SIZE {
+            return false;
+        }
+        let path = self.path(&meta.hash);
+        let Ok(_lock) = self.dir_lock() else {
+            return false;
+        };
+        if path.exists() || !self.evict_to_fit(meta.size) {
+            return false;
+        }
+        let linked = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| link(&path));
+        if let Err(e) = linked {
+            tracing::debug!(hash = %meta.hash, error = %e, "could not adopt a spool into the cache");
+            return false;
+        }
+        let mut state = self.lock();
+        if let Ok(m) = fs::metadata(&path) {
+            use std::os::unix::fs::MetadataExt;
+            state
+                .verified
+                .insert(meta.hash, (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        }
+        for b in 0..meta.block_hashes.len() as u64 {
+            let r = meta.block_range(b);
+            state.used += r.end - r.start;
+            state.lru.put((meta.hash, b), r.end - r.start);
+        }
+        true
+    }
+
     /// The path of the object's cache file if every block of it is cached.
     pub fn complete_file(&self, meta: &ObjectMetadata) -> Option<PathBuf> {
         let mut state = self.lock();

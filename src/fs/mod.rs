@@ -10,8 +10,11 @@
 
 pub mod cache;
 pub mod reader;
+pub mod spool;
+mod write;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,8 +24,10 @@ use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
 use crate::runs::Runs;
-use crate::runs::manifest::{Manifest, StorageMode};
+use crate::runs::manifest::{Manifest, RunType, StorageMode};
 use crate::storage::{StorageError, list_all, list_children};
+use cache::BlockCache;
+use spool::{Target, WriteFile};
 
 pub const ROOT_INO: u64 = 1;
 /// Attribute and entry lifetime of immutable things (objects and their metadata).
@@ -89,7 +94,24 @@ pub struct DirEntry {
 struct Inodes {
     by_ino: HashMap<u64, Arc<Node>>,
     by_path: HashMap<String, u64>,
+    /// A run's file has one inode whichever view it is reached through, so the kernel's
+    /// caches of it agree across views.
+    by_file: HashMap<(RunId, RelPath), u64>,
     next: u64,
+}
+
+/// How the tree behaves: from the mount's flags and the configuration.
+#[derive(Debug, Clone)]
+pub struct TreeOptions {
+    /// How long listings and manifests read from the store are trusted.
+    pub refresh: Duration,
+    /// Where files being written are spooled (on the cache's filesystem).
+    pub spool_dir: PathBuf,
+    /// The run type of runs made with `mkdir` outside `by_type`.
+    pub default_run_type: RunType,
+    /// The views every run made with `mkdir` gets, besides the one it was made in.
+    pub default_modes: Vec<StorageMode>,
+    pub read_only: bool,
 }
 
 /// A parsed document and the exact bytes it was read from (served as the file's content).
@@ -104,10 +126,18 @@ struct Timed<T> {
 pub struct Tree {
     runs: Runs,
     refresh: Duration,
+    opts: TreeOptions,
+    cache: Option<Arc<BlockCache>>,
     inodes: Mutex<Inodes>,
     listings: Mutex<HashMap<String, Timed<Arc<Vec<String>>>>>,
     manifests: Mutex<HashMap<RunId, Timed<Parsed<Manifest>>>>,
     metadata: Mutex<HashMap<Digest, Parsed<ObjectMetadata>>>,
+    /// Files open for writing on this mount, shared by all their open handles.
+    writes: Mutex<HashMap<Target, Arc<WriteFile>>>,
+    /// Empty directories made in runs on this mount (a manifest records only files).
+    dirs: Mutex<BTreeSet<(RunId, String)>>,
+    /// View key directories made on this mount that have no run yet.
+    keys: Mutex<BTreeSet<(StorageMode, String)>>,
     mounted_at: SystemTime,
 }
 
@@ -116,7 +146,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Tree {
-    pub fn new(runs: Runs, refresh: Duration) -> Tree {
+    /// The tree over `runs`; `cache`, if given, adopts the spools of files written through it.
+    pub fn new(runs: Runs, opts: TreeOptions, cache: Option<Arc<BlockCache>>) -> Tree {
         let mut inodes = Inodes {
             next: ROOT_INO + 1,
             ..Default::default()
@@ -130,17 +161,26 @@ impl Tree {
         inodes.by_path.insert(String::new(), ROOT_INO);
         Tree {
             runs,
-            refresh,
+            refresh: opts.refresh,
+            opts,
+            cache,
             inodes: Mutex::new(inodes),
             listings: Mutex::new(HashMap::new()),
             manifests: Mutex::new(HashMap::new()),
             metadata: Mutex::new(HashMap::new()),
+            writes: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(BTreeSet::new()),
+            keys: Mutex::new(BTreeSet::new()),
             mounted_at: SystemTime::now(),
         }
     }
 
     pub fn data(&self) -> &DataStore {
         self.runs.data()
+    }
+
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.opts.spool_dir
     }
 
     pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
@@ -164,8 +204,18 @@ impl Tree {
         {
             return node.clone();
         }
+        if let Kind::RunFile(run, file) = &kind
+            && let Some(ino) = inodes.by_file.get(&(run.clone(), file.clone())).copied()
+            && let Some(node) = inodes.by_ino.get(&ino).cloned()
+        {
+            inodes.by_path.insert(path, ino);
+            return node;
+        }
         let ino = inodes.next;
         inodes.next += 1;
+        if let Kind::RunFile(run, file) = &kind {
+            inodes.by_file.insert((run.clone(), file.clone()), ino);
+        }
         let node = Arc::new(Node {
             ino,
             kind,
@@ -174,6 +224,66 @@ impl Tree {
         inodes.by_ino.insert(ino, node.clone());
         inodes.by_path.insert(path, ino);
         node
+    }
+
+    /// After a rename: every node of a run file or directory that `moved` maps to a new path
+    /// in the run follows it, keeping its inode (as the kernel's dentries do), now reached
+    /// under `to_node` (a directory of `to_run` at `to_prefix`).
+    fn rekey(
+        &self,
+        from_run: &RunId,
+        to_run: &RunId,
+        to_node: &Node,
+        to_prefix: &str,
+        moved: &dyn Fn(&str) -> Option<String>,
+    ) {
+        let base = to_node
+            .path
+            .strip_suffix(to_prefix)
+            .unwrap_or(&to_node.path)
+            .trim_end_matches('/')
+            .to_string();
+        let mut inodes = lock(&self.inodes);
+        let changed: Vec<(Arc<Node>, Kind, String)> = inodes
+            .by_ino
+            .values()
+            .filter_map(|n| {
+                let (run, rel) = match &n.kind {
+                    Kind::RunFile(r, p) => (r, p.as_str()),
+                    Kind::RunSubdir(r, p) => (r, p.as_str()),
+                    _ => return None,
+                };
+                if run != from_run {
+                    return None;
+                }
+                let new = moved(rel)?;
+                let kind = match &n.kind {
+                    Kind::RunFile(..) => Kind::RunFile(to_run.clone(), RelPath::parse(&new).ok()?),
+                    _ => Kind::RunSubdir(to_run.clone(), new.clone()),
+                };
+                Some((n.clone(), kind, format!("{base}/{new}")))
+            })
+            .collect();
+        for (node, kind, path) in changed {
+            if inodes.by_path.get(&node.path) == Some(&node.ino) {
+                inodes.by_path.remove(&node.path);
+            }
+            if let Kind::RunFile(r, p) = &node.kind {
+                inodes.by_file.remove(&(r.clone(), p.clone()));
+            }
+            if let Kind::RunFile(r, p) = &kind {
+                inodes.by_file.insert((r.clone(), p.clone()), node.ino);
+            }
+            inodes.by_path.insert(path.clone(), node.ino);
+            inodes.by_ino.insert(
+                node.ino,
+                Arc::new(Node {
+                    ino: node.ino,
+                    kind,
+                    path,
+                }),
+            );
+        }
     }
 
     /// The names under `prefix` in the store (common prefixes), cached for the refresh time.
@@ -340,6 +450,26 @@ impl Tree {
                         out.push((key.clone(), Kind::ViewKey(*mode, key.clone())));
                     }
                 }
+                // Keys made with mkdir, every run type, and today: where mkdir can make a run.
+                let mut made: Vec<String> = lock(&self.keys)
+                    .iter()
+                    .filter(|(m, _)| m == mode)
+                    .map(|(_, k)| k.clone())
+                    .collect();
+                match mode {
+                    StorageMode::ByType => {
+                        made.extend(RunType::ALL.iter().map(|t| t.as_str().to_string()))
+                    }
+                    StorageMode::ByDate if !self.opts.read_only => {
+                        made.push(chrono::Utc::now().format("%Y-%m-%d").to_string())
+                    }
+                    _ => {}
+                }
+                for key in made {
+                    if !out.iter().any(|(n, _)| *n == key) {
+                        out.push((key.clone(), Kind::ViewKey(*mode, key)));
+                    }
+                }
             }
             Kind::ViewKey(mode, key) => {
                 for run in self
@@ -392,8 +522,21 @@ impl Tree {
         } else {
             format!("{prefix}/")
         };
-        for path in m.0.files.keys() {
-            let Some(rest) = path.as_str().strip_prefix(&base) else {
+        // Files being written on this mount are there before their first commit.
+        let writing: Vec<RelPath> = lock(&self.writes)
+            .keys()
+            .filter(|t| &t.run == run)
+            .map(|t| t.path.clone())
+            .collect();
+        let dirs: Vec<String> = lock(&self.dirs)
+            .iter()
+            .filter(|(r, _)| r == run)
+            .map(|(_, d)| format!("{d}/"))
+            .collect();
+        let files = m.0.files.keys().chain(writing.iter());
+        let mut seen = std::collections::HashSet::new();
+        for path in files.map(RelPath::as_str).chain(dirs.iter().map(String::as_str)) {
+            let Some(rest) = path.strip_prefix(&base) else {
                 continue;
             };
             match rest.split_once('/') {
@@ -405,7 +548,13 @@ impl Tree {
                         ));
                     }
                 }
-                None => out.push((rest.to_string(), Kind::RunFile(run.clone(), path.clone()))),
+                None => {
+                    if seen.insert(rest.to_string())
+                        && let Ok(p) = RelPath::parse(path)
+                    {
+                        out.push((rest.to_string(), Kind::RunFile(run.clone(), p)));
+                    }
+                }
             }
         }
         Ok(out)
@@ -444,7 +593,17 @@ impl Tree {
                 let child = self.intern(&node, &name, kind);
                 self.attr_of(&child).await
             }
-            None => Ok(None),
+            // Any project or model can be looked up, so that `mkdir by_project/new/run_1`
+            // works without making `new` first; it is listed once it has a run.
+            None => match &node.kind {
+                Kind::ViewRoot(mode @ (StorageMode::ByProject | StorageMode::ByModel))
+                    if !self.opts.read_only && Name::parse("key", name).is_ok() =>
+                {
+                    let child = self.intern(&node, name, Kind::ViewKey(*mode, name.to_string()));
+                    self.attr_of(&child).await
+                }
+                _ => Ok(None),
+            },
         }
     }
 
@@ -499,23 +658,35 @@ impl Tree {
             Kind::RunDir(run) | Kind::RunSubdir(run, _) => match self.manifest(run).await? {
                 Some(m) => Attr {
                     mtime: m.0.updated_at.into(),
+                    perm: if self.opts.read_only { 0o555 } else { 0o755 },
                     ..dir(self.refresh)
                 },
                 None => return Ok(None),
             },
-            Kind::RunFile(run, path) => match self
-                .manifest(run)
-                .await?
-                .and_then(|m| m.0.files.get(path).cloned())
-            {
-                Some(e) => file(
-                    e.size,
-                    e.mtime.into(),
-                    (e.mode & 0o7777) as u16,
-                    self.refresh,
-                ),
-                None => return Ok(None),
-            },
+            Kind::RunFile(run, path) => {
+                if let Some(w) = self.writing(run, path) {
+                    let t = w.times();
+                    return Ok(Some(file(
+                        w.size(),
+                        t.mtime().into(),
+                        (t.mode & 0o7777) as u16,
+                        Duration::ZERO,
+                    )));
+                }
+                match self
+                    .manifest(run)
+                    .await?
+                    .and_then(|m| m.0.files.get(path).cloned())
+                {
+                    Some(e) => file(
+                        e.size,
+                        e.mtime.into(),
+                        (e.mode & 0o7777) as u16,
+                        self.refresh,
+                    ),
+                    None => return Ok(None),
+                }
+            }
             Kind::ManifestFile(run) => match self.manifest(run).await? {
                 Some(m) => file(m.1.len() as u64, m.0.updated_at.into(), 0o444, self.refresh),
                 None => return Ok(None),
@@ -524,10 +695,12 @@ impl Tree {
             | Kind::DataRoot
             | Kind::DataFanout(_)
             | Kind::UsedByDir(_)
-            | Kind::RunsRoot
-            | Kind::ViewRoot(_)
-            | Kind::ViewKey(..)
             | Kind::ManifestsRoot => dir(self.refresh),
+            Kind::RunsRoot => dir(self.refresh),
+            Kind::ViewRoot(_) | Kind::ViewKey(..) => Attr {
+                perm: if self.opts.read_only { 0o555 } else { 0o755 },
+                ..dir(self.refresh)
+            },
         }))
     }
 
@@ -614,14 +787,19 @@ impl Tree {
         };
         match &node.kind {
             Kind::DataFile(h) => object(*h).await,
-            Kind::RunFile(run, path) => match self
-                .manifest(run)
-                .await?
-                .and_then(|m| m.0.files.get(path).cloned())
-            {
-                Some(e) => object(e.hash).await,
-                None => Err(Error::RunNotFound(run.clone())),
-            },
+            Kind::RunFile(run, path) => {
+                if let Some(w) = self.writing(run, path) {
+                    return Ok(Content::Spool(w));
+                }
+                match self
+                    .manifest(run)
+                    .await?
+                    .and_then(|m| m.0.files.get(path).cloned())
+                {
+                    Some(e) => object(e.hash).await,
+                    None => Err(Error::RunNotFound(run.clone())),
+                }
+            }
             Kind::MetadataFile(h) => match self.metadata(h).await? {
                 Some(m) => Ok(Content::Bytes(Arc::new(m.1.clone()))),
                 None => Err(Error::DataNotFound(h.to_string())),
@@ -642,6 +820,8 @@ pub enum Content {
     Object(Arc<ObjectMetadata>),
     /// A small document held whole (a manifest, a `metadata.json`): what was current at open.
     Bytes(Arc<Vec<u8>>),
+    /// A file being written on this mount: its current bytes.
+    Spool(Arc<WriteFile>),
 }
 
 fn file_type(kind: &Kind) -> FileType {

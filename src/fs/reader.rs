@@ -20,6 +20,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::Content;
+use super::spool::SpoolRead;
 use super::cache::BlockCache;
 use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
@@ -40,7 +41,7 @@ pub struct Reader {
 /// An open file's read state.
 pub struct OpenFile {
     pub content: Content,
-    last: Mutex<Option<(u64, Bytes)>>,
+    last: Mutex<Option<(Digest, u64, Bytes)>>,
     next_offset: AtomicU64,
     window: AtomicU64,
 }
@@ -78,8 +79,25 @@ impl Reader {
                 return Ok(Bytes::copy_from_slice(&b[start..end]));
             }
             Content::Object(m) => m.clone(),
+            Content::Spool(w) => match w.read(offset, size).await? {
+                SpoolRead::Bytes(b) => return Ok(b),
+                SpoolRead::Object(m, len) => return self.read_object(file, &m, offset, size, len).await,
+            },
         };
-        let end = (offset + u64::from(size)).min(meta.size);
+        self.read_object(file, &meta, offset, size, meta.size).await
+    }
+
+    /// Up to `size` bytes at `offset` of the object's first `len` bytes.
+    async fn read_object(
+        &self,
+        file: &OpenFile,
+        meta: &Arc<ObjectMetadata>,
+        offset: u64,
+        size: u32,
+        len: u64,
+    ) -> Result<Bytes> {
+        let meta = meta.clone();
+        let end = (offset + u64::from(size)).min(len.min(meta.size));
         if offset >= end {
             return Ok(Bytes::new());
         }
@@ -98,7 +116,8 @@ impl Reader {
     }
 
     async fn block(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, b: u64) -> Result<Bytes> {
-        if let Some((i, data)) = lock(&file.last).as_ref()
+        if let Some((h, i, data)) = lock(&file.last).as_ref()
+            && *h == meta.hash
             && *i == b
         {
             return Ok(data.clone());
@@ -110,7 +129,7 @@ impl Reader {
                 .await
                 .map_err(|e| Error::Refused(e.to_string()))?,
         };
-        *lock(&file.last) = Some((b, data.clone()));
+        *lock(&file.last) = Some((meta.hash, b, data.clone()));
         Ok(data)
     }
 

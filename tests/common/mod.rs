@@ -197,6 +197,11 @@ pub struct Mount {
 impl TestStore {
     /// Mounts the store at a fresh directory with the given cache directory and options.
     pub fn mount(&self, cache: &Path, extra: &[&str]) -> Mount {
+        self.mount_with(cache, extra, &[])
+    }
+
+    /// Mounts with extra environment variables for the daemon.
+    pub fn mount_with(&self, cache: &Path, extra: &[&str], env: &[(&str, &str)]) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("mnt")
             .tempdir_in(self.dir.path())
@@ -210,7 +215,8 @@ impl TestStore {
             "--cache-dir",
             path_str(cache),
         ])
-        .args(extra);
+        .args(extra)
+        .envs(env.iter().copied());
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("mount.log")).expect("log"));
         let child = cmd.spawn().expect("start mltrack mount");
@@ -236,6 +242,15 @@ impl TestStore {
 impl Mount {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, then detaches the dead mount.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.mltrack.args(["unmount", path_str(&self.dir)]).output();
     }
 
     /// Unmounts and waits for the daemon; returns its exit status.

@@ -26,6 +26,8 @@ pub struct Faults {
     /// GETs of object data (`.../data.<fmt>`), not of metadata, manifests or listings.
     pub data_gets: AtomicU64,
     pub puts: AtomicU64,
+    /// PUTs of object data (whole objects and multipart parts of `.../data.<fmt>`).
+    pub data_puts: AtomicU64,
     pub requests: AtomicU64,
 }
 
@@ -64,6 +66,13 @@ impl Faults {
             }
             hyper::Method::PUT => {
                 self.puts.fetch_add(1, Ordering::SeqCst);
+                if path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.starts_with("data."))
+                {
+                    self.data_puts.fetch_add(1, Ordering::SeqCst);
+                }
                 if self.puts_until_down.load(Ordering::SeqCst) == 0 {
                     self.go_down();
                 } else if self.puts_until_down.load(Ordering::SeqCst) > 0 {

@@ -1,0 +1,249 @@
+//! Files being written through the mount: each is a spool file on local disk that collects the
+//! writes, in any pattern, until `close()` or `fsync()` commits it to the store.
+//!
+//! A spool is an anonymous file (`O_TMPFILE`) in `<cache-dir>/spool`: it has no name, so a
+//! crashed daemon leaves nothing behind and several mounts sharing the directory cannot step
+//! on each other. It is reached by path as `/proc/self/fd/<n>` when it is hashed and uploaded,
+//! and given a name only when it becomes the object's cache file after its last close.
+//!
+//! A write file may also stand for a stored object that has not been copied: opening an
+//! existing file without truncating it, or a whole-file `copy_file_range`, starts it as a
+//! *reference*. A reference costs nothing to commit (the object is already stored); the first
+//! write or truncate copies the object into the spool, verified, and from then on it is an
+//! ordinary spool.
+//!
+//! All state is behind one async mutex, held for the whole of a commit, so writes, truncates
+//! and renames wait for a commit in progress instead of changing the bytes under it.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::cas::metadata::ObjectMetadata;
+use crate::error::{Error, Result};
+use crate::ids::{RelPath, RunId};
+use crate::runs::manifest::FileEntry;
+
+/// Where a write file will be recorded: a run and a path in it. Renames change it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    pub run: RunId,
+    pub path: RelPath,
+}
+
+pub struct WriteFile {
+    target: Mutex<Target>,
+    file: File,
+    /// `/proc/self/fd/<n>`: the spool reached by path.
+    proc_path: PathBuf,
+    /// The current size, readable without waiting for a commit.
+    size: AtomicU64,
+    /// Mode and times, readable and settable without waiting for a commit.
+    times: Mutex<Times>,
+    /// Open handles sharing this file; the last release commits and retires it.
+    pub opens: AtomicUsize,
+    pub state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    pub mode: u32,
+    /// Set by `utimens`; otherwise the time of the last write.
+    pub mtime: Option<DateTime<Utc>>,
+    pub modified: DateTime<Utc>,
+}
+
+impl Times {
+    /// The modification time to record and report.
+    pub fn mtime(&self) -> DateTime<Utc> {
+        self.mtime.unwrap_or(self.modified)
+    }
+}
+
+pub struct State {
+    /// Bytes written that the store and manifest do not have yet.
+    pub dirty: bool,
+    /// The contents are this stored object, not (yet) copied into the spool.
+    pub reference: Option<Arc<ObjectMetadata>>,
+    /// Unlinked or replaced while open: writes go on, nothing is recorded.
+    pub detached: bool,
+    /// What the last commit recorded.
+    pub committed: Option<FileEntry>,
+}
+
+/// What a read of a write file returns.
+pub enum SpoolRead {
+    Bytes(Bytes),
+    /// The file is still a reference: read the object, up to the file's size.
+    Object(Arc<ObjectMetadata>, u64),
+}
+
+impl std::fmt::Debug for WriteFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteFile")
+            .field("target", &self.target())
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+impl WriteFile {
+    /// A new, empty write file in `dir`. `existing` makes it a reference to that object.
+    pub fn create(
+        dir: &Path,
+        target: Target,
+        mode: u32,
+        existing: Option<Arc<ObjectMetadata>>,
+    ) -> Result<WriteFile> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir)
+            .map_err(Error::io(dir))?;
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let size = existing.as_ref().map_or(0, |m| m.size);
+        Ok(WriteFile {
+            target: Mutex::new(target),
+            file,
+            proc_path,
+            size: AtomicU64::new(size),
+            opens: AtomicUsize::new(1),
+            times: Mutex::new(Times {
+                mode,
+                mtime: None,
+                modified: crate::time::now(),
+            }),
+            state: tokio::sync::Mutex::new(State {
+                dirty: existing.is_none(),
+                reference: existing,
+                detached: false,
+                committed: None,
+            }),
+        })
+    }
+
+    pub fn target(&self) -> Target {
+        self.target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_target(&self, t: Target) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    pub fn times(&self) -> Times {
+        *self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_times(&self, change: impl FnOnce(&mut Times)) {
+        change(&mut self.times.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn touched(&self, st: &mut State) {
+        st.dirty = true;
+        self.set_times(|t| {
+            t.modified = crate::time::now();
+            // A write after `utimens` makes the file's time the write's, as on any filesystem.
+            t.mtime = None;
+        });
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// The spool as a path, for hashing and uploading.
+    pub fn path(&self) -> &Path {
+        &self.proc_path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub async fn read(&self, offset: u64, size: u32) -> Result<SpoolRead> {
+        let st = self.state.lock().await;
+        if let Some(m) = &st.reference {
+            return Ok(SpoolRead::Object(m.clone(), self.size()));
+        }
+        let len = self.size();
+        let end = (offset + u64::from(size)).min(len);
+        if offset >= end {
+            return Ok(SpoolRead::Bytes(Bytes::new()));
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(Error::io(&self.proc_path))?;
+        Ok(SpoolRead::Bytes(Bytes::from(buf)))
+    }
+
+    /// Writes at `offset`; the spool must not be a reference (see [`State::reference`]).
+    pub fn write_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> Result<()> {
+        debug_assert!(st.reference.is_none());
+        self.file
+            .write_all_at(data, offset)
+            .map_err(Error::io(&self.proc_path))?;
+        self.size
+            .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
+        self.touched(st);
+        Ok(())
+    }
+
+    pub fn truncate_locked(&self, st: &mut State, size: u64) -> Result<()> {
+        debug_assert!(st.reference.is_none());
+        self.file
+            .set_len(size)
+            .map_err(Error::io(&self.proc_path))?;
+        self.size.store(size, Ordering::Relaxed);
+        self.touched(st);
+        Ok(())
+    }
+
+    /// Makes the file the first `size` bytes of stored object `meta` (a copy of stored data
+    /// in one or several `copy_file_range` calls), without copying anything.
+    pub fn refer_locked(&self, st: &mut State, meta: Arc<ObjectMetadata>, size: u64) {
+        self.size.store(size, Ordering::Relaxed);
+        st.reference = Some(meta);
+        self.touched(st);
+    }
+
+    /// The spool now holds the reference's bytes (they were copied into it and cut to size).
+    pub fn materialized_locked(&self, st: &mut State) {
+        st.reference = None;
+    }
+
+    /// Names the spool at `dest` (a hard link of the anonymous file).
+    pub fn link_to(&self, dest: &Path) -> std::io::Result<()> {
+        let from = std::ffi::CString::new(self.proc_path.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        let to = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: two valid NUL-terminated paths; AT_SYMLINK_FOLLOW resolves the /proc link to
+        // the open file itself, which is how an O_TMPFILE file is given a name.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
