@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fuser::{
-    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -80,9 +80,7 @@ pub fn errno(op: &str, e: &Error) -> Errno {
         | Error::Corrupt { .. }
         | Error::BadBlock { .. }
         | Error::Changed { .. } => Errno::EIO,
-        Error::AmbiguousPrefix { .. }
-        | Error::Contention { .. }
-        | Error::Refused(_) => Errno::EIO,
+        Error::AmbiguousPrefix { .. } | Error::Contention { .. } | Error::Refused(_) => Errno::EIO,
     };
     tracing::warn!(op, error = %e, "request failed");
     code
@@ -141,13 +139,16 @@ impl MltrackFs {
 
     fn add_handle(&self, read: Content, write: Option<Arc<WriteFile>>) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            fh,
-            Arc::new(Handle {
-                read: Arc::new(OpenFile::new(read)),
-                write,
-            }),
-        );
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                fh,
+                Arc::new(Handle {
+                    read: Arc::new(OpenFile::new(read)),
+                    write,
+                }),
+            );
         fh
     }
 
@@ -293,13 +294,16 @@ impl Filesystem for MltrackFs {
                     tracing::debug!(ino, "opened with passthrough");
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                     // Kept so that a copy from this file (copy_file_range) knows its object.
-                    self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                        fh,
-                        Arc::new(Handle {
-                            read: Arc::new(OpenFile::new(content.clone())),
-                            write: None,
-                        }),
-                    );
+                    self.handles
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            fh,
+                            Arc::new(Handle {
+                                read: Arc::new(OpenFile::new(content.clone())),
+                                write: None,
+                            }),
+                        );
                     self.passthrough_handles
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -453,14 +457,14 @@ impl Filesystem for MltrackFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let w = fh.and_then(|fh| self.handle(fh)).and_then(|h| h.write.clone());
-        let done = self.rt.block_on(self.tree.setattr(
-            u64::from(ino),
-            w,
-            mode,
-            size,
-            mtime.map(to_time),
-        ));
+        let w = fh
+            .and_then(|fh| self.handle(fh))
+            .and_then(|h| h.write.clone());
+        let done =
+            self.rt.block_on(
+                self.tree
+                    .setattr(u64::from(ino), w, mode, size, mtime.map(to_time)),
+            );
         match done {
             Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &e)),
@@ -518,7 +522,8 @@ impl Filesystem for MltrackFs {
         let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
             return reply.error(Errno::EINVAL);
         };
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
             return reply.error(Errno::EINVAL);
         }
@@ -547,9 +552,10 @@ impl Filesystem for MltrackFs {
         let Some(newname) = newname.to_str() else {
             return reply.error(Errno::EINVAL);
         };
-        let done = self
-            .rt
-            .block_on(self.tree.link(u64::from(ino), u64::from(newparent), newname));
+        let done = self.rt.block_on(
+            self.tree
+                .link(u64::from(ino), u64::from(newparent), newname),
+        );
         match done {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("link", &e)),
@@ -573,7 +579,7 @@ impl Filesystem for MltrackFs {
             return reply.error(Errno::EBADF);
         };
         // The reply counts in u32: never claim more than fits.
-        let len = len.min(u64::from(u32::MAX & !0xfff));
+        let len = len.min(0xffff_f000);
         let source = self.handle(fh_in);
         let done = self.rt.block_on(async {
             if let Some(Content::Object(meta)) = source.as_ref().map(|h| &h.read.content)
@@ -610,11 +616,11 @@ impl Filesystem for MltrackFs {
         // The store has no fixed size: report the spool's filesystem, which is what fills up.
         match nix_statvfs(self.tree.spool_dir()) {
             Some(s) => reply.statfs(
-                s.f_blocks as u64,
-                s.f_bfree as u64,
-                s.f_bavail as u64,
-                s.f_files as u64,
-                s.f_ffree as u64,
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
                 s.f_bsize as u32,
                 255,
                 s.f_frsize as u32,

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::fs::{Tree, TreeOptions};
 use crate::fs::cache::BlockCache;
 use crate::fs::reader::Reader;
+use crate::fs::{Tree, TreeOptions};
 use crate::fuse::MltrackFs;
 use crate::runs::Runs;
 
@@ -69,7 +69,10 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         read_only: opts.read_only,
     };
     std::fs::create_dir_all(&tree_opts.spool_dir).with_context(|| {
-        format!("cannot create the spool in {}", tree_opts.spool_dir.display())
+        format!(
+            "cannot create the spool in {}",
+            tree_opts.spool_dir.display()
+        )
     })?;
     let tree = Arc::new(Tree::new(runs.clone(), tree_opts, Some(cache)));
     let fs = MltrackFs::new(tree, reader, tokio::runtime::Handle::current());

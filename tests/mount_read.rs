@@ -143,10 +143,24 @@ fn every_view_reads_the_stored_bytes(kind: Kind) {
         views.len()
     );
 
-    // Read-only: writes are refused, nothing reaches the store.
-    let err = std::fs::write(m.path("runs/flat/prod_001/outputs/new.txt"), b"x").unwrap_err();
+    // data/ and manifests/ are read-only; with --read-only, so are the runs.
+    let err = std::fs::write(m.path("data/new.txt"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     assert!(m.unmount().success());
+    let ro = t.mount(&cache, &["--read-only"]);
+    let err = std::fs::write(ro.path("runs/flat/prod_001/outputs/new.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = std::fs::create_dir(ro.path("runs/flat/new_run")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(
+        std::fs::read(ro.path("runs/flat/prod_001/outputs/labels.csv")).unwrap(),
+        small
+    );
+    assert!(ro.unmount().success());
+    assert!(
+        !t.keys().iter().any(|k| k.contains("new")),
+        "nothing reached the store"
+    );
 }
 
 fn a_run_made_elsewhere_appears_within_the_refresh(kind: Kind) {

@@ -135,11 +135,8 @@ fn mkdir_cp_and_read_back_everywhere(kind: Kind) {
     }
     let m2 = t.mount(&t.dir.path().join("cache2"), &[]);
     assert_eq!(
-        std::fs::read(m2.path(&format!(
-            "runs/by_date/{}/run_42/inputs/train.bin",
-            today()
-        )))
-        .expect("read after remount"),
+        std::fs::read(m2.path(&format!("runs/by_date/{}/run_42/inputs/train.bin", today())))
+            .expect("read after remount"),
         big
     );
     assert_eq!(
@@ -157,13 +154,23 @@ fn second_copy_uploads_nothing(kind: Kind) {
         std::fs::create_dir(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
     }
     sh(
-        &format!("cp {} {}", path_str(&f), path_str(&m.path("runs/by_project/p/r1/inputs/"))),
+        &format!(
+            "cp {} {}",
+            path_str(&f),
+            path_str(&m.path("runs/by_project/p/r1/inputs/"))
+        ),
         t.dir.path(),
     );
-    let before = t.server.as_ref().map(|s| s.faults.data_puts.load(Ordering::SeqCst));
+    let before = t
+        .server
+        .as_ref()
+        .map(|s| s.faults.data_puts.load(Ordering::SeqCst));
     for run in ["r2", "r3", "r4", "r5"] {
         let dest = m.path(&format!("runs/by_project/p/{run}/inputs/"));
-        sh(&format!("cp {} {}", path_str(&f), path_str(&dest)), t.dir.path());
+        sh(
+            &format!("cp {} {}", path_str(&f), path_str(&dest)),
+            t.dir.path(),
+        );
     }
     if let (Some(s), Some(before)) = (&t.server, before) {
         assert_eq!(
@@ -188,10 +195,17 @@ fn rsync_twice_transfers_nothing(kind: Kind) {
     std::fs::create_dir(m.path("runs/by_project/p/sync")).expect("mkdir run");
     let src = source_tree(&t);
     let dest = m.path("runs/by_project/p/sync/outputs/");
-    let rsync = format!("rsync -a --itemize-changes {}/ {}", path_str(&src), path_str(&dest));
+    let rsync = format!(
+        "rsync -a --itemize-changes {}/ {}",
+        path_str(&src),
+        path_str(&dest)
+    );
     sh(&rsync, t.dir.path());
     assert_eq!(files_under(&dest), files_under(&src));
-    let puts = t.server.as_ref().map(|s| s.faults.puts.load(Ordering::SeqCst));
+    let puts = t
+        .server
+        .as_ref()
+        .map(|s| s.faults.puts.load(Ordering::SeqCst));
     let out = Command::new("sh")
         .arg("-c")
         .arg(&rsync)
@@ -205,7 +219,11 @@ fn rsync_twice_transfers_nothing(kind: Kind) {
         .collect();
     assert!(changed.is_empty(), "second rsync changed: {changed:?}");
     if let (Some(s), Some(puts)) = (&t.server, puts) {
-        assert_eq!(s.faults.puts.load(Ordering::SeqCst), puts, "second rsync wrote to S3");
+        assert_eq!(
+            s.faults.puts.load(Ordering::SeqCst),
+            puts,
+            "second rsync wrote to S3"
+        );
     }
     // Times and modes were kept.
     use std::os::unix::fs::MetadataExt;
@@ -284,8 +302,16 @@ fn rename_link_remove(kind: Kind) {
     std::fs::rename(a.join("outputs/x.bin"), a.join("outputs/sub/y.bin")).expect("mv in run");
     std::fs::rename(a.join("outputs/sub"), a.join("outputs/moved")).expect("mv dir");
     std::fs::rename(a.join("outputs/moved/y.bin"), b.join("inputs/z.bin")).expect("mv runs");
-    assert_eq!(std::fs::read(b.join("inputs/z.bin")).expect("read moved"), data);
-    assert!(manifest_files(&t, "a").as_object().expect("files").is_empty());
+    assert_eq!(
+        std::fs::read(b.join("inputs/z.bin")).expect("read moved"),
+        data
+    );
+    assert!(
+        manifest_files(&t, "a")
+            .as_object()
+            .expect("files")
+            .is_empty()
+    );
     assert_eq!(manifest_files(&t, "b")["inputs/z.bin"]["role"], "input");
     // A hard link from data/ and from another run: references, nothing read.
     let h = sha256_hex(&data);
@@ -293,17 +319,29 @@ fn rename_link_remove(kind: Kind) {
     std::fs::hard_link(&obj, a.join("inputs/from_data.bin")).expect("ln from data/");
     std::fs::hard_link(b.join("inputs/z.bin"), a.join("inputs/from_b.bin")).expect("ln from b");
     assert_eq!(manifest_files(&t, "a")["inputs/from_b.bin"]["hash"], h);
-    assert_eq!(std::fs::read(a.join("inputs/from_data.bin")).expect("read link"), data);
+    assert_eq!(
+        std::fs::read(a.join("inputs/from_data.bin")).expect("read link"),
+        data
+    );
     // chmod and touch are kept in the manifest.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(a.join("inputs/from_b.bin"), std::fs::Permissions::from_mode(0o600))
-        .expect("chmod");
+    std::fs::set_permissions(
+        a.join("inputs/from_b.bin"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     sh(
-        &format!("touch -d 2020-01-02T03:04:05Z {}", path_str(&a.join("inputs/from_b.bin"))),
+        &format!(
+            "touch -d 2020-01-02T03:04:05Z {}",
+            path_str(&a.join("inputs/from_b.bin"))
+        ),
         t.dir.path(),
     );
     let e = &manifest_files(&t, "a")["inputs/from_b.bin"];
-    assert_eq!((e["mode"].as_u64(), e["mtime"].as_str()), (Some(0o600), Some("2020-01-02T03:04:05Z")));
+    assert_eq!(
+        (e["mode"].as_u64(), e["mtime"].as_str()),
+        (Some(0o600), Some("2020-01-02T03:04:05Z"))
+    );
     // rm drops the reference; rmdir of a run with files is refused, of an empty run deletes it.
     assert_eq!(errno_of(std::fs::remove_dir(&a)), libc::ENOTEMPTY);
     std::fs::remove_file(a.join("inputs/from_b.bin")).expect("rm");
@@ -328,11 +366,24 @@ fn refusals_have_their_errno(kind: Kind) {
         ("manifests/x".to_string(), libc::EROFS),
         ("runs/other".to_string(), libc::EPERM),
     ] {
-        assert_eq!(errno_of(std::fs::create_dir(m.path(&path))), want, "mkdir {path}");
+        assert_eq!(
+            errno_of(std::fs::create_dir(m.path(&path))),
+            want,
+            "mkdir {path}"
+        );
     }
-    assert_eq!(errno_of(std::fs::write(m.path("data/x"), b"x")), libc::EROFS);
-    assert_eq!(errno_of(std::fs::write(m.path("manifests/r.json"), b"{}")), libc::EROFS);
-    assert_eq!(errno_of(std::fs::write(run.join("inputs"), b"x")), libc::EISDIR);
+    assert_eq!(
+        errno_of(std::fs::write(m.path("data/x"), b"x")),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::write(m.path("manifests/r.json"), b"{}")),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(std::fs::write(run.join("inputs"), b"x")),
+        libc::EISDIR
+    );
     // mkdir by type sets the type; the run shows it as an xattr-free fact in its manifest.
     std::fs::create_dir(m.path("runs/by_type/production/prod_7")).expect("mkdir by type");
     assert_eq!(t.json(&["run", "show", "prod_7"])["run_type"], "production");
@@ -427,7 +478,11 @@ fn killed_daemon_loses_no_acknowledged_file(kind: Kind) {
     for name in &acknowledged {
         let i: u64 = name[1..name.len() - 4].parse().expect("index");
         let data = bytes(5000 + i, 300_000 + i as usize * 1000);
-        assert_eq!(files[format!("outputs/{name}")]["hash"], sha256_hex(&data), "{name}");
+        assert_eq!(
+            files[format!("outputs/{name}")]["hash"],
+            sha256_hex(&data),
+            "{name}"
+        );
         assert_eq!(
             std::fs::read(m2.path(&format!("runs/by_project/p/crash/outputs/{name}")))
                 .expect("read"),
@@ -442,7 +497,10 @@ fn killed_daemon_loses_no_acknowledged_file(kind: Kind) {
         assert_eq!(f["kind"], "stale_marker", "{f}");
     }
     t.run(&["fsck", "--repair"]);
-    assert_eq!(t.json(&["fsck"])["findings"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        t.json(&["fsck"])["findings"].as_array().map(Vec::len),
+        Some(0)
+    );
     drop(m2);
 }
 
@@ -455,11 +513,7 @@ fn store_refusing_uploads_fails_close(kind: Kind) {
     let dest = m.path("runs/by_project/p/down/outputs/x.bin");
     let s = t.server();
     s.faults.go_down();
-    let out = Command::new("cp")
-        .arg(&f)
-        .arg(&dest)
-        .output()
-        .expect("cp");
+    let out = Command::new("cp").arg(&f).arg(&dest).output().expect("cp");
     assert!(!out.status.success(), "cp succeeded with the store down");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
@@ -467,9 +521,20 @@ fn store_refusing_uploads_fails_close(kind: Kind) {
         String::from_utf8_lossy(&out.stderr)
     );
     s.faults.heal();
-    assert!(manifest_files(&t, "down").as_object().expect("files").is_empty());
-    sh(&format!("cp {} {}", path_str(&f), path_str(&dest)), t.dir.path());
-    assert_eq!(manifest_files(&t, "down")["outputs/x.bin"]["hash"], sha256_hex(&data));
+    assert!(
+        manifest_files(&t, "down")
+            .as_object()
+            .expect("files")
+            .is_empty()
+    );
+    sh(
+        &format!("cp {} {}", path_str(&f), path_str(&dest)),
+        t.dir.path(),
+    );
+    assert_eq!(
+        manifest_files(&t, "down")["outputs/x.bin"]["hash"],
+        sha256_hex(&data)
+    );
 }
 
 #[test]
@@ -519,4 +584,3 @@ both_backends!(
 fn s3_store_refusing_uploads_fails_close() {
     store_refusing_uploads_fails_close(Kind::S3);
 }
-

@@ -535,7 +535,10 @@ impl Tree {
             .collect();
         let files = m.0.files.keys().chain(writing.iter());
         let mut seen = std::collections::HashSet::new();
-        for path in files.map(RelPath::as_str).chain(dirs.iter().map(String::as_str)) {
+        for path in files
+            .map(RelPath::as_str)
+            .chain(dirs.iter().map(String::as_str))
+        {
             let Some(rest) = path.strip_prefix(&base) else {
                 continue;
             };

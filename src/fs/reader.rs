@@ -20,8 +20,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::Content;
-use super::spool::SpoolRead;
 use super::cache::BlockCache;
+use super::spool::SpoolRead;
 use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
@@ -81,7 +81,9 @@ impl Reader {
             Content::Object(m) => m.clone(),
             Content::Spool(w) => match w.read(offset, size).await? {
                 SpoolRead::Bytes(b) => return Ok(b),
-                SpoolRead::Object(m, len) => return self.read_object(file, &m, offset, size, len).await,
+                SpoolRead::Object(m, len) => {
+                    return self.read_object(file, &m, offset, size, len).await;
+                }
             },
         };
         self.read_object(file, &meta, offset, size, meta.size).await

@@ -87,7 +87,10 @@ impl Tree {
 
     fn refuse_read_only(&self, node: &Node) -> Result<()> {
         if self.opts.read_only {
-            return Err(Error::ReadOnly(format!("{} (mounted --read-only)", node.path)));
+            return Err(Error::ReadOnly(format!(
+                "{} (mounted --read-only)",
+                node.path
+            )));
         }
         Ok(())
     }
@@ -184,11 +187,8 @@ impl Tree {
                     return Err(Error::Exists(format!("{}/{name}", node.path)));
                 }
                 lock(&self.dirs).insert((run.clone(), path.as_str().to_string()));
-                let child = self.intern(
-                    &node,
-                    name,
-                    Kind::RunSubdir(run, path.as_str().to_string()),
-                );
+                let child =
+                    self.intern(&node, name, Kind::RunSubdir(run, path.as_str().to_string()));
                 self.attr_or_gone(&child).await
             }
             _ => Err(Self::not_here(&node)),
@@ -481,10 +481,13 @@ impl Tree {
             }
         }
         let st = file.state.lock().await;
-        if let (Some(cache), Some(entry), false, None) =
-            (&self.cache, &st.committed, st.dirty, &st.reference)
+        let meta = st
+            .committed
+            .as_ref()
+            .and_then(|e| lock(&self.metadata).get(&e.hash).cloned());
+        if let (Some(cache), Some(entry), false, None, Some(meta)) =
+            (&self.cache, &st.committed, st.dirty, &st.reference, meta)
             && entry.size == file.size()
-            && let Some(meta) = lock(&self.metadata).get(&entry.hash).cloned()
         {
             let cache = cache.clone();
             let file = file.clone();
@@ -714,8 +717,7 @@ impl Tree {
         let to_m = self.require_manifest(&to_run).await?;
         let shown = format!("{}/{new_name}", to_node.path);
         let to_is_dir = self.is_dir_in(&to_run, &to_m.0, to.as_str());
-        let to_is_file =
-            to_m.0.files.contains_key(&to) || self.writing(&to_run, &to).is_some();
+        let to_is_file = to_m.0.files.contains_key(&to) || self.writing(&to_run, &to).is_some();
         if no_replace && (to_is_dir || to_is_file) {
             return Err(Error::Exists(shown));
         }
