@@ -183,7 +183,10 @@ fn sequences_match_a_local_directory(kind: Kind, sequences: u64, ops: usize) {
     }
     // The random operations must mostly do something, or the comparison proves little.
     let total = sequences as usize * ops;
-    assert!(succeeded * 3 > total, "only {succeeded} of {total} operations succeeded");
+    assert!(
+        succeeded * 3 > total,
+        "only {succeeded} of {total} operations succeeded"
+    );
     eprintln!("{succeeded} of {total} operations succeeded");
     drop(m);
     // What was committed is what a fresh mount reads (empty directories live in the mount

@@ -537,6 +537,142 @@ fn store_refusing_uploads_fails_close(kind: Kind) {
     );
 }
 
+fn reads_see_a_file_while_it_is_written(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/live")).expect("mkdir run");
+    let path = m.path("runs/by_project/p/live/outputs/log.txt");
+    use std::io::Write;
+    let mut w = std::fs::File::create(&path).expect("create");
+    w.write_all(b"epoch 1\n").expect("write");
+    // Another open on this node sees the bytes before close, and the listing has the file.
+    assert_eq!(std::fs::read(&path).expect("read while open"), b"epoch 1\n");
+    assert_eq!(std::fs::metadata(&path).expect("stat").len(), 8);
+    w.write_all(b"epoch 2\n").expect("write");
+    assert_eq!(
+        std::fs::read(&path).expect("read while open"),
+        b"epoch 1\nepoch 2\n"
+    );
+    // Read from the store in-process: a child process would inherit the open file, and its
+    // exit closes it, which (like any close) commits.
+    let stored: serde_json::Value =
+        serde_json::from_slice(&t.get("manifests/live.json")).expect("manifest");
+    assert!(
+        stored["files"].get("outputs/log.txt").is_none(),
+        "not before close"
+    );
+    drop(w);
+    assert_eq!(
+        manifest_files(&t, "live")["outputs/log.txt"]["hash"],
+        sha256_hex(b"epoch 1\nepoch 2\n")
+    );
+    // Runs are not renamed by mv: that would change what the manifest says.
+    assert_eq!(
+        errno_of(std::fs::rename(
+            m.path("runs/by_project/p/live"),
+            m.path("runs/by_project/p/dead")
+        )),
+        libc::EPERM
+    );
+}
+
+fn whole_file_copy_of_stored_data_moves_no_bytes(kind: Kind) {
+    let t = TestStore::new(kind);
+    let data = bytes(21, 12 * 1024 * 1024 + 9);
+    let f = t.file("big.bin", &data);
+    let h = t.ok(&["put", path_str(&f), "--json"]);
+    let h = serde_json::from_str::<serde_json::Value>(&h).expect("json")["hash"]
+        .as_str()
+        .expect("hash")
+        .to_string();
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/c")).expect("mkdir run");
+    let counts = || {
+        t.server.as_ref().map(|s| {
+            (
+                s.faults.data_gets.load(Ordering::SeqCst),
+                s.faults.data_puts.load(Ordering::SeqCst),
+            )
+        })
+    };
+    let before = counts();
+    let src = m.path(&format!("data/{}/{h}/data.bin", &h[..2]));
+    sh(
+        &format!(
+            "cp {} {}",
+            path_str(&src),
+            path_str(&m.path("runs/by_project/p/c/inputs/copy.bin"))
+        ),
+        t.dir.path(),
+    );
+    assert_eq!(counts(), before, "cp of stored data read or uploaded bytes");
+    assert_eq!(
+        manifest_files(&t, "c")["inputs/copy.bin"]["hash"],
+        h.as_str()
+    );
+    assert_eq!(
+        std::fs::read(m.path("runs/by_project/p/c/inputs/copy.bin")).expect("read copy"),
+        data
+    );
+}
+
+/// A tmpfs mounted for the life of the value.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(dir: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path_str(&dir),
+            ])
+            .status()
+            .expect("mount tmpfs");
+        assert!(ok.success(), "mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_spool_disk_fails_writes_with_enospc_and_recovers() {
+    let t = TestStore::new(Kind::Local);
+    let cache = Tmpfs::new(t.dir.path().join("small-disk"), "16m");
+    let m = t.mount(&cache.0, &["--cache-size", "1MiB"]);
+    std::fs::create_dir(m.path("runs/by_project/p/full")).expect("mkdir run");
+    let dir = m.path("runs/by_project/p/full/outputs");
+    let first = bytes(1, 1024 * 1024);
+    std::fs::write(dir.join("first.bin"), &first).expect("write a small file");
+    let err = std::fs::write(dir.join("huge.bin"), bytes(2, 32 * 1024 * 1024)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    // What was acknowledged is intact. As on a local disk, the file that hit the limit keeps
+    // the bytes written before it: a prefix of what was asked.
+    assert_eq!(std::fs::read(dir.join("first.bin")).expect("read"), first);
+    let partial = std::fs::read(dir.join("huge.bin")).expect("read the partial file");
+    assert!(partial.len() < 32 * 1024 * 1024);
+    assert_eq!(partial, bytes(2, 32 * 1024 * 1024)[..partial.len()]);
+    let files = manifest_files(&t, "full");
+    assert_eq!(files["outputs/huge.bin"]["size"], partial.len(), "{files}");
+    // The failed file's spool is gone with its last close: space is back.
+    let after = bytes(3, 2 * 1024 * 1024);
+    std::fs::write(dir.join("after.bin"), &after).expect("write once space is back");
+    assert_eq!(
+        manifest_files(&t, "full")["outputs/after.bin"]["hash"],
+        sha256_hex(&after)
+    );
+    drop(m);
+}
+
 #[test]
 fn python_pyarrow_writes_parquet_into_a_run() {
     if Command::new("python3")
@@ -578,6 +714,8 @@ both_backends!(
     refusals_have_their_errno,
     two_mounts_sixteen_writers,
     killed_daemon_loses_no_acknowledged_file,
+    reads_see_a_file_while_it_is_written,
+    whole_file_copy_of_stored_data_moves_no_bytes,
 );
 
 #[test]

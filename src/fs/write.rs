@@ -98,8 +98,15 @@ impl Tree {
     /// The error for a change attempted outside the runs.
     fn not_here(node: &Node) -> Error {
         match &node.kind {
-            Kind::Root | Kind::RunsRoot => {
-                Error::NotPermitted(format!("{}: only runs can be made here", node.path))
+            Kind::Root | Kind::RunsRoot | Kind::ViewRoot(_) | Kind::ViewKey(..) => {
+                Error::NotPermitted(format!(
+                    "{}: only runs (directories) can be made here, and runs cannot be renamed",
+                    if node.path.is_empty() {
+                        "/"
+                    } else {
+                        &node.path
+                    }
+                ))
             }
             _ => Error::ReadOnly(if node.path.is_empty() {
                 "/".into()
