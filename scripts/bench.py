@@ -189,6 +189,8 @@ def main():
         rss = peak_rss_mib([mlt, "put", data], env=server.env(next_prefix()))
         add(f"peak memory of put {label}, S3", rss, "size of the file", size / (1 << 20), unit="MiB")
         mount_cases(mlt, work, server, data, size, label, repeat, add)
+        write_cases(mlt, work, server, data, size, label, repeat, add, args.quick)
+        tree_cases(mlt, work, repeat, add, args.quick)
     finally:
         if server:
             server.stop()
@@ -231,6 +233,187 @@ def mount_cases(mlt, work, server, data, size, label, repeat, add):
     mounted(["sh", "-c", f"cat {rel} > /dev/null"], True)  # fill the cache
     warm = statistics.median(mounted(["sh", "-c", f"cat {rel} > /dev/null"], False) for _ in range(repeat))
     add(f"warm read {label} through the mount (new mount, cached)", warm, "cat of the file on local disk", cat_local)
+
+
+class Mounted:
+    """`mltrack mount --foreground` under /usr/bin/time, so that its peak memory is known."""
+
+    def __init__(self, mlt, mnt, cache, env, extra=()):
+        self.mlt, self.mnt, self.env = mlt, mnt, env
+        os.makedirs(mnt, exist_ok=True)
+        self.rss_file = mnt.rstrip("/") + ".rss"
+        self.proc = subprocess.Popen(
+            ["/usr/bin/time", "-f", "%M", "-o", self.rss_file, mlt, "mount", mnt, "--foreground",
+             "--cache-dir", cache, *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            if subprocess.run(["mountpoint", "-q", mnt]).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the mount did not come up")
+
+    def stop(self):
+        """Unmounts; returns the daemon's peak RSS in MiB."""
+        sh([self.mlt, "unmount", self.mnt], env=self.env, check=False)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        time.sleep(0.2)
+        with open(self.rss_file) as f:
+            return int(f.read().strip().splitlines()[-1]) / 1024
+
+
+def write_cases(mlt, work, server, data, size, label, repeat, add, quick):
+    """Writing through the mount (issue 4): new data, stored data, references, small files."""
+    big = os.path.join(work, "big.bin")
+    make_file(big, 2 * size)
+    cp_local = median_time(repeat, ["sh", "-c", f"cp {data} {work}/cp-dst.bin && sync {work}/cp-dst.bin"],
+                           setup=lambda: os.path.exists(f"{work}/cp-dst.bin") and os.remove(f"{work}/cp-dst.bin"))
+    os.path.exists(f"{work}/cp-dst.bin") and os.remove(f"{work}/cp-dst.bin")
+    curl = statistics.median(timed(server.curl_put(data, f"plain-w/{i}")) for i in range(repeat))
+    openssl = median_time(repeat, ["openssl", "dgst", "-sha256", data])
+    ln_local = median_time(repeat, ["sh", "-c", f"ln {data} {work}/ln-dst && rm {work}/ln-dst"])
+    for kind in ("local", "S3"):
+        times, dup_times, ln_times, cp_ref_times = [], [], [], []
+        for i in range(repeat):
+            store = os.path.join(work, f"wstore{i}")
+            env = (dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+                   if kind == "local" else server.env(f"writes{i}"))
+            mnt, cache = os.path.join(work, "wmnt"), os.path.join(work, f"wcache{i}")
+            m = Mounted(mlt, mnt, cache, env)
+            try:
+                runs = os.path.join(mnt, "runs", "by_project", "bench")
+                for r in ("a", "b", "c"):
+                    os.makedirs(os.path.join(runs, r))
+                times.append(timed(["cp", data, f"{runs}/a/outputs/new.bin"]))
+                dup_times.append(timed(["cp", data, f"{runs}/b/inputs/again.bin"]))
+                h = sh(["getfattr", "--only-values", "-n", "user.mltrack.sha256",
+                        f"{runs}/a/outputs/new.bin"], capture=True).stdout.strip()
+                obj = os.path.join(mnt, "data", h[:2], h, "data.bin")
+                ln_times.append(timed(["ln", obj, f"{runs}/c/inputs/linked.bin"]))
+                cp_ref_times.append(timed(["cp", obj, f"{runs}/c/inputs/copied.bin"]))
+            finally:
+                m.stop()
+                shutil.rmtree(cache, ignore_errors=True)
+                if kind == "local":
+                    shutil.rmtree(store, ignore_errors=True)
+        new = statistics.median(times)
+        if kind == "local":
+            add(f"cp new {label} into a run, local store", new, "cp + sync to local disk", cp_local)
+        else:
+            add(f"cp new {label} into a run, S3", new, "curl PUT, same server", curl)
+        add(f"cp already-stored {label} into a run, {kind}", statistics.median(dup_times),
+            "openssl dgst -sha256", openssl)
+        add(f"ln of a stored {label} object into a run, {kind}", statistics.median(ln_times),
+            "ln on local disk", ln_local)
+        add(f"whole-file cp of a stored {label} object, {kind}", statistics.median(cp_ref_times),
+            "ln on local disk", ln_local)
+
+    # Peak daemon memory while writing a file twice the size of the others.
+    store = os.path.join(work, "memstore")
+    env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+    m = Mounted(mlt, os.path.join(work, "memmnt"), os.path.join(work, "memcache"), env,
+                ["--cache-size", "1GiB"])
+    try:
+        os.makedirs(os.path.join(work, "memmnt", "runs", "by_project", "bench", "mem"))
+        sh(["cp", big, os.path.join(work, "memmnt", "runs", "by_project", "bench", "mem", "outputs")])
+    finally:
+        rss = m.stop()
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(os.path.join(work, "memcache"), ignore_errors=True)
+    add(f"daemon peak memory writing {2 * size >> 20} MiB", rss, "size of the file", (2 * size) >> 20, unit="MiB")
+    os.remove(big)
+
+    # Many small files into one run, as `cp -r` writes them.
+    count = 1000 if quick else 10000
+    small = os.path.join(work, "small")
+    os.makedirs(small, exist_ok=True)
+    for i in range(count):
+        with open(os.path.join(small, f"f{i:05}"), "wb") as f:
+            f.write(os.urandom(4096))
+    local_cp = median_time(repeat, ["sh", "-c", f"rm -rf {work}/small-dst && cp -r {small} {work}/small-dst && sync"])
+    store = os.path.join(work, "smallstore")
+    env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+    m = Mounted(mlt, os.path.join(work, "smallmnt"), os.path.join(work, "smallcache"), env)
+    try:
+        run = os.path.join(work, "smallmnt", "runs", "by_project", "bench", "small")
+        os.makedirs(run)
+        t = timed(["cp", "-r", small, os.path.join(run, "outputs")])
+        ls = timed(["ls", "-lR", run])
+    finally:
+        m.stop()
+        shutil.rmtree(store, ignore_errors=True)
+    add(f"{count} files of 4 KiB cp -r into one run, local store", t, "cp -r + sync on local disk", local_cp)
+    local_ls = median_time(repeat, ["ls", "-lR", f"{work}/small-dst"])
+    add(f"ls -lR of those {count} files", ls, "ls -lR on local disk", local_ls)
+
+
+def tree_cases(mlt, work, repeat, add, quick):
+    """A store with many runs (issue 3): mount time and `ls -lR` of the runs."""
+    runs = 1000 if quick else 10000
+    store = os.path.join(work, "treestore")
+    env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+    # Ten small objects, stored with the CLI; the runs are written as files in the store's own
+    # layout (PRODUCT.md section 2), which is what 10,000 `run create` calls would leave.
+    objs = []
+    for i in range(10):
+        p = os.path.join(work, f"obj{i}.csv")
+        with open(p, "w") as f:
+            f.write(f"id,value\n{i},{i * i}\n")
+        out = sh([mlt, "--json", "put", p], env=env, capture=True).stdout
+        meta = json.loads(out)
+        objs.append((meta["hash"], meta["size"]))
+    mirror = os.path.join(work, "treelocal")
+    for r in range(runs):
+        run_id = f"run{r:05}"
+        files = {}
+        for i, (h, sz) in enumerate(objs):
+            files[f"outputs/f{i}.csv"] = {"hash": h, "size": sz, "format": "csv", "role": "output",
+                                           "mtime": "2026-11-26T10:00:00Z", "mode": 420,
+                                           "added_at": "2026-11-26T10:00:00Z"}
+        manifest = {"schema_version": 1, "run_id": run_id, "run_type": "experiment",
+                    "project": f"p{r % 10}", "created_at": "2026-11-26T10:00:00Z",
+                    "updated_at": "2026-11-26T10:00:00Z", "storage_modes": ["by_project"],
+                    "tags": {}, "files": files}
+        os.makedirs(os.path.join(store, "manifests"), exist_ok=True)
+        with open(os.path.join(store, "manifests", f"{run_id}.json"), "w") as f:
+            json.dump(manifest, f)
+        ptr = os.path.join(store, "runs", "by_project", f"p{r % 10}", run_id)
+        os.makedirs(ptr, exist_ok=True)
+        with open(os.path.join(ptr, "run.json"), "w") as f:
+            json.dump({"run_id": run_id, "manifest": f"manifests/{run_id}.json"}, f)
+        for h, _ in objs:
+            os.makedirs(os.path.join(store, "data", h[:2], h, "used_by"), exist_ok=True)
+            open(os.path.join(store, "data", h[:2], h, "used_by", run_id), "w").close()
+        d = os.path.join(mirror, "by_project", f"p{r % 10}", run_id, "outputs")
+        os.makedirs(d, exist_ok=True)
+        os.makedirs(os.path.join(mirror, "by_project", f"p{r % 10}", run_id, "inputs"), exist_ok=True)
+        for i in range(10):
+            with open(os.path.join(d, f"f{i}.csv"), "w") as f:
+                f.write(f"id,value\n{i},{i * i}\n")
+    empty = os.path.join(work, "emptystore")
+    empty_env = dict(os.environ, MLTRACK_STORE=empty, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+    mnt = os.path.join(work, "treemnt")
+    os.makedirs(mnt, exist_ok=True)
+
+    def mount_time(e):
+        t = timed([mlt, "mount", mnt, "--cache-dir", os.path.join(work, "treecache")], env=e)
+        sh([mlt, "unmount", mnt], env=e, check=False)
+        time.sleep(0.5)
+        return t
+
+    with_runs = statistics.median(mount_time(env) for _ in range(repeat))
+    without = statistics.median(mount_time(empty_env) for _ in range(repeat))
+    add(f"mount time, store with {runs} runs", with_runs, "mount time, empty store", without)
+    m = Mounted(mlt, mnt, os.path.join(work, "treecache"), env)
+    try:
+        ls = timed(["ls", "-lR", os.path.join(mnt, "runs", "by_project")])
+    finally:
+        m.stop()
+    local_ls = median_time(repeat, ["ls", "-lR", os.path.join(mirror, "by_project")])
+    add(f"ls -lR of {runs} runs of 10 files (first listing)", ls, "ls -lR of the same tree on local disk", local_ls)
 
 
 def machine():

@@ -48,14 +48,20 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
     if !opts.foreground {
         return spawn_background(config, &mountpoint);
     }
-    match runs.probe_conditional_writes().await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            store = %runs.data().backend().describe(),
-            "the store ignores conditional writes: writers on different machines updating one run at once can lose entries"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not probe the store for conditional writes"),
-    }
+    let runs = match runs.probe_conditional_writes().await {
+        Ok(true) => runs.remembering_manifests(),
+        Ok(false) => {
+            tracing::warn!(
+                store = %runs.data().backend().describe(),
+                "the store ignores conditional writes: writers on different machines updating one run at once can lose entries"
+            );
+            runs
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not probe the store for conditional writes");
+            runs
+        }
+    };
     let cache = Arc::new(
         BlockCache::open(&config.cache_dir, config.cache_size)
             .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?,

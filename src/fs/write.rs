@@ -118,7 +118,11 @@ impl Tree {
 
     /// Keeps a manifest this mount just committed, so its own changes are visible at once.
     pub(super) fn remember(&self, m: &Manifest) {
-        let value = Arc::new((m.clone(), m.to_json()));
+        let json = match self.runs.committed_json(m) {
+            Some(j) => j.to_vec(),
+            None => m.to_json(),
+        };
+        let value = Arc::new((m.clone(), json));
         lock(&self.manifests).insert(
             m.run_id.clone(),
             Timed {

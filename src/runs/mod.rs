@@ -81,14 +81,59 @@ impl std::fmt::Display for Skipped {
     }
 }
 
+/// A manifest as this process committed it: the ETag it got and the exact bytes written.
+#[derive(Debug, Clone)]
+struct Known {
+    manifest: Manifest,
+    etag: String,
+    json: Bytes,
+}
+
 #[derive(Debug, Clone)]
 pub struct Runs {
     data: DataStore,
+    /// Manifests this process committed, with their ETags: the next update of the run starts
+    /// from here instead of reading it back, and `If-Match` catches anyone who wrote since.
+    /// Only used when the store is known to honour conditional writes.
+    known: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashMap<RunId, Known>>>>,
 }
 
 impl Runs {
     pub fn new(data: DataStore) -> Self {
-        Runs { data }
+        Runs { data, known: None }
+    }
+
+    /// Lets updates start from the manifests this process committed last (for a long-lived
+    /// process, such as a mount, on a store that honours conditional writes).
+    pub fn remembering_manifests(mut self) -> Self {
+        self.known = Some(Default::default());
+        self
+    }
+
+    fn known(&self, run: &RunId) -> Option<(Manifest, Option<String>)> {
+        let known = self.known.as_ref()?;
+        let map = known.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(run)
+            .map(|k| (k.manifest.clone(), Some(k.etag.clone())))
+    }
+
+    /// The exact bytes of `m` if this process committed it last (saves serializing it again).
+    pub fn committed_json(&self, m: &Manifest) -> Option<Bytes> {
+        let known = self.known.as_ref()?;
+        let map = known.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&m.run_id)
+            .filter(|k| k.manifest.updated_at == m.updated_at)
+            .map(|k| k.json.clone())
+    }
+
+    fn set_known(&self, run: &RunId, entry: Option<Known>) {
+        if let Some(known) = &self.known {
+            let mut map = known.lock().unwrap_or_else(|p| p.into_inner());
+            match entry {
+                Some(e) => map.insert(run.clone(), e),
+                None => map.remove(run),
+            };
+        }
     }
 
     pub fn data(&self) -> &DataStore {
@@ -140,7 +185,14 @@ impl Runs {
             )
             .await
         {
-            Ok(_) => {}
+            Ok(etag) => self.set_known(
+                &spec.run_id,
+                Some(Known {
+                    manifest: manifest.clone(),
+                    etag,
+                    json: Bytes::from(manifest.to_json()),
+                }),
+            ),
             Err(StorageError::AlreadyExists { .. }) => return Err(Error::RunExists(spec.run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -186,19 +238,39 @@ impl Runs {
         let _lock = self.lock(run).await?;
         let key = layout::manifest_key(run);
         for attempt in 0..UPDATE_ATTEMPTS {
-            let (mut m, etag) = self.load(run).await?;
+            let (mut m, etag) = match self.known(run) {
+                Some(k) if attempt == 0 => k,
+                _ => self.load(run).await?,
+            };
             change(&mut m)?;
             m.updated_at = crate::time::now();
             let mode = match etag {
                 Some(e) => PutMode::Update(e),
                 None => PutMode::Overwrite,
             };
+            let json = Bytes::from(m.to_json());
             match self
                 .store()
-                .put(&key, Body::Bytes(m.to_json().into()), mode)
+                .put(&key, Body::Bytes(json.clone()), mode)
                 .await
             {
-                Ok(_) => return Ok(m),
+                Ok(etag) => {
+                    self.set_known(
+                        run,
+                        Some(Known {
+                            manifest: m.clone(),
+                            etag,
+                            json,
+                        }),
+                    );
+                    return Ok(m);
+                }
+                Err(StorageError::PreconditionFailed { .. } | StorageError::NotFound { .. })
+                    if attempt == 0 =>
+                {
+                    // Someone wrote since: start again from what is stored, at once.
+                    self.set_known(run, None);
+                }
                 Err(StorageError::PreconditionFailed { .. }) => {
                     let jitter = u64::from(std::process::id() % 7 + attempt) * 10;
                     tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
@@ -310,6 +382,7 @@ impl Runs {
             self.store().delete(&m.view_pointer_key(*mode)?).await?;
         }
         self.store().delete(&layout::manifest_key(run)).await?;
+        self.set_known(run, None);
         Ok(m)
     }
 
