@@ -191,11 +191,13 @@ impl BlockCache {
             return false;
         }
         let mut state = self.lock();
-        if let Ok(m) = fs::metadata(&path) {
+        if let Ok(f) = File::open(&path)
+            && let Ok(m) = f.metadata()
+        {
             use std::os::unix::fs::MetadataExt;
-            state
-                .verified
-                .insert(meta.hash, (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+            let identity = (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+            set_verified_mark(&f, &mark(identity));
+            state.verified.insert(meta.hash, identity);
         }
         for b in 0..meta.block_hashes.len() as u64 {
             let r = meta.block_range(b);
@@ -276,10 +278,16 @@ impl BlockCache {
         if self.lock().verified.get(&meta.hash) == Some(&before) {
             return Some(file);
         }
+        // Verified by an earlier mount, and not written since (any write changes the identity).
+        if verified_mark(&file).as_deref() == Some(mark(before).as_str()) {
+            self.lock().verified.insert(meta.hash, before);
+            return Some(file);
+        }
         let intact = (0..meta.block_hashes.len() as u64).all(|b| self.get(meta, b).is_some());
         if !intact || identity(&file)? != before {
             return None;
         }
+        set_verified_mark(&file, &mark(before));
         self.lock().verified.insert(meta.hash, before);
         Some(file)
     }
@@ -307,6 +315,43 @@ impl BlockCache {
 }
 
 struct DirLock(#[allow(dead_code)] File);
+
+/// The extended attribute recording that a complete cache file was verified whole, and the
+/// identity (inode, size, mtime) it had then, so that a remount need not read it all again.
+const VERIFIED_XATTR: &std::ffi::CStr = c"user.mltrack.verified";
+
+fn mark((ino, size, secs, nanos): (u64, u64, i64, i64)) -> String {
+    format!("{ino}:{size}:{secs}:{nanos}")
+}
+
+fn verified_mark(file: &File) -> Option<String> {
+    let mut buf = [0u8; 96];
+    // SAFETY: fgetxattr on a descriptor we own, into a buffer of the given length.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            VERIFIED_XATTR.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    String::from_utf8(buf.get(..n)?.to_vec()).ok()
+}
+
+/// Best effort: without xattr support the next mount verifies the file again.
+fn set_verified_mark(file: &File, value: &str) {
+    // SAFETY: fsetxattr on a descriptor we own, with a buffer of the given length.
+    let _ = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            VERIFIED_XATTR.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+}
 
 /// Frees `len` bytes at `offset` of the file, keeping its size. Returns false, and frees
 /// nothing, while the file is pinned (some process holds a shared `flock` on it).

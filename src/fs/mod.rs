@@ -563,6 +563,47 @@ impl Tree {
         Ok(out)
     }
 
+    /// The child `name` of the run's directory `prefix`, if there is one.
+    async fn run_child(
+        &self,
+        run: &RunId,
+        prefix: &str,
+        name: &str,
+    ) -> Result<Option<(String, Kind)>> {
+        let Some(m) = self.manifest(run).await? else {
+            return Ok(None);
+        };
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let Ok(path) = RelPath::parse(&rel) else {
+            return Ok(None);
+        };
+        if m.0.files.contains_key(&path) || self.writing(run, &path).is_some() {
+            return Ok(Some((name.to_string(), Kind::RunFile(run.clone(), path))));
+        }
+        // A directory: some file path starts with `rel/`. Paths sharing the prefix `rel` are
+        // contiguous in the map, so the scan stops at the first that does not.
+        let under = format!("{rel}/");
+        let in_manifest =
+            m.0.files
+                .range(path.clone()..)
+                .map(|(p, _)| p.as_str())
+                .take_while(|p| p.starts_with(rel.as_str()))
+                .any(|p| p.starts_with(&under));
+        let is_dir = in_manifest
+            || (prefix.is_empty() && matches!(name, "inputs" | "outputs"))
+            || lock(&self.writes)
+                .keys()
+                .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
+            || lock(&self.dirs)
+                .iter()
+                .any(|(r, d)| r == run && (*d == rel || d.starts_with(&under)));
+        Ok(is_dir.then(|| (name.to_string(), Kind::RunSubdir(run.clone(), rel))))
+    }
+
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
         let mut entries = Vec::new();
@@ -580,7 +621,13 @@ impl Tree {
     /// The child `name` of directory `parent`, or `None`.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Option<Attr>> {
         let node = self.node(parent)?;
-        let found = self.list(&node).await?.into_iter().find(|(n, _)| n == name);
+        let found = match &node.kind {
+            // Inside a run, one name is found without listing the directory (`ls -l` of a
+            // directory of n files would otherwise cost n listings).
+            Kind::RunDir(run) => self.run_child(run, "", name).await?,
+            Kind::RunSubdir(run, prefix) => self.run_child(run, prefix, name).await?,
+            _ => self.list(&node).await?.into_iter().find(|(n, _)| n == name),
+        };
         if let Some((_, Kind::RunDir(run))) = &found {
             // Only where the run's manifest says it belongs: a stale pointer is not followed.
             let (mode, key) = match &node.kind {
