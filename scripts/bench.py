@@ -234,6 +234,20 @@ def mount_cases(mlt, work, server, data, size, label, repeat, add):
     warm = statistics.median(mounted(["sh", "-c", f"cat {rel} > /dev/null"], False) for _ in range(repeat))
     add(f"warm read {label} through the mount (new mount, cached)", warm, "cat of the file on local disk", cat_local)
 
+    # Four readers of the same object at once: cold (they share the fetches) and warm.
+    four = lambda path: ["sh", "-c", " & ".join([f"cat {path} > /dev/null"] * 4) + " & wait"]
+    get = " ".join(["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
+                    "--user", f"{ACCESS}:{SECRET}", "-o", "/dev/null",
+                    "-H", "'x-amz-content-sha256: UNSIGNED-PAYLOAD'",
+                    f"{server.endpoint}/{BUCKET}/mounted/data/{h[:2]}/{h}/data.bin"])
+    four_gets = median_time(repeat, ["sh", "-c", " & ".join([get] * 4) + " & wait"])
+    cold4 = statistics.median(mounted(four(rel), True) for _ in range(repeat))
+    add(f"4 parallel cold reads of {label} through the mount", cold4, "4 parallel curl GETs", four_gets)
+    mounted(["sh", "-c", f"cat {rel} > /dev/null"], True)
+    four_local = median_time(repeat, four(data))
+    warm4 = statistics.median(mounted(four(rel), False) for _ in range(repeat))
+    add(f"4 parallel warm reads of {label} through the mount", warm4, "4 parallel cats on local disk", four_local)
+
 
 class Mounted:
     """`mltrack mount --foreground` under /usr/bin/time, so that its peak memory is known."""
@@ -324,6 +338,19 @@ def write_cases(mlt, work, server, data, size, label, repeat, add, quick):
         shutil.rmtree(store, ignore_errors=True)
         shutil.rmtree(os.path.join(work, "memcache"), ignore_errors=True)
     add(f"daemon peak memory writing {2 * size >> 20} MiB", rss, "size of the file", (2 * size) >> 20, unit="MiB")
+
+    # Peak daemon memory reading the same file cold from S3 (through the daemon, not passthrough).
+    env = server.env("memread")
+    sh([mlt, "put", big], env=env)
+    hb = sh(["openssl", "dgst", "-sha256", "-r", big], capture=True).stdout.split()[0]
+    m = Mounted(mlt, os.path.join(work, "readmnt"), os.path.join(work, "readcache"), env,
+                ["--cache-size", "1GiB"])
+    try:
+        sh(["sh", "-c", f"cat {work}/readmnt/data/{hb[:2]}/{hb}/data.bin > /dev/null"])
+    finally:
+        rss = m.stop()
+        shutil.rmtree(os.path.join(work, "readcache"), ignore_errors=True)
+    add(f"daemon peak memory reading {2 * size >> 20} MiB (S3, cold)", rss, "size of the file", (2 * size) >> 20, unit="MiB")
     os.remove(big)
 
     # Many small files into one run, as `cp -r` writes them.

@@ -75,6 +75,33 @@ impl DataStore {
             hashing::hash_reader(file, |n| progress(n)).map_err(Error::io(&owned))
         })
         .await?;
+        self.store_hashed(path, name, hash, before).await
+    }
+
+    /// Stores the file at `path`, already hashed (by a reader that followed its writer); the
+    /// file must not change while this runs. Uploads nothing if the bytes are already stored.
+    pub async fn put_hashed(
+        &self,
+        path: &Path,
+        name: Option<&Name>,
+        hash: ContentHash,
+    ) -> Result<Stored> {
+        let before = identity(path)?;
+        if before.1 != hash.size {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        self.store_hashed(path, name, hash, before).await
+    }
+
+    async fn store_hashed(
+        &self,
+        path: &Path,
+        name: Option<&Name>,
+        hash: ContentHash,
+        before: (u64, u64, i64, i64),
+    ) -> Result<Stored> {
         match self.metadata(&hash.digest).await {
             Ok(Some(meta)) => return Ok(Stored { meta, new: false }),
             Ok(None) => {}

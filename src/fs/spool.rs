@@ -14,17 +14,24 @@
 //!
 //! All state is behind one async mutex, held for the whole of a commit, so writes, truncates
 //! and renames wait for a commit in progress instead of changing the bytes under it.
+//!
+//! Hashing follows the writer: once a file written from its start, in order, passes
+//! [`FOLLOW_AFTER`] bytes, a [`Follower`] hashes the spool behind the writes (reading it back
+//! from the page cache), so that `close()` of a large file finds it mostly hashed. Any other
+//! write pattern (a seek back, a truncate, a reference) abandons it, and the file is hashed
+//! whole at commit instead. Small files are simply hashed at commit.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::cas::hashing::{self, ContentHash};
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::{RelPath, RunId};
@@ -36,6 +43,10 @@ pub struct Target {
     pub run: RunId,
     pub path: RelPath,
 }
+
+/// Files written in order get a follower once they are this long (below it, a thread per
+/// file costs more than it saves).
+pub const FOLLOW_AFTER: u64 = 8 * 1024 * 1024;
 
 pub struct WriteFile {
     target: Mutex<Target>,
@@ -69,10 +80,17 @@ impl Times {
 pub struct State {
     /// Bytes written that the store and manifest do not have yet.
     pub dirty: bool,
+    /// The spool has been written from 0 to here, in order, and nothing else: the follower,
+    /// if any, may hash it. `None` once any other write happened.
+    sequential: Option<u64>,
+    follower: Option<Follower>,
     /// The contents are this stored object, not (yet) copied into the spool.
     pub reference: Option<Arc<ObjectMetadata>>,
     /// Unlinked or replaced while open: writes go on, nothing is recorded.
     pub detached: bool,
+    /// The last commit failed and its caller was told so: the last release does not try again
+    /// behind the caller's back (a later `close()` or `fsync()` still does).
+    pub failed: bool,
     /// What the last commit recorded.
     pub committed: Option<FileEntry>,
 }
@@ -123,9 +141,12 @@ impl WriteFile {
                 modified: crate::time::now(),
             }),
             state: tokio::sync::Mutex::new(State {
+                sequential: existing.is_none().then_some(0),
+                follower: None,
                 dirty: existing.is_none(),
                 reference: existing,
                 detached: false,
+                failed: false,
                 committed: None,
             }),
         })
@@ -192,17 +213,49 @@ impl WriteFile {
     /// Writes at `offset`; the spool must not be a reference (see [`State::reference`]).
     pub fn write_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> Result<()> {
         debug_assert!(st.reference.is_none());
-        self.file
-            .write_all_at(data, offset)
-            .map_err(Error::io(&self.proc_path))?;
+        let written = self.file.write_all_at(data, offset);
+        if let Err(e) = written {
+            abandon(st);
+            return Err(Error::io(&self.proc_path)(e));
+        }
         self.size
             .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
         self.touched(st);
+        match st.sequential {
+            Some(end) if end == offset => {
+                let end = end + data.len() as u64;
+                st.sequential = Some(end);
+                match &st.follower {
+                    Some(f) => f.advance(end),
+                    None if end >= FOLLOW_AFTER => {
+                        st.follower = self.file.try_clone().ok().map(|f| Follower::start(f, end));
+                    }
+                    None => {}
+                }
+            }
+            _ => abandon(st),
+        }
         Ok(())
+    }
+
+    /// The hash of the whole spool from its follower, if it followed every write. Waits for
+    /// the follower to catch up, off the async threads.
+    pub async fn followed_hash(&self, st: &mut State) -> Option<ContentHash> {
+        let follower = st.follower.take()?;
+        let end = st.sequential?;
+        if end != self.size() || st.reference.is_some() {
+            follower.stop();
+            return None;
+        }
+        tokio::task::spawn_blocking(move || follower.finish(end))
+            .await
+            .ok()
+            .flatten()
     }
 
     pub fn truncate_locked(&self, st: &mut State, size: u64) -> Result<()> {
         debug_assert!(st.reference.is_none());
+        abandon(st);
         self.file
             .set_len(size)
             .map_err(Error::io(&self.proc_path))?;
@@ -214,6 +267,7 @@ impl WriteFile {
     /// Makes the file the first `size` bytes of stored object `meta` (a copy of stored data
     /// in one or several `copy_file_range` calls), without copying anything.
     pub fn refer_locked(&self, st: &mut State, meta: Arc<ObjectMetadata>, size: u64) {
+        abandon(st);
         self.size.store(size, Ordering::Relaxed);
         st.reference = Some(meta);
         self.touched(st);
@@ -245,5 +299,113 @@ impl WriteFile {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Stops following: the file will be hashed whole at commit.
+fn abandon(st: &mut State) {
+    st.sequential = None;
+    if let Some(f) = st.follower.take() {
+        f.stop();
+    }
+}
+
+impl Drop for WriteFile {
+    fn drop(&mut self) {
+        if let Some(f) = self.state.get_mut().follower.take() {
+            f.stop();
+        }
+    }
+}
+
+/// Hashes a spool file behind its writer, on its own threads (see [`hashing::hash_reader`]).
+pub struct Follower {
+    shared: Arc<(Mutex<Progress>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<ContentHash>>>,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Bytes written so far, all of them in order from 0.
+    written: u64,
+    /// The final size, once the writer commits.
+    end: Option<u64>,
+    stopped: bool,
+}
+
+impl Follower {
+    fn start(file: File, written: u64) -> Follower {
+        let shared = Arc::new((
+            Mutex::new(Progress {
+                written,
+                ..Default::default()
+            }),
+            Condvar::new(),
+        ));
+        let reader = FollowReader {
+            file,
+            pos: 0,
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("mltrack-hash".into())
+            .spawn(move || hashing::hash_reader(reader, |_| {}))
+            .ok();
+        Follower { shared, thread }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        let (lock, cv) = &*self.shared;
+        change(&mut lock.lock().unwrap_or_else(|p| p.into_inner()));
+        cv.notify_all();
+    }
+
+    fn advance(&self, written: u64) {
+        self.update(|p| p.written = written);
+    }
+
+    fn stop(self) {
+        self.update(|p| p.stopped = true);
+    }
+
+    /// Waits for the hash of the first `end` bytes (blocking).
+    fn finish(mut self, end: u64) -> Option<ContentHash> {
+        self.update(|p| p.end = Some(end));
+        let hash = self.thread.take()?.join().ok()?.ok()?;
+        (hash.size == end).then_some(hash)
+    }
+}
+
+/// Reads the spool from the start, waiting for the writer where it has not written yet.
+struct FollowReader {
+    file: File,
+    pos: u64,
+    shared: Arc<(Mutex<Progress>, Condvar)>,
+}
+
+impl std::io::Read for FollowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (lock, cv) = &*self.shared;
+        let mut p = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let available = loop {
+            if p.stopped {
+                return Err(std::io::Error::other("no longer followed"));
+            }
+            let limit = p.end.map_or(p.written, |e| e.min(p.written));
+            if limit > self.pos {
+                break limit - self.pos;
+            }
+            if p.end.is_some_and(|e| self.pos >= e) {
+                return Ok(0);
+            }
+            p = cv.wait(p).unwrap_or_else(|p| p.into_inner());
+        };
+        drop(p);
+        let n = buf
+            .len()
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }

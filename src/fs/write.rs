@@ -434,19 +434,35 @@ impl Tree {
         if !st.dirty || st.detached {
             return Ok(());
         }
+        let result = self.commit_locked(file, &mut st).await;
+        st.failed = result.is_err();
+        result
+    }
+
+    async fn commit_locked(&self, file: &WriteFile, st: &mut State) -> Result<()> {
         let target = file.target();
         if st.reference.as_ref().is_some_and(|m| m.size != file.size()) {
             // Part of an object: its bytes are copied and stored as new data.
-            self.materialize(file, &mut st).await?;
+            self.materialize(file, st).await?;
         }
         let meta = match &st.reference {
             Some(m) => (**m).clone(),
             None => {
                 let name = Name::parse("name", target.path.file_name())?;
-                self.data()
-                    .put_file(file.path(), Some(&name), noop())
-                    .await?
-                    .meta
+                match file.followed_hash(st).await {
+                    Some(hash) => {
+                        self.data()
+                            .put_hashed(file.path(), Some(&name), hash)
+                            .await?
+                            .meta
+                    }
+                    None => {
+                        self.data()
+                            .put_file(file.path(), Some(&name), noop())
+                            .await?
+                            .meta
+                    }
+                }
             }
         };
         let times = file.times();
@@ -478,7 +494,10 @@ impl Tree {
             return;
         }
         let target = file.target();
-        if let Err(e) = self.commit(file).await {
+        if file.state.lock().await.failed {
+            tracing::warn!(run = %target.run, path = %target.path,
+                "discarding a file whose close failed; nothing was recorded");
+        } else if let Err(e) = self.commit(file).await {
             tracing::error!(run = %target.run, path = %target.path, error = %e,
                 "the last close of a file could not store it; its bytes are lost");
         }

@@ -150,12 +150,31 @@ impl S3Server {
                                 // one at a time makes this test double do the same.
                                 let is_write = req.method() == hyper::Method::PUT
                                     || req.method() == hyper::Method::POST;
-                                let _write = if is_write {
-                                    Some(writes.lock().await)
-                                } else {
-                                    None
+                                if !is_write {
+                                    return hyper::service::Service::call(&svc, req).await;
+                                }
+                                // Real servers store a body only once it is whole: it is read
+                                // first here, and a broken one refused.
+                                let (parts, body) = req.into_parts();
+                                let body = match http_body_util::BodyExt::collect(body).await {
+                                    Ok(b) => b.to_bytes(),
+                                    Err(_) => {
+                                        return Err(s3s::HttpError::new(
+                                            "request body broke off".into(),
+                                        ));
+                                    }
                                 };
-                                hyper::service::Service::call(&svc, req).await
+                                // Spawned, so that a client that disconnects (a killed daemon)
+                                // cannot cancel a write halfway, which a real server would not.
+                                let req = hyper::Request::from_parts(parts, s3s::Body::from(body));
+                                let write = tokio::spawn(async move {
+                                    let _one_at_a_time = writes.lock().await;
+                                    svc.call(req).await
+                                });
+                                match write.await {
+                                    Ok(r) => r,
+                                    Err(_) => Err(s3s::HttpError::new("write task failed".into())),
+                                }
                             }
                         },
                     );
