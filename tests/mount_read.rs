@@ -323,6 +323,122 @@ both_backends!(
     unmount_with_a_reader_in_the_middle,
 );
 
+/// The tools of the mount issue on the tree: stat, du, sha256sum, getfattr -d, pandas.
+#[test]
+fn user_tools_work_on_the_tree() {
+    let t = TestStore::new(Kind::Local);
+    let pq = t.scratch().join("train.parquet");
+    let py = format!(
+        "import pandas as pd; pd.DataFrame({{'id': range(1000), 'y': [i % 3 for i in range(1000)]}}).to_parquet('{}')",
+        path_str(&pq)
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &py])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h = t.json(&["put", path_str(&pq)])["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let size = std::fs::metadata(&pq).unwrap().len();
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let file = m.path(&format!("data/{}/{h}/data.parquet", &h[..2]));
+    let run = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let f = path_str(&file);
+    assert_eq!(run(&format!("stat -c %s {f}")).trim(), size.to_string());
+    assert!(run(&format!("sha256sum {f}")).starts_with(&h));
+    let du: u64 = run(&format!("du -b {f}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(du, size);
+    let attrs = run(&format!("getfattr -d {f}"));
+    assert!(
+        attrs.contains(&format!("user.mltrack.sha256=\"{h}\"")),
+        "{attrs}"
+    );
+    assert!(attrs.contains("user.mltrack.format=\"parquet\""), "{attrs}");
+    let rows = run(&format!(
+        "python3 -c \"import pandas as pd; d = pd.read_parquet('{f}'); print(len(d), d['y'].sum())\""
+    ));
+    assert_eq!(rows.trim(), "1000 999");
+}
+
+/// The systemd unit, run as systemd runs it: its ExecStart with the environment file's
+/// settings, then SIGTERM (what `systemctl stop` sends) unmounts and exits cleanly.
+#[test]
+fn the_systemd_unit_mounts_and_stops_cleanly() {
+    let t = TestStore::new(Kind::Local);
+    t.ok(&["run", "create", "r1", "--project", "p"]);
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/mltrack.service"
+    ))
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let dir = t.dir.path().join("unit-mnt");
+    std::fs::create_dir(&dir).unwrap();
+    // The environment file, as an operator would fill it in.
+    let env = [
+        ("MLTRACK_MOUNTPOINT", path_str(&dir).to_string()),
+        ("MLTRACK_STORE", t.url()),
+        (
+            "MLTRACK_CACHE_DIR",
+            path_str(&t.dir.path().join("unit-cache")).to_string(),
+        ),
+        ("MLTRACK_MOUNT_OPTIONS", "--refresh 2".to_string()),
+    ];
+    let mut line = exec.replace("/usr/local/bin/mltrack", env!("CARGO_BIN_EXE_mltrack"));
+    for (k, v) in &env {
+        line = line
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut child = t
+        .cmd()
+        .args(&words[1..])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !mltrack::mount::is_mounted(&dir) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not mounted: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.join("runs/by_project/p/r1/inputs").is_dir());
+    // SAFETY: kill of our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!mltrack::mount::is_mounted(&dir));
+}
+
 /// The helper as mount(8) calls it for an fstab line: `mount.fuse.mltrack STORE DIR -o OPTS`.
 #[test]
 fn the_mount_helper_turns_fstab_options_into_a_mount() {

@@ -683,6 +683,92 @@ fn large_files_hash_right_whatever_the_write_pattern() {
     }
 }
 
+/// The "not supported" list of docs/SEMANTICS.md, claim by claim.
+fn unsupported_operations_fail_cleanly(kind: Kind) {
+    use std::io::Write;
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/u");
+    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::write(run.join("outputs/a.txt"), b"a").expect("write");
+    // Symbolic links: EPERM.
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink(
+            "a.txt",
+            run.join("outputs/link")
+        )),
+        libc::EPERM
+    );
+    // Setting an extended attribute fails; reading ours works.
+    let out = Command::new("setfattr")
+        .args(["-n", "user.x", "-v", "1"])
+        .arg(run.join("outputs/a.txt"))
+        .output()
+        .expect("setfattr");
+    assert!(!out.status.success());
+    // chown is accepted and not kept: files show the mounting user.
+    use std::os::unix::fs::MetadataExt;
+    std::os::unix::fs::chown(run.join("outputs/a.txt"), Some(1234), Some(1234)).expect("chown");
+    let md = std::fs::metadata(run.join("outputs/a.txt")).expect("stat");
+    // SAFETY: getuid cannot fail.
+    assert_eq!(md.uid(), unsafe { libc::getuid() });
+    // Exchanging renames are refused.
+    let c = |p: &Path| std::ffi::CString::new(path_str(p)).expect("path");
+    let (a, b) = (c(&run.join("outputs/a.txt")), c(&run.join("outputs/b.txt")));
+    std::fs::write(run.join("outputs/b.txt"), b"b").expect("write");
+    // SAFETY: two valid C strings; renameat2 only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(
+        (r, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EINVAL))
+    );
+    // A shared mapping of a file open for writing is refused; of a closed file, reading works.
+    let py = format!(
+        "import mmap\nf = open('{p}', 'r+b')\nf.write(b'x' * 4096)\nf.flush()\nmmap.mmap(f.fileno(), 4096)",
+        p = path_str(&run.join("outputs/mapped.bin"))
+    );
+    std::fs::write(run.join("outputs/mapped.bin"), b"").expect("create");
+    let out = Command::new("python3")
+        .args(["-c", &py])
+        .output()
+        .expect("python");
+    assert!(
+        !out.status.success(),
+        "mmap of a file open for writing worked"
+    );
+    let py = format!(
+        "import mmap\nf = open('{p}', 'rb')\nassert mmap.mmap(f.fileno(), 1, prot=mmap.PROT_READ)[:] == b'a'",
+        p = path_str(&run.join("outputs/a.txt"))
+    );
+    let out = Command::new("python3")
+        .args(["-c", &py])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A file removed while open is written on, and never recorded.
+    let mut f = std::fs::File::create(run.join("outputs/gone.txt")).expect("create");
+    f.write_all(b"before").expect("write");
+    std::fs::remove_file(run.join("outputs/gone.txt")).expect("rm while open");
+    f.write_all(b"after").expect("write after rm");
+    f.sync_all().expect("fsync after rm");
+    drop(f);
+    let files = manifest_files(&t, "u");
+    assert!(files.get("outputs/gone.txt").is_none(), "{files}");
+    assert!(!run.join("outputs/gone.txt").exists());
+}
+
 /// A tmpfs mounted for the life of the value.
 struct Tmpfs(PathBuf);
 
@@ -783,6 +869,7 @@ both_backends!(
     killed_daemon_loses_no_acknowledged_file,
     reads_see_a_file_while_it_is_written,
     whole_file_copy_of_stored_data_moves_no_bytes,
+    unsupported_operations_fail_cleanly,
 );
 
 #[test]
