@@ -231,6 +231,59 @@ fn the_cache_stays_within_its_limit(kind: Kind) {
     assert!(disk_usage(&cache.join("objects")) <= limit);
 }
 
+/// Two mounts sharing one cache directory stay within its limit together.
+#[test]
+fn mounts_sharing_a_cache_stay_within_its_limit_together() {
+    let t = TestStore::new(Kind::Local);
+    let files: Vec<Vec<u8>> = (0..4).map(|i| bytes(90 + i, 96 * 1024 * 1024)).collect();
+    t.ok(&["run", "create", "big", "--project", "p"]);
+    for (i, data) in files.iter().enumerate() {
+        let f = t.file(&format!("f{i}.bin"), data);
+        t.ok(&[
+            "run",
+            "add-input",
+            "big",
+            &format!("f{i}.bin"),
+            path_str(&f),
+        ]);
+        std::fs::remove_file(f).unwrap();
+    }
+    let cache = t.dir.path().join("shared-cache");
+    let limit = 64 * 1024 * 1024;
+    let m1 = t.mount(&cache, &["--cache-size", "64MiB"]);
+    let m2 = t.mount(&cache, &["--cache-size", "64MiB"]);
+    std::thread::scope(|s| {
+        for (mi, m) in [&m1, &m2].into_iter().enumerate() {
+            let files = &files;
+            s.spawn(move || {
+                for round in 0..2 {
+                    for i in [mi, mi + 2] {
+                        let p = m.path(&format!("runs/by_project/p/big/inputs/f{i}.bin"));
+                        assert!(
+                            sha_of(&p) == sha256_hex(&files[i]),
+                            "mount {mi} file {i} round {round}"
+                        );
+                    }
+                }
+            });
+        }
+        // Watch the directory while they read.
+        for _ in 0..40 {
+            let used = disk_usage(&cache.join("objects"));
+            assert!(
+                used <= limit,
+                "shared cache uses {used} bytes, over its {limit}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let used = disk_usage(&cache.join("objects"));
+    assert!(
+        used <= limit,
+        "shared cache uses {used} bytes, over its {limit}"
+    );
+}
+
 fn corruption_is_never_served(kind: Kind) {
     let t = TestStore::new(kind);
     let data = bytes(80, 3 * 1024 * 1024);

@@ -9,9 +9,15 @@
 //!
 //! Objects never change, so the cache is never stale and survives restarts. It never trusts
 //! itself either: every block read from it is verified against the object's block hash, and a
-//! block that fails is dropped and fetched again. Several mounts may share a directory: writes
-//! and evictions take an `flock` on `<cache-dir>/lock`; each mount's index only knows what it
-//! saw, so a block another mount evicted reads as a hole, fails verification and is fetched.
+//! block that fails is dropped and fetched again.
+//!
+//! Several mounts may share a directory. Writes and evictions take an `flock` on
+//! `<cache-dir>/lock`, and that file holds the bytes the directory holds in all (8 bytes,
+//! little-endian), kept under the lock: each mount checks the limit against this shared total,
+//! not against what it alone has written, so together they stay within it. A mount evicts only
+//! blocks it knows (its own, and what it found at start); if those are not enough, the new block
+//! is served uncached. A block another mount evicted reads as a hole, fails verification and is
+//! fetched again; a block another mount already wrote is not counted twice.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -74,6 +80,8 @@ impl BlockCache {
 
     /// Indexes the blocks present in the cache files, oldest files first in LRU order.
     fn rebuild(&self) -> io::Result<()> {
+        // Under the lock, so that no other mount changes the files while they are counted.
+        let lock = self.dir_lock()?;
         let mut found = Vec::new();
         for fan in fs::read_dir(self.dir.join("objects"))?.flatten() {
             let Ok(files) = fs::read_dir(fan.path()) else {
@@ -103,10 +111,12 @@ impl BlockCache {
             state.used += size;
             state.lru.put(key, size);
         }
+        let total = state.used;
         drop(state);
+        // What the scan found is what the directory holds: the shared total starts from it.
         // A directory shrunk by a smaller --cache-size is brought under the new limit.
-        let _lock = self.dir_lock()?;
-        self.evict_to_fit(0);
+        lock.set_total(total);
+        self.evict_to_fit(&lock, 0);
         Ok(())
     }
 
@@ -142,14 +152,24 @@ impl BlockCache {
             return Ok(());
         }
         let key = (meta.hash, block);
-        let _lock = self.dir_lock()?;
+        let lock = self.dir_lock()?;
         if self.lock().lru.contains(&key) {
             return Ok(());
         }
-        if !self.evict_to_fit(size) {
+        let path = self.path(&meta.hash);
+        let start = meta.block_range(block).start;
+        // Written by another mount sharing the directory: counted already, verified when read.
+        if let Ok(f) = File::open(&path)
+            && has_data_at(&f, start)
+        {
+            let mut state = self.lock();
+            state.used += size;
+            state.lru.put(key, size);
             return Ok(());
         }
-        let path = self.path(&meta.hash);
+        if !self.evict_to_fit(&lock, size) {
+            return Ok(());
+        }
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -161,7 +181,8 @@ impl BlockCache {
         if file.metadata()?.len() != meta.size {
             file.set_len(meta.size)?;
         }
-        file.write_all_at(data, meta.block_range(block).start)?;
+        file.write_all_at(data, start)?;
+        lock.set_total(lock.total() + size);
         let mut state = self.lock();
         state.used += size;
         state.lru.put(key, size);
@@ -176,10 +197,10 @@ impl BlockCache {
             return false;
         }
         let path = self.path(&meta.hash);
-        let Ok(_lock) = self.dir_lock() else {
+        let Ok(lock) = self.dir_lock() else {
             return false;
         };
-        if path.exists() || !self.evict_to_fit(meta.size) {
+        if path.exists() || !self.evict_to_fit(&lock, meta.size) {
             return false;
         }
         let linked = path
@@ -190,6 +211,7 @@ impl BlockCache {
             tracing::debug!(hash = %meta.hash, error = %e, "could not adopt a spool into the cache");
             return false;
         }
+        lock.set_total(lock.total() + meta.size);
         let mut state = self.lock();
         if let Ok(f) = File::open(&path)
             && let Ok(m) = f.metadata()
@@ -215,26 +237,35 @@ impl BlockCache {
         all.then(|| self.path(&meta.hash))
     }
 
-    /// Evicts least recently used blocks until `incoming` more bytes fit; false if they cannot
-    /// (every remaining block belongs to a file held open for passthrough).
-    fn evict_to_fit(&self, incoming: u64) -> bool {
+    /// Evicts least recently used blocks until `incoming` more bytes fit in the directory's
+    /// shared total; false if they cannot (every block this mount knows is gone or belongs to
+    /// a file held open for passthrough). The caller holds the directory lock.
+    fn evict_to_fit(&self, lock: &DirLock, incoming: u64) -> bool {
         let mut state = self.lock();
+        let mut total = lock.total();
         let mut pinned = Vec::new();
         let mut unpunchable = Vec::new();
-        while state.used + incoming > self.limit {
+        while total + incoming > self.limit {
             let Some(((h, block), size)) = state.lru.pop_lru() else {
                 break;
             };
             match punch(&self.path(&h), block * BLOCK_SIZE, size) {
-                Ok(true) => state.used = state.used.saturating_sub(size),
-                Ok(false) => pinned.push(((h, block), size)),
+                Ok(Punched::Freed) => {
+                    state.used = state.used.saturating_sub(size);
+                    total = total.saturating_sub(size);
+                }
+                // Another mount evicted it already (and counted it then).
+                Ok(Punched::AlreadyGone) => state.used = state.used.saturating_sub(size),
+                Ok(Punched::Pinned) => pinned.push(((h, block), size)),
                 Err(_) => {
                     state.used = state.used.saturating_sub(size);
+                    total = total.saturating_sub(size);
                     unpunchable.push(h);
                 }
             }
         }
-        let fits = state.used + incoming <= self.limit;
+        lock.set_total(total);
+        let fits = total + incoming <= self.limit;
         for (key, size) in pinned {
             state.lru.put(key, size);
         }
@@ -252,6 +283,7 @@ impl BlockCache {
             for k in gone {
                 if let Some(size) = state.lru.pop(&k) {
                     state.used = state.used.saturating_sub(size);
+                    lock.set_total(lock.total().saturating_sub(size));
                 }
             }
         }
@@ -293,10 +325,15 @@ impl BlockCache {
     }
 
     fn drop_block(&self, key: &BlockKey) {
+        let Ok(lock) = self.dir_lock() else {
+            return;
+        };
         let mut state = self.lock();
         if let Some(size) = state.lru.pop(key) {
             state.used = state.used.saturating_sub(size);
-            let _ = punch(&self.path(&key.0), key.1 * BLOCK_SIZE, size);
+            if let Ok(Punched::Freed) = punch(&self.path(&key.0), key.1 * BLOCK_SIZE, size) {
+                lock.set_total(lock.total().saturating_sub(size));
+            }
         }
     }
 
@@ -304,6 +341,7 @@ impl BlockCache {
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(self.dir.join("lock"))?;
         // SAFETY: flock on a descriptor we own; released when it closes.
@@ -314,7 +352,40 @@ impl BlockCache {
     }
 }
 
-struct DirLock(#[allow(dead_code)] File);
+/// The directory lock, held while the cache's files or its shared total change.
+struct DirLock(File);
+
+impl DirLock {
+    /// The bytes the directory holds, as every mount sharing it has counted them.
+    fn total(&self) -> u64 {
+        let mut buf = [0u8; 8];
+        match self.0.read_exact_at(&mut buf, 0) {
+            Ok(()) => u64::from_le_bytes(buf),
+            Err(_) => 0,
+        }
+    }
+
+    fn set_total(&self, total: u64) {
+        // Best effort: a lost update is corrected by the next mount's start-up scan.
+        let _ = self.0.write_all_at(&total.to_le_bytes(), 0);
+    }
+}
+
+/// What punching a block out of its file did.
+enum Punched {
+    Freed,
+    /// It was a hole already: another mount evicted it.
+    AlreadyGone,
+    /// The file is held open for passthrough; nothing was freed.
+    Pinned,
+}
+
+/// Whether the file has data (not a hole) at `offset`.
+fn has_data_at(file: &File, offset: u64) -> bool {
+    // SAFETY: lseek on a descriptor we own.
+    let data = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
+    data >= 0 && data as u64 == offset
+}
 
 /// The extended attribute recording that a complete cache file was verified whole, and the
 /// identity (inode, size, mtime) it had then, so that a remount need not read it all again.
@@ -353,13 +424,20 @@ fn set_verified_mark(file: &File, value: &str) {
     };
 }
 
-/// Frees `len` bytes at `offset` of the file, keeping its size. Returns false, and frees
-/// nothing, while the file is pinned (some process holds a shared `flock` on it).
-fn punch(path: &Path, offset: u64, len: u64) -> io::Result<bool> {
-    let f = OpenOptions::new().write(true).open(path)?;
+/// Frees `len` bytes at `offset` of the file, keeping its size. Frees nothing while the file
+/// is pinned (some process holds a shared `flock` on it).
+fn punch(path: &Path, offset: u64, len: u64) -> io::Result<Punched> {
+    let f = match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Punched::AlreadyGone),
+        Err(e) => return Err(e),
+    };
     // SAFETY: flock on a descriptor we own; released when it closes at the end of this call.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Ok(false);
+        return Ok(Punched::Pinned);
+    }
+    if !has_data_at(&f, offset) {
+        return Ok(Punched::AlreadyGone);
     }
     // SAFETY: fallocate on a descriptor we own, with in-range arguments.
     let r = unsafe {
@@ -373,7 +451,7 @@ fn punch(path: &Path, offset: u64, len: u64) -> io::Result<bool> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(true)
+    Ok(Punched::Freed)
 }
 
 /// The blocks of a cache file that hold data (each block wholly inside a data extent).
