@@ -189,6 +189,34 @@ impl BlockCache {
         Ok(())
     }
 
+    fn metadata_path(&self, h: &Digest) -> PathBuf {
+        self.dir
+            .join("metadata")
+            .join(h.fanout())
+            .join(format!("{}.json", h.to_hex()))
+    }
+
+    /// The `metadata.json` of object `h` as an earlier mount kept it, if it did. The caller
+    /// parses it, which checks it describes `h`.
+    pub fn kept_metadata(&self, h: &Digest) -> Option<Vec<u8>> {
+        fs::read(self.metadata_path(h)).ok()
+    }
+
+    /// Keeps a copy of the object's `metadata.json` (best effort; a few hundred bytes per
+    /// object, not counted against the limit).
+    pub fn keep_metadata(&self, h: &Digest, bytes: &[u8]) {
+        let path = self.metadata_path(h);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let kept = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if kept.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
     /// Makes a file holding exactly the bytes of `meta` (a spool that was just hashed into
     /// it) the object's cache file: `link` names it at the cache path. Nothing happens if the
     /// object is already (partly) cached or cannot fit. Returns whether it was adopted.

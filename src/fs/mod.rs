@@ -340,6 +340,15 @@ impl Tree {
         if let Some(m) = lock(&self.metadata).get(h) {
             return Ok(Some(m.clone()));
         }
+        // metadata.json never changes: a copy kept by an earlier mount saves a GET.
+        if let Some(cache) = &self.cache
+            && let Some(bytes) = cache.kept_metadata(h)
+            && let Ok(meta) = ObjectMetadata::parse(h, &bytes)
+        {
+            let value = Arc::new((meta, bytes));
+            lock(&self.metadata).insert(*h, value.clone());
+            return Ok(Some(value));
+        }
         let got = match self
             .data()
             .backend()
@@ -357,6 +366,9 @@ impl Tree {
                 return Ok(None);
             }
         };
+        if let Some(cache) = &self.cache {
+            cache.keep_metadata(h, &got.data);
+        }
         let value = Arc::new((meta, got.data.to_vec()));
         lock(&self.metadata).insert(*h, value.clone());
         Ok(Some(value))

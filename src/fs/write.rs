@@ -133,7 +133,11 @@ impl Tree {
     }
 
     fn remember_metadata(&self, meta: &ObjectMetadata) {
-        lock(&self.metadata).insert(meta.hash, Arc::new((meta.clone(), meta.to_json())));
+        let json = meta.to_json();
+        if let Some(cache) = &self.cache {
+            cache.keep_metadata(&meta.hash, &json);
+        }
+        lock(&self.metadata).insert(meta.hash, Arc::new((meta.clone(), json)));
     }
 
     /// Forgets cached view listings, after a run was made or deleted.

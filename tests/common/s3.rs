@@ -25,6 +25,8 @@ pub struct Faults {
     pub gets: AtomicU64,
     /// GETs of object data (`.../data.<fmt>`), not of metadata, manifests or listings.
     pub data_gets: AtomicU64,
+    /// GETs of `metadata.json` files.
+    pub metadata_gets: AtomicU64,
     pub puts: AtomicU64,
     /// PUTs of object data (whole objects and multipart parts of `.../data.<fmt>`).
     pub data_puts: AtomicU64,
@@ -62,6 +64,9 @@ impl Faults {
                     .is_some_and(|last| last.starts_with("data."))
                 {
                     self.data_gets.fetch_add(1, Ordering::SeqCst);
+                }
+                if path.ends_with("/metadata.json") {
+                    self.metadata_gets.fetch_add(1, Ordering::SeqCst);
                 }
             }
             hyper::Method::PUT => {
