@@ -62,6 +62,7 @@ class S3Server:
 
     def __init__(self, root):
         os.makedirs(os.path.join(root, BUCKET), exist_ok=True)
+        self.root = root
         self.port = free_port()
         self.proc = subprocess.Popen(
             ["s3s-fs", "--host", "127.0.0.1", "--port", str(self.port),
@@ -95,6 +96,13 @@ class S3Server:
         return ["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
                 "--user", f"{ACCESS}:{SECRET}", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
                 "-T", path, f"{self.endpoint}/{BUCKET}/{key}"]
+
+    def clear(self):
+        """Removes every object (s3s-fs keeps them as plain files under the bucket's folder)."""
+        bucket = os.path.join(self.root, BUCKET)
+        for name in os.listdir(bucket):
+            p = os.path.join(bucket, name)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -189,6 +197,9 @@ def main():
         rss = peak_rss_mib([mlt, "put", data], env=server.env(next_prefix()))
         add(f"peak memory of put {label}, S3", rss, "size of the file", size / (1 << 20), unit="MiB")
         mount_cases(mlt, work, server, data, size, label, repeat, add)
+        # Objects of the cases above are not needed again: free the disk for the next ones.
+        server.clear()
+        shutil.rmtree(os.path.join(work, "mount-cache"), ignore_errors=True)
         write_cases(mlt, work, server, data, size, label, repeat, add, args.quick)
         tree_cases(mlt, work, repeat, add, args.quick)
     finally:
@@ -313,6 +324,8 @@ def write_cases(mlt, work, server, data, size, label, repeat, add, quick):
                 shutil.rmtree(cache, ignore_errors=True)
                 if kind == "local":
                     shutil.rmtree(store, ignore_errors=True)
+                else:
+                    server.clear()
         new = statistics.median(times)
         if kind == "local":
             add(f"cp new {label} into a run, local store", new, "cp + sync to local disk", cp_local)

@@ -596,24 +596,24 @@ impl Tree {
         if m.0.files.contains_key(&path) || self.writing(run, &path).is_some() {
             return Ok(Some((name.to_string(), Kind::RunFile(run.clone(), path))));
         }
-        // A directory: some file path starts with `rel/`. Paths sharing the prefix `rel` are
-        // contiguous in the map, so the scan stops at the first that does not.
-        let under = format!("{rel}/");
-        let in_manifest =
-            m.0.files
-                .range(path.clone()..)
-                .map(|(p, _)| p.as_str())
-                .take_while(|p| p.starts_with(rel.as_str()))
-                .any(|p| p.starts_with(&under));
-        let is_dir = in_manifest
-            || (prefix.is_empty() && matches!(name, "inputs" | "outputs"))
+        let is_dir = self.is_dir_in(run, &m.0, &rel);
+        Ok(is_dir.then(|| (name.to_string(), Kind::RunSubdir(run.clone(), rel))))
+    }
+
+    /// Whether `path` is a directory in the run: `inputs`/`outputs`, implied by a file under
+    /// it (stored or being written), or made with `mkdir` on this mount.
+    fn is_dir_in(&self, run: &RunId, m: &Manifest, path: &str) -> bool {
+        if matches!(path, "inputs" | "outputs") {
+            return true;
+        }
+        let under = format!("{path}/");
+        has_files_under(&m.files, path)
             || lock(&self.writes)
                 .keys()
                 .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
             || lock(&self.dirs)
                 .iter()
-                .any(|(r, d)| r == run && (*d == rel || d.starts_with(&under)));
-        Ok(is_dir.then(|| (name.to_string(), Kind::RunSubdir(run.clone(), rel))))
+                .any(|(r, d)| r == run && (d == path || d.starts_with(&under)))
     }
 
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
@@ -884,6 +884,20 @@ pub enum Content {
     Bytes(Arc<Vec<u8>>),
     /// A file being written on this mount: its current bytes.
     Spool(Arc<WriteFile>),
+}
+
+/// Whether some file of `files` lies under directory `dir` (a path relative to the run).
+/// Paths sharing the prefix `dir` are contiguous in the map, so only those are looked at.
+fn has_files_under<V>(files: &std::collections::BTreeMap<RelPath, V>, dir: &str) -> bool {
+    let Ok(start) = RelPath::parse(dir) else {
+        return false;
+    };
+    let under = format!("{dir}/");
+    files
+        .range(start..)
+        .map(|(p, _)| p.as_str())
+        .take_while(|p| p.starts_with(dir))
+        .any(|p| p.starts_with(&under))
 }
 
 fn file_type(kind: &Kind) -> FileType {

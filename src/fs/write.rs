@@ -157,19 +157,6 @@ impl Tree {
             .ok_or_else(|| Error::Refused(format!("{} vanished as it was made", node.path)))
     }
 
-    /// Whether `path` is a directory in the run: implied by a file under it, or made here.
-    fn is_dir_in(&self, run: &RunId, m: &Manifest, path: &str) -> bool {
-        if matches!(path, "inputs" | "outputs") {
-            return true;
-        }
-        let under = format!("{path}/");
-        m.files.keys().any(|p| p.as_str().starts_with(&under))
-            || lock(&self.writes)
-                .keys()
-                .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
-            || lock(&self.dirs).contains(&(run.clone(), path.to_string()))
-    }
-
     // ---- mkdir ------------------------------------------------------------------------------
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
