@@ -198,9 +198,8 @@ fn a_run_made_elsewhere_appears_within_the_refresh(kind: Kind) {
     assert!(m.path("manifests/second.json").exists());
 }
 
-fn the_cache_stays_within_its_limit(kind: Kind) {
-    let t = TestStore::new(kind);
-    let files: Vec<Vec<u8>> = (0..4).map(|i| bytes(70 + i, 128 * 1024 * 1024)).collect();
+/// Run `big` of project `p`, with `files[i]` as its input `f{i}.bin`.
+fn run_with_inputs(t: &TestStore, files: &[Vec<u8>]) {
     t.ok(&["run", "create", "big", "--project", "p"]);
     for (i, data) in files.iter().enumerate() {
         let f = t.file(&format!("f{i}.bin"), data);
@@ -213,6 +212,12 @@ fn the_cache_stays_within_its_limit(kind: Kind) {
         ]);
         std::fs::remove_file(f).unwrap();
     }
+}
+
+fn the_cache_stays_within_its_limit(kind: Kind) {
+    let t = TestStore::new(kind);
+    let files: Vec<Vec<u8>> = (0..4).map(|i| bytes(70 + i, 128 * 1024 * 1024)).collect();
+    run_with_inputs(&t, &files);
     let cache = t.dir.path().join("cache");
     let limit = 64 * 1024 * 1024;
     let m = t.mount(&cache, &["--cache-size", "64MiB"]);
@@ -236,18 +241,7 @@ fn the_cache_stays_within_its_limit(kind: Kind) {
 fn mounts_sharing_a_cache_stay_within_its_limit_together() {
     let t = TestStore::new(Kind::Local);
     let files: Vec<Vec<u8>> = (0..4).map(|i| bytes(90 + i, 96 * 1024 * 1024)).collect();
-    t.ok(&["run", "create", "big", "--project", "p"]);
-    for (i, data) in files.iter().enumerate() {
-        let f = t.file(&format!("f{i}.bin"), data);
-        t.ok(&[
-            "run",
-            "add-input",
-            "big",
-            &format!("f{i}.bin"),
-            path_str(&f),
-        ]);
-        std::fs::remove_file(f).unwrap();
-    }
+    run_with_inputs(&t, &files);
     let cache = t.dir.path().join("shared-cache");
     let limit = 64 * 1024 * 1024;
     let m1 = t.mount(&cache, &["--cache-size", "64MiB"]);
