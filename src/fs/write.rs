@@ -635,27 +635,8 @@ impl Tree {
 
     /// Removes the run's entries whose path matches, and the markers of data it no longer uses.
     async fn remove_entries(&self, run: &RunId, matches: impl Fn(&RelPath) -> bool) -> Result<()> {
-        let mut removed: Vec<Digest> = Vec::new();
-        let m = self
-            .runs
-            .update(run, |m| {
-                removed.clear();
-                m.files.retain(|p, e| {
-                    let gone = matches(p);
-                    if gone {
-                        removed.push(e.hash);
-                    }
-                    !gone
-                });
-                Ok(())
-            })
-            .await?;
+        let m = self.runs.remove_files(run, matches).await?;
         self.remember(&m);
-        for h in removed {
-            if !m.files.values().any(|e| e.hash == h) {
-                self.data().unmark_used(&h, run).await?;
-            }
-        }
         Ok(())
     }
 
@@ -859,11 +840,7 @@ impl Tree {
                     })
                     .await?;
                 self.remember(&m);
-                for h in replaced {
-                    if !m.files.values().any(|e| e.hash == h) {
-                        self.data().unmark_used(&h, from_run).await?;
-                    }
-                }
+                self.runs.unmark_unused(&m, replaced).await?;
             } else {
                 // Into the new run first, out of the old one after: a crash in between leaves
                 // the file in both, never in neither.

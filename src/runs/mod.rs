@@ -347,11 +347,48 @@ impl Runs {
                 Ok(())
             })
             .await?;
-        if let Some(old) = replaced
-            && !m.files.values().any(|f| f.hash == old)
-        {
-            self.data.unmark_used(&old, run).await?;
+        self.unmark_unused(&m, replaced).await?;
+        Ok(m)
+    }
+
+    /// Drops the `used_by` markers of the `dropped` data that `m`, just committed, no longer
+    /// references anywhere.
+    pub async fn unmark_unused(
+        &self,
+        m: &Manifest,
+        dropped: impl IntoIterator<Item = Digest>,
+    ) -> Result<()> {
+        let dropped: BTreeSet<Digest> = dropped.into_iter().collect();
+        for h in dropped {
+            if !m.files.values().any(|f| f.hash == h) {
+                self.data.unmark_used(&h, &m.run_id).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// Removes the run's files whose path matches (the data stays until gc), and the markers
+    /// of data the run no longer uses.
+    pub async fn remove_files(
+        &self,
+        run: &RunId,
+        matches: impl Fn(&RelPath) -> bool,
+    ) -> Result<Manifest> {
+        let mut removed: Vec<Digest> = Vec::new();
+        let m = self
+            .update(run, |m| {
+                removed.clear();
+                m.files.retain(|p, e| {
+                    let gone = matches(p);
+                    if gone {
+                        removed.push(e.hash);
+                    }
+                    !gone
+                });
+                Ok(())
+            })
+            .await?;
+        self.unmark_unused(&m, removed).await?;
         Ok(m)
     }
 
