@@ -290,20 +290,11 @@ impl Filesystem for MltrackFs {
                 if let Some(id) = id {
                     backing.insert(ino, (meta.hash, Arc::downgrade(&id)));
                     drop(backing);
-                    let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                    // In the handle table too, so that a copy from this file
+                    // (copy_file_range) knows its object.
+                    let fh = self.add_handle(content.clone(), None);
                     tracing::debug!(ino, "opened with passthrough");
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-                    // Kept so that a copy from this file (copy_file_range) knows its object.
-                    self.handles
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(
-                            fh,
-                            Arc::new(Handle {
-                                read: Arc::new(OpenFile::new(content.clone())),
-                                write: None,
-                            }),
-                        );
                     self.passthrough_handles
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
