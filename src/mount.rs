@@ -99,7 +99,13 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
     fuse_config.n_threads = Some(FUSE_THREADS);
 
     let mp = mountpoint.clone();
-    let session = tokio::task::spawn_blocking(move || fuser::mount(fs, &mp, &fuse_config));
+    // Mount first and serve after, so that from here on "not in the mount table" can only
+    // mean that someone unmounted it.
+    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &mp, &fuse_config))
+        .await
+        .context("the FUSE mount failed")?
+        .with_context(|| format!("cannot mount {}", mountpoint.display()))?;
+    let session = tokio::task::spawn_blocking(move || session.run());
     tracing::info!(mountpoint = %mountpoint.display(), store = %runs.data().backend().describe(), "mounted");
     let mut session = std::pin::pin!(session);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -124,11 +130,8 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
     }
 }
 
-/// Resolves once `mountpoint`, after it was mounted, is no longer mounted.
+/// Resolves once `mountpoint`, which is mounted, is no longer mounted.
 async fn detached(mountpoint: &Path) {
-    while !is_mounted(mountpoint) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     while is_mounted(mountpoint) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
