@@ -360,6 +360,13 @@ fn remounting_with_a_warm_cache_downloads_nothing() {
     };
     let before = gets();
     assert!(before.0 > 0 && before.1 > 0);
+    // Every block was verified as it arrived, so the complete file is recorded as verified
+    // whole (what lets a new mount hand it to the kernel without reading it all again).
+    let cached = cache.join(format!("objects/{}/{h}", &h[..2]));
+    assert!(
+        xattr(&cached, "user.mltrack.verified").is_some(),
+        "a cache file completed by reading is marked verified"
+    );
     let m = t.mount(&cache, &[]);
     assert_eq!(sha_of(&m.path(&rel)), h);
     drop(m);
@@ -375,6 +382,41 @@ both_backends!(
     corruption_is_never_served,
     unmount_with_a_reader_in_the_middle,
 );
+
+/// Readers of one object at once, cold, as data-loader workers would: they share fetches and
+/// blocks kept in memory, and each gets exactly the object's bytes.
+#[test]
+fn parallel_cold_readers_each_get_the_bytes() {
+    let t = TestStore::new(Kind::S3);
+    let data = bytes(97, 12 * 1024 * 1024 + 5);
+    let f = t.file("d.bin", &data);
+    let h = sha256_hex(&data);
+    t.ok(&["put", path_str(&f)]);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let path = m.path(&format!("data/{}/{h}/data.bin", &h[..2]));
+    std::thread::scope(|s| {
+        for chunk in [4096usize, 128 * 1024, 1024 * 1024 + 3, 7 * 1024 * 1024] {
+            let path = &path;
+            let data = &data;
+            s.spawn(move || {
+                let mut file = std::fs::File::open(path).unwrap();
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; chunk];
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert!(
+                    got == *data,
+                    "reader with {chunk}-byte reads got other bytes"
+                );
+            });
+        }
+    });
+}
 
 /// The tools of the mount issue on the tree: stat, du, sha256sum, getfattr -d, pandas.
 #[test]

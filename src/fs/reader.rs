@@ -1,15 +1,19 @@
 //! Reading objects through the mount: verified blocks from the cache or the store, with
 //! sequential read-ahead.
 //!
-//! A read is served block by block. Each block comes from the open file's last block (the
-//! kernel reads 128 KiB at a time, so one 1 MiB block serves several reads and is verified
-//! once), else from the cache (verified on every read), else from the store (verified, then
+//! A read is served block by block. Each block comes from the mount's 32 most recently used or
+//! fetched blocks, kept in memory (the kernel reads 128 KiB at a time, several at once and not
+//! always in order, and readers of one file tend to move together, so one 1 MiB block serves
+//! many reads and is verified once), else from the blocks fetched ahead for this file (verified when they
+//! arrived), else from the cache (verified on every read), else from the store (verified, then
 //! cached). Concurrent requests for one block share one GET.
 //!
-//! Read-ahead, after mountpoint-s3's prefetcher: a read that starts where the previous one
-//! ended extends a streak; while the streak lasts, blocks ahead of the reader are fetched in the
-//! background, the window doubling from 2 to 32 blocks. A read elsewhere resets the window, so
-//! random reads fetch only what they touch.
+//! Read-ahead, after mountpoint-s3's prefetcher: a read that starts near where the previous one
+//! ended (within two blocks, since the kernel's parallel reads arrive slightly out of order)
+//! extends a streak; while the streak lasts, blocks ahead of the reader are fetched in the
+//! background, the window doubling from 2 to 32 blocks, and kept for the reader until it gets
+//! there. A read elsewhere resets the window and drops them, so random reads fetch only what
+//! they touch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +33,10 @@ use crate::ids::Digest;
 
 const MIN_WINDOW: u64 = 2;
 const MAX_WINDOW: u64 = 32;
+/// Verified blocks the mount keeps in memory for the reads that follow.
+const RECENT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(32).unwrap();
+/// How far from where the last read ended a read may start and still count as sequential.
+const SEQUENTIAL_SLACK: u64 = 2 * crate::cas::hashing::BLOCK_SIZE;
 
 type Fetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
 
@@ -36,12 +44,14 @@ pub struct Reader {
     data: DataStore,
     cache: Arc<BlockCache>,
     inflight: Arc<Mutex<HashMap<(Digest, u64), Fetch>>>,
+    recent: Arc<Mutex<lru::LruCache<(Digest, u64), Bytes>>>,
 }
 
 /// An open file's read state.
 pub struct OpenFile {
     pub content: Content,
-    last: Mutex<Option<(Digest, u64, Bytes)>>,
+    /// Fetches started ahead of this reader, until it reads their block.
+    ahead: Mutex<HashMap<(Digest, u64), Fetch>>,
     next_offset: AtomicU64,
     window: AtomicU64,
 }
@@ -50,7 +60,7 @@ impl OpenFile {
     pub fn new(content: Content) -> Self {
         OpenFile {
             content,
-            last: Mutex::new(None),
+            ahead: Mutex::new(HashMap::new()),
             next_offset: AtomicU64::new(0),
             window: AtomicU64::new(0),
         }
@@ -63,6 +73,7 @@ impl Reader {
             data,
             cache,
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            recent: Arc::new(Mutex::new(lru::LruCache::new(RECENT))),
         }
     }
 
@@ -118,20 +129,21 @@ impl Reader {
     }
 
     async fn block(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, b: u64) -> Result<Bytes> {
-        if let Some((h, i, data)) = lock(&file.last).as_ref()
-            && *h == meta.hash
-            && *i == b
-        {
+        if let Some(data) = lock(&self.recent).get(&(meta.hash, b)) {
             return Ok(data.clone());
         }
-        let data = match self.cache.get(meta, b) {
-            Some(d) => d,
-            None => self
-                .fetch(meta.clone(), b)
-                .await
-                .map_err(|e| Error::Refused(e.to_string()))?,
+        let ahead = lock(&file.ahead).remove(&(meta.hash, b));
+        let data = match ahead {
+            Some(fetch) => fetch.await.map_err(|e| Error::Refused(e.to_string()))?,
+            None => match self.cache.get(meta, b) {
+                Some(d) => d,
+                None => self
+                    .fetch(meta.clone(), b)
+                    .await
+                    .map_err(|e| Error::Refused(e.to_string()))?,
+            },
         };
-        *lock(&file.last) = Some((meta.hash, b, data.clone()));
+        lock(&self.recent).put((meta.hash, b), data.clone());
         Ok(data)
     }
 
@@ -145,12 +157,15 @@ impl Reader {
         let data = self.data.clone();
         let cache = self.cache.clone();
         let map = self.inflight.clone();
+        let recent = self.recent.clone();
         let fut = async move {
             let result = data.read_blocks(&meta, b..b + 1).await;
-            if let Ok(bytes) = &result
-                && let Err(e) = cache.put(&meta, b, bytes)
-            {
-                tracing::warn!(hash = %meta.hash, block = b, error = %e, "could not cache a block");
+            if let Ok(bytes) = &result {
+                if let Err(e) = cache.put(&meta, b, bytes) {
+                    tracing::warn!(hash = %meta.hash, block = b, error = %e, "could not cache a block");
+                }
+                // Other readers of the object are usually close behind.
+                lock(&recent).put((meta.hash, b), bytes.clone());
             }
             lock(&map).remove(&(meta.hash, b));
             if let Err(e) = &result {
@@ -166,23 +181,40 @@ impl Reader {
 
     /// Starts background fetches ahead of a sequential reader.
     fn read_ahead(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, offset: u64, end: u64) {
-        let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset && offset > 0;
+        let previous = file.next_offset.fetch_max(end, Ordering::Relaxed);
+        let sequential = offset > 0 && offset.abs_diff(previous) <= SEQUENTIAL_SLACK;
         let window = if sequential {
             (file.window.load(Ordering::Relaxed) * 2).clamp(MIN_WINDOW, MAX_WINDOW)
         } else {
             0
         };
         file.window.store(window, Ordering::Relaxed);
+        let mut ahead = lock(&file.ahead);
         if window == 0 {
+            file.next_offset.store(end, Ordering::Relaxed);
+            ahead.clear();
             return;
         }
+        // Blocks the reader has passed are not coming back.
+        let first = offset / meta.block_size;
+        ahead.retain(|(h, b), _| *h != meta.hash || *b >= first);
         let total = meta.block_hashes.len() as u64;
         let next = end.div_ceil(meta.block_size);
         for b in next..(next + window).min(total) {
-            if self.cache.contains(meta, b) || lock(&self.inflight).contains_key(&(meta.hash, b)) {
+            let key = (meta.hash, b);
+            if ahead.contains_key(&key) {
+                continue;
+            }
+            // Another reader of the object is fetching it: share that fetch.
+            if let Some(fetch) = lock(&self.inflight).get(&key) {
+                ahead.insert(key, fetch.clone());
+                continue;
+            }
+            if self.cache.contains(meta, b) {
                 continue;
             }
             let fetch = self.fetch(meta.clone(), b);
+            ahead.insert(key, fetch.clone());
             tokio::spawn(async move {
                 let _ = fetch.await;
             });
