@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""mltrack benchmarks: every figure measured side by side with its limit in the same run.
+"""mltrack benchmarks: every figure measured side by side with its limit, and with the FUSE
+clients people use instead (s3fs-fuse and `rclone mount`), in the same run.
 
 Run through scripts/bench, which installs what is needed. Each case is repeated (3 times, or
 once with --quick) and the median is reported, with the ratio mltrack/limit: for times, 1.00
-means as fast as the limit and 2.00 twice as slow. Writes a table to stdout, JSON to
-target/bench/results.json and regenerates docs/BENCHMARKS.md.
+means as fast as the limit and 2.00 twice as slow; a peer's ratio is against the same limit.
+The many-small-files and many-runs cases run once (they take minutes each). Writes a table to
+stdout, JSON to $CARGO_TARGET_DIR/bench/results.json and regenerates docs/BENCHMARKS.md.
+
+Every daemon, mount and server started here is stopped and unmounted when the run ends, also
+when it fails or is interrupted (SIGINT, SIGTERM).
 """
 
 import argparse
@@ -12,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +29,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS, SECRET, BUCKET = "bench-access", "bench-secret-key", "bench"
+PEERS = ("s3fs", "rclone")
+
+# What to undo when the run ends: mount points and processes, newest first.
+MOUNTS, PROCS = [], []
 
 
 def sh(cmd, env=None, check=True, capture=False):
@@ -44,6 +54,10 @@ def median_time(repeat, cmd, env=None, setup=None):
     return statistics.median(timed(cmd, env, setup) for _ in range(repeat))
 
 
+def median_of(repeat, fn):
+    return statistics.median(fn() for _ in range(repeat))
+
+
 def peak_rss_mib(cmd, env=None, setup=None):
     if setup:
         setup()
@@ -57,8 +71,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def is_mounted(path):
+    return subprocess.run(["mountpoint", "-q", path]).returncode == 0
+
+
+def cleanup():
+    for mnt in reversed(MOUNTS):
+        if is_mounted(mnt):
+            subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+    for proc in reversed(PROCS):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class S3Server:
-    """The s3s-fs binary serving a directory on 127.0.0.1, stopped on exit."""
+    """The s3s-fs binary serving a directory on 127.0.0.1. It keeps each object as a plain file
+    at <root>/<bucket>/<key>, so a case can lay out thousands of objects with plain file writes."""
 
     def __init__(self, root):
         os.makedirs(os.path.join(root, BUCKET), exist_ok=True)
@@ -68,6 +97,7 @@ class S3Server:
             ["s3s-fs", "--host", "127.0.0.1", "--port", str(self.port),
              "--access-key", ACCESS, "--secret-key", SECRET, root],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        PROCS.append(self.proc)
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
@@ -79,6 +109,10 @@ class S3Server:
     @property
     def endpoint(self):
         return f"http://127.0.0.1:{self.port}"
+
+    def path(self, key):
+        """Where the server keeps the object `key`."""
+        return os.path.join(self.root, BUCKET, key)
 
     def env(self, prefix):
         env = dict(os.environ)
@@ -92,13 +126,19 @@ class S3Server:
         })
         return env
 
-    def curl_put(self, path, key):
+    def curl(self, *args):
         return ["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
                 "--user", f"{ACCESS}:{SECRET}", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                "-T", path, f"{self.endpoint}/{BUCKET}/{key}"]
+                *args]
+
+    def curl_put(self, path, key):
+        return self.curl("-T", path, f"{self.endpoint}/{BUCKET}/{key}")
+
+    def curl_get(self, key):
+        return self.curl("-o", "/dev/null", f"{self.endpoint}/{BUCKET}/{key}")
 
     def clear(self):
-        """Removes every object (s3s-fs keeps them as plain files under the bucket's folder)."""
+        """Removes every object, to free the disk for the next case."""
         bucket = os.path.join(self.root, BUCKET)
         for name in os.listdir(bucket):
             p = os.path.join(bucket, name)
@@ -110,6 +150,96 @@ class S3Server:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class Daemon:
+    """A FUSE daemon run in the foreground under /usr/bin/time, so that its peak memory and
+    its start-up time (until the mount point is live) are known. stop() unmounts it."""
+
+    def __init__(self, cmd, mnt, env=None):
+        os.makedirs(mnt, exist_ok=True)
+        self.mnt = mnt
+        self.rss_file = mnt.rstrip("/") + ".rss"
+        self.log = open(mnt.rstrip("/") + ".log", "w")
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", self.rss_file, *cmd],
+                                     env=env, stdout=self.log, stderr=self.log)
+        PROCS.append(self.proc)
+        MOUNTS.append(mnt)
+        while not is_mounted(mnt):
+            if self.proc.poll() is not None or time.perf_counter() - start > 120:
+                self.proc.kill()
+                raise RuntimeError(f"{cmd[0]} did not mount {mnt}; see {self.log.name}")
+            time.sleep(0.01)
+        self.startup = time.perf_counter() - start
+
+    def stop(self):
+        """Unmounts and waits for the daemon to exit; returns its peak RSS in MiB."""
+        if subprocess.run(["umount", self.mnt], stderr=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        with open(self.rss_file) as f:
+            return int(f.read().strip().splitlines()[-1]) / 1024
+
+
+class Tools:
+    """How to mount the S3 store with mltrack and with each peer, and where an object appears.
+
+    Peers see the bucket's plain objects: s3fs mounts one flat prefix (`bucket:/prefix`; s3s-fs
+    answers a HEAD of a nested "directory" key with 500, which s3fs retries for minutes, so s3fs
+    gets no nested trees), rclone the whole bucket. Cold cases run each tool without its disk
+    cache (mltrack: an empty cache directory; s3fs: no use_cache; rclone: --vfs-cache-mode off);
+    warm cases with the cache filled by an earlier mount (s3fs use_cache, rclone full)."""
+
+    def __init__(self, mlt, server, work):
+        self.mlt, self.server, self.work = mlt, server, work
+        self.passwd = os.path.join(work, "s3fs.passwd")
+        with open(self.passwd, "w") as f:
+            f.write(f"{ACCESS}:{SECRET}\n")
+        os.chmod(self.passwd, 0o600)
+        self.rclone_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        self.rclone_env.update({
+            "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": server.endpoint,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": ACCESS,
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": SECRET,
+            "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
+            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+        })
+
+    def mltrack(self, mnt, prefix, cache, cache_size):
+        return Daemon([self.mlt, "mount", mnt, "--foreground", "--cache-dir", cache,
+                       "--cache-size", str(cache_size)], mnt, self.server.env(prefix))
+
+    def s3fs(self, mnt, prefix, cache=None):
+        os.makedirs(self.server.path(prefix), exist_ok=True)
+        opts = [f"url={self.server.endpoint}", "use_path_request_style", f"passwd_file={self.passwd}",
+                "endpoint=us-east-1", "sigv4"]
+        if cache:
+            opts.append(f"use_cache={cache}")
+        cmd = ["s3fs", f"{BUCKET}:/{prefix}", mnt, "-f"]
+        for o in opts:
+            cmd += ["-o", o]
+        return Daemon(cmd, mnt)
+
+    def rclone(self, mnt, mode, cache, extra=()):
+        return Daemon(["rclone", "mount", f"bench:{BUCKET}", mnt, "--vfs-cache-mode", mode,
+                       "--cache-dir", cache, *extra], mnt, self.rclone_env)
+
+    def wait_for_object(self, key, size, timeout=600):
+        """rclone uploads after close, in the background: a write is done once the object is in
+        the bucket (s3s-fs renames a finished upload into place)."""
+        start = time.perf_counter()
+        path = self.server.path(key)
+        while not (os.path.exists(path) and os.path.getsize(path) == size):
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"rclone did not upload {key}")
+            time.sleep(0.01)
 
 
 def make_file(path, size):
@@ -128,186 +258,211 @@ def make_file(path, size):
             i += 1
 
 
+def label_of(size):
+    return f"{size >> 20} MiB" if size < (1 << 30) else f"{size >> 30} GiB"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="smaller files, one repetition")
+    ap.add_argument("--quick", action="store_true", help="smaller files, fewer runs, one repetition")
     ap.add_argument("--mltrack", required=True)
     args = ap.parse_args()
-    repeat = 1 if args.quick else 3
-    size = (512 << 20) if args.quick else (2 << 30)
-    label = f"{size >> 20} MiB" if size < (1 << 30) else f"{size >> 30} GiB"
+    quick = args.quick
+    repeat = 1 if quick else 3
+    read_size = (256 << 20) if quick else (1 << 30)
+    write_size = (256 << 20) if quick else (2 << 30)
     work = tempfile.mkdtemp(prefix="mltrack-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
     results = []
     server = None
+    signal.signal(signal.SIGTERM, interrupted)
 
     def add(case, mltrack, limit_name, limit, unit="s", peers=None):
+        peers = peers or {}
         results.append({"case": case, "mltrack": mltrack, "limit_name": limit_name,
                         "limit": limit, "ratio": mltrack / limit if limit else None,
-                        "unit": unit, "peers": peers or {}})
+                        "unit": unit, "peers": peers})
         ratio = f"{mltrack / limit:.2f}x" if limit else "-"
-        print(f"{case:<48} {mltrack:>9.2f} {unit:<4} {limit_name:<30} {limit:>9.2f} {unit:<4} {ratio}",
-              flush=True)
+        extra = "  ".join(f"{p} {v:.2f} ({v / limit:.2f}x)" if limit else f"{p} {v:.2f}"
+                          for p, v in peers.items())
+        print(f"{case:<52} {mltrack:>9.2f} {unit:<4} {limit_name:<32} {limit:>9.2f} {unit:<4} "
+              f"{ratio:<7} {extra}", flush=True)
 
     try:
-        mlt = args.mltrack
-        data = os.path.join(work, "data.bin")
-        make_file(data, size)
-        store = os.path.join(work, "store")
-        lock_dir = os.path.join(work, "locks")
-        local_env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=lock_dir)
-
-        def fresh_store():
-            shutil.rmtree(store, ignore_errors=True)
-
-        print(f"{'case':<48} {'mltrack':>14} {'limit':<30} {'':>14} ratio", flush=True)
-        sh(["cat", data], check=True)  # same page-cache state for every side
-        openssl = median_time(repeat, ["openssl", "dgst", "-sha256", data])
-        copy_dst = os.path.join(work, "copy.bin")
-        cp_sync = median_time(repeat, ["sh", "-c", f"cp {data} {copy_dst} && sync {copy_dst}"],
-                              setup=lambda: os.path.exists(copy_dst) and os.remove(copy_dst))
-        os.path.exists(copy_dst) and os.remove(copy_dst)
-
-        put_new = median_time(repeat, [mlt, "put", data], env=local_env, setup=fresh_store)
-        add(f"put new {label}, local store", put_new, "openssl dgst -sha256", openssl)
-        add(f"put new {label}, local store", put_new, "cp + sync to local disk", cp_sync)
-        put_dup = median_time(repeat, [mlt, "put", data, "--name", "again"], env=local_env)
-        add(f"put already-stored {label}, local store", put_dup, "openssl dgst -sha256", openssl)
-        rss = peak_rss_mib([mlt, "put", data], env=local_env, setup=fresh_store)
-        add(f"peak memory of put {label}, local store", rss, "size of the file", size / (1 << 20), unit="MiB")
-
+        print(f"{'case':<52} {'mltrack':>14} {'limit':<32} {'':>14} {'ratio':<7} peers", flush=True)
+        cli_cases(args.mltrack, work, write_size, repeat, add, quick)
         server = S3Server(os.path.join(work, "s3"))
-        counter = [0]
-
-        def next_prefix():
-            counter[0] += 1
-            return f"run{counter[0]}"
-
-        def s3_put_new():
-            return timed([mlt, "put", data], env=server.env(next_prefix()))
-
-        curl = statistics.median(
-            timed(server.curl_put(data, f"plain/{i}")) for i in range(repeat))
-        s3_new = statistics.median(s3_put_new() for _ in range(repeat))
-        add(f"put new {label}, S3 (s3s-fs on 127.0.0.1)", s3_new, "curl PUT, same server", curl)
-        add(f"put new {label}, S3 (s3s-fs on 127.0.0.1)", s3_new, "openssl dgst -sha256", openssl)
-        env = server.env("dup")
-        sh([mlt, "put", data], env=env)
-        s3_dup = median_time(repeat, [mlt, "put", data, "--name", "again"], env=env)
-        add(f"put already-stored {label}, S3", s3_dup, "openssl dgst -sha256", openssl)
-        rss = peak_rss_mib([mlt, "put", data], env=server.env(next_prefix()))
-        add(f"peak memory of put {label}, S3", rss, "size of the file", size / (1 << 20), unit="MiB")
-        mount_cases(mlt, work, server, data, size, label, repeat, add)
-        # Objects of the cases above are not needed again: free the disk for the next ones.
+        tools = Tools(args.mltrack, server, work)
+        read_cases(tools, work, read_size, repeat, add, quick)
         server.clear()
-        shutil.rmtree(os.path.join(work, "mount-cache"), ignore_errors=True)
-        write_cases(mlt, work, server, data, size, label, repeat, add, args.quick)
-        tree_cases(mlt, work, repeat, add, args.quick)
+        write_cases(tools, work, write_size, repeat, add)
+        server.clear()
+        memory_cases(tools, work, 2 * write_size, add)
+        server.clear()
+        small_file_cases(tools, work, 1000 if quick else 10000, repeat, add)
+        server.clear()
+        tree_cases(tools, work, 1000 if quick else 10000, repeat, add)
+    except KeyboardInterrupt:
+        print("interrupted: unmounting and stopping everything", file=sys.stderr)
+        return 130
     finally:
+        cleanup()
         if server:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
         # Whatever was measured is reported, also when a later case failed.
-        write_reports(results, args.quick, repeat)
+        write_reports(results, quick, repeat)
+    return 0
 
 
-def mount_cases(mlt, work, server, data, size, label, repeat, add):
-    """Reads through a mount of the S3 store: cold (empty cache) and warm (fully cached)."""
+def interrupted(*_):
+    raise KeyboardInterrupt
+
+
+def cli_cases(mlt, work, size, repeat, add, quick):
+    """`mltrack put` on the local store: hashing and storing, against openssl and cp."""
+    label = label_of(size)
+    data = os.path.join(work, "data.bin")
+    make_file(data, size)
+    store = os.path.join(work, "store")
+    local_env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+
+    def fresh_store():
+        shutil.rmtree(store, ignore_errors=True)
+
+    sh(["cat", data])  # same page-cache state for every side
+    openssl = median_time(repeat, ["openssl", "dgst", "-sha256", data])
+    dst = os.path.join(work, "copy.bin")
+    cp_sync = median_time(repeat, ["sh", "-c", f"cp {data} {dst} && sync {dst}"],
+                          setup=lambda: os.path.exists(dst) and os.remove(dst))
+    os.path.exists(dst) and os.remove(dst)
+    put_new = median_time(repeat, [mlt, "put", data], env=local_env, setup=fresh_store)
+    add(f"put new {label}, local store", put_new, "openssl dgst -sha256", openssl)
+    add(f"put new {label}, local store", put_new, "cp + sync to local disk", cp_sync)
+    put_dup = median_time(repeat, [mlt, "put", data, "--name", "again"], env=local_env)
+    add(f"put already-stored {label}, local store", put_dup, "openssl dgst -sha256", openssl)
+    if not quick:
+        rss = peak_rss_mib([mlt, "put", data], env=local_env, setup=fresh_store)
+        add(f"peak memory of put {label}, local store", rss, "size of the file", size >> 20, unit="MiB")
+    fresh_store()
+
+
+def read_cases(tools, work, size, repeat, add, quick):
+    """Reading one object through each mount: cold and warm, 1 and 4 readers, and fio random
+    reads on a warm cache. The limits: a GET of the object with curl, and cat of a local file."""
+    label = label_of(size)
+    server, mlt = tools.server, tools.mlt
+    data = os.path.join(work, "read.bin")
+    make_file(data, size)
     env = server.env("mounted")
     sh([mlt, "put", data, "--name", "bench"], env=env)
+    sh(server.curl_put(data, "plain/data.bin"))
     h = sh(["openssl", "dgst", "-sha256", "-r", data], capture=True).stdout.split()[0]
+    key = f"mounted/data/{h[:2]}/{h}/data.bin"
     mnt = os.path.join(work, "mnt")
-    cache = os.path.join(work, "mount-cache")
-    os.makedirs(mnt, exist_ok=True)
-    rel = os.path.join(mnt, "data", h[:2], h, "data.bin")
-    cat_local = median_time(repeat, ["sh", "-c", f"cat {data} > /dev/null"])
-    curl_get = median_time(repeat, ["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
-                                      "--user", f"{ACCESS}:{SECRET}", "-o", "/dev/null",
-                                      "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                                      f"{server.endpoint}/{BUCKET}/mounted/data/{h[:2]}/{h}/data.bin"])
+    caches = {t: os.path.join(work, f"cache-{t}") for t in ("mltrack",) + PEERS}
 
-    def mounted(cmd, fresh_cache):
-        if fresh_cache:
+    def start(tool, warm):
+        """A fresh mount of `tool`; returns (daemon, path of the object in it)."""
+        cache = caches[tool]
+        if not warm:
             shutil.rmtree(cache, ignore_errors=True)
-        sh([mlt, "mount", mnt, "--cache-dir", cache, "--cache-size", f"{2 * size}"], env=env)
+        if tool == "mltrack":
+            d = tools.mltrack(mnt, "mounted", cache, 4 * size)
+            return d, os.path.join(mnt, "data", h[:2], h, "data.bin")
+        if tool == "s3fs":
+            d = tools.s3fs(mnt, "plain", cache if warm else None)
+            return d, os.path.join(mnt, "data.bin")
+        d = tools.rclone(mnt, "full" if warm else "off", cache)
+        return d, os.path.join(mnt, "plain", "data.bin")
+
+    def once(tool, warm, cmd_of):
+        d, path = start(tool, warm)
         try:
-            return timed(cmd)
+            return timed(cmd_of(path))
         finally:
-            sh([mlt, "unmount", mnt], env=env, check=False)
-            for _ in range(100):
-                if subprocess.run(["mountpoint", "-q", mnt]).returncode != 0:
-                    break
-                time.sleep(0.05)
-            time.sleep(0.3)
+            d.stop()
 
-    cold = statistics.median(mounted(["sh", "-c", f"cat {rel} > /dev/null"], True) for _ in range(repeat))
-    add(f"cold read {label} through the mount (S3)", cold, "curl GET, same server", curl_get)
-    mounted(["sh", "-c", f"cat {rel} > /dev/null"], True)  # fill the cache
-    warm = statistics.median(mounted(["sh", "-c", f"cat {rel} > /dev/null"], False) for _ in range(repeat))
-    add(f"warm read {label} through the mount (new mount, cached)", warm, "cat of the file on local disk", cat_local)
+    def fill(tool):
+        """Reads the object once through a fresh mount, so that the tool's cache holds it."""
+        shutil.rmtree(caches[tool], ignore_errors=True)
+        os.makedirs(caches[tool], exist_ok=True)
+        once(tool, True, lambda p: ["sh", "-c", f"cat {p} > /dev/null"])
 
-    # Four readers of the same object at once: cold (they share the fetches) and warm.
-    four = lambda path: ["sh", "-c", " & ".join([f"cat {path} > /dev/null"] * 4) + " & wait"]
-    get = " ".join(["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
-                    "--user", f"{ACCESS}:{SECRET}", "-o", "/dev/null",
-                    "-H", "'x-amz-content-sha256: UNSIGNED-PAYLOAD'",
-                    f"{server.endpoint}/{BUCKET}/mounted/data/{h[:2]}/{h}/data.bin"])
+    cat = lambda p: ["sh", "-c", f"cat {p} > /dev/null"]
+    four = lambda p: ["sh", "-c", " & ".join([f"cat {p} > /dev/null"] * 4) + " & wait"]
+    get = shlex.join(server.curl_get("plain/data.bin"))
+    tools_all = ("mltrack",) + PEERS
+
+    def case(name, limit_name, limit, warm, cmd_of):
+        got = {}
+        for t in tools_all:
+            if warm:
+                fill(t)
+            got[t] = median_of(repeat, lambda: once(t, warm, cmd_of))
+        add(name, got["mltrack"], limit_name, limit, peers={p: got[p] for p in PEERS})
+
+    sh(cat(data))
+    curl_get = median_time(repeat, server.curl_get("plain/data.bin"))
+    case(f"cold read {label} (1 reader)", "curl GET, same server", curl_get, False, cat)
+    cat_local = median_time(repeat, cat(data))
+    case(f"warm read {label} (1 reader, new mount)", "cat of a local file", cat_local, True, cat)
     four_gets = median_time(repeat, ["sh", "-c", " & ".join([get] * 4) + " & wait"])
-    cold4 = statistics.median(mounted(four(rel), True) for _ in range(repeat))
-    add(f"4 parallel cold reads of {label} through the mount", cold4, "4 parallel curl GETs", four_gets)
-    mounted(["sh", "-c", f"cat {rel} > /dev/null"], True)
+    case(f"cold read {label} (4 readers at once)", "4 curl GETs at once", four_gets, False, four)
     four_local = median_time(repeat, four(data))
-    warm4 = statistics.median(mounted(four(rel), False) for _ in range(repeat))
-    add(f"4 parallel warm reads of {label} through the mount", warm4, "4 parallel cats on local disk", four_local)
+    case(f"warm read {label} (4 readers at once)", "4 cats of a local file", four_local, True, four)
+
+    # Random reads with fio on a warm cache, as a data loader would make them. Each side reads the
+    # same number of bytes at random offsets; the figure is fio's run time.
+    for bs, total in (("4k", (16 << 20) if quick else (64 << 20)), ("1m", size // 2)):
+        def fio(path):
+            out = sh(["fio", "--name=rand", f"--filename={path}", "--rw=randread", f"--bs={bs}",
+                      f"--io_size={total}", "--ioengine=psync", "--invalidate=0", "--readonly",
+                      "--randrepeat=1", "--output-format=json"], capture=True).stdout
+            return json.loads(out)["jobs"][0]["read"]["runtime"] / 1000
+
+        local = median_of(repeat, lambda: fio(data))
+        got = {}
+        for t in tools_all:
+            fill(t)
+
+            def one():
+                d, path = start(t, True)
+                try:
+                    return fio(path)
+                finally:
+                    d.stop()
+            got[t] = median_of(repeat, one)
+        add(f"fio random {bs} reads of {total >> 20} MiB, warm cache", got["mltrack"],
+            "fio on a local file", local, peers={p: got[p] for p in PEERS})
+    for c in caches.values():
+        shutil.rmtree(c, ignore_errors=True)
+    os.remove(data)
 
 
-class Mounted:
-    """`mltrack mount --foreground` under /usr/bin/time, so that its peak memory is known."""
-
-    def __init__(self, mlt, mnt, cache, env, extra=()):
-        self.mlt, self.mnt, self.env = mlt, mnt, env
-        os.makedirs(mnt, exist_ok=True)
-        self.rss_file = mnt.rstrip("/") + ".rss"
-        self.proc = subprocess.Popen(
-            ["/usr/bin/time", "-f", "%M", "-o", self.rss_file, mlt, "mount", mnt, "--foreground",
-             "--cache-dir", cache, *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            if subprocess.run(["mountpoint", "-q", mnt]).returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the mount did not come up")
-
-    def stop(self):
-        """Unmounts; returns the daemon's peak RSS in MiB."""
-        sh([self.mlt, "unmount", self.mnt], env=self.env, check=False)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        time.sleep(0.2)
-        with open(self.rss_file) as f:
-            return int(f.read().strip().splitlines()[-1]) / 1024
-
-
-def write_cases(mlt, work, server, data, size, label, repeat, add, quick):
-    """Writing through the mount (issue 4): new data, stored data, references, small files."""
-    big = os.path.join(work, "big.bin")
-    make_file(big, 2 * size)
-    cp_local = median_time(repeat, ["sh", "-c", f"cp {data} {work}/cp-dst.bin && sync {work}/cp-dst.bin"],
-                           setup=lambda: os.path.exists(f"{work}/cp-dst.bin") and os.remove(f"{work}/cp-dst.bin"))
-    os.path.exists(f"{work}/cp-dst.bin") and os.remove(f"{work}/cp-dst.bin")
+def write_cases(tools, work, size, repeat, add):
+    """Writing through the mount: new data, already-stored data, references. mltrack writes into a
+    run; the peers write the same file into their mount (they upload it again whatever it holds)."""
+    label = label_of(size)
+    server, mlt = tools.server, tools.mlt
+    data = os.path.join(work, "data.bin")
+    dst = os.path.join(work, "cp-dst.bin")
+    cp_local = median_time(repeat, ["sh", "-c", f"cp {data} {dst} && sync {dst}"],
+                           setup=lambda: os.path.exists(dst) and os.remove(dst))
+    os.path.exists(dst) and os.remove(dst)
     curl = statistics.median(timed(server.curl_put(data, f"plain-w/{i}")) for i in range(repeat))
     openssl = median_time(repeat, ["openssl", "dgst", "-sha256", data])
     ln_local = median_time(repeat, ["sh", "-c", f"ln {data} {work}/ln-dst && rm {work}/ln-dst"])
+    mnt = os.path.join(work, "wmnt")
     for kind in ("local", "S3"):
         times, dup_times, ln_times, cp_ref_times = [], [], [], []
         for i in range(repeat):
             store = os.path.join(work, f"wstore{i}")
-            env = (dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
-                   if kind == "local" else server.env(f"writes{i}"))
-            mnt, cache = os.path.join(work, "wmnt"), os.path.join(work, f"wcache{i}")
-            m = Mounted(mlt, mnt, cache, env)
+            cache = os.path.join(work, f"wcache{i}")
+            if kind == "local":
+                env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
+                m = Daemon([mlt, "mount", mnt, "--foreground", "--cache-dir", cache], mnt, env)
+            else:
+                m = tools.mltrack(mnt, f"writes{i}", cache, 10 << 30)
             try:
                 runs = os.path.join(mnt, "runs", "by_project", "bench")
                 for r in ("a", "b", "c"):
@@ -322,97 +477,183 @@ def write_cases(mlt, work, server, data, size, label, repeat, add, quick):
             finally:
                 m.stop()
                 shutil.rmtree(cache, ignore_errors=True)
-                if kind == "local":
-                    shutil.rmtree(store, ignore_errors=True)
-                else:
-                    server.clear()
+                shutil.rmtree(store, ignore_errors=True)
+        peers_new, peers_dup = {}, {}
+        if kind == "S3":
+            news, dups = {p: [] for p in PEERS}, {p: [] for p in PEERS}
+            for i in range(repeat):
+                d = tools.s3fs(mnt, f"s3fs-w{i}")
+                try:
+                    news["s3fs"].append(timed(["cp", data, f"{mnt}/new.bin"]))
+                    dups["s3fs"].append(timed(["cp", data, f"{mnt}/again.bin"]))
+                finally:
+                    d.stop()
+                d = tools.rclone(mnt, "writes", os.path.join(work, "rc-w"), ["--vfs-write-back", "0s"])
+                try:
+                    for name, out in (("new", news), ("again", dups)):
+                        key = f"rclone-w{i}/{name}.bin"
+                        os.makedirs(os.path.dirname(f"{mnt}/{key}"), exist_ok=True)
+                        start = time.perf_counter()
+                        sh(["cp", data, f"{mnt}/{key}"])
+                        tools.wait_for_object(key, size)
+                        out["rclone"].append(time.perf_counter() - start)
+                finally:
+                    d.stop()
+                    shutil.rmtree(os.path.join(work, "rc-w"), ignore_errors=True)
+            peers_new = {p: statistics.median(v) for p, v in news.items()}
+            peers_dup = {p: statistics.median(v) for p, v in dups.items()}
+            server.clear()
         new = statistics.median(times)
         if kind == "local":
             add(f"cp new {label} into a run, local store", new, "cp + sync to local disk", cp_local)
         else:
-            add(f"cp new {label} into a run, S3", new, "curl PUT, same server", curl)
+            add(f"cp new {label} into a run, S3", new, "curl PUT, same server", curl, peers=peers_new)
         add(f"cp already-stored {label} into a run, {kind}", statistics.median(dup_times),
-            "openssl dgst -sha256", openssl)
+            "openssl dgst -sha256", openssl, peers=peers_dup)
         add(f"ln of a stored {label} object into a run, {kind}", statistics.median(ln_times),
             "ln on local disk", ln_local)
         add(f"whole-file cp of a stored {label} object, {kind}", statistics.median(cp_ref_times),
             "ln on local disk", ln_local)
 
-    # Peak daemon memory while writing a file twice the size of the others.
-    store = os.path.join(work, "memstore")
-    env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
-    m = Mounted(mlt, os.path.join(work, "memmnt"), os.path.join(work, "memcache"), env,
-                ["--cache-size", "1GiB"])
-    try:
-        os.makedirs(os.path.join(work, "memmnt", "runs", "by_project", "bench", "mem"))
-        sh(["cp", big, os.path.join(work, "memmnt", "runs", "by_project", "bench", "mem", "outputs")])
-    finally:
-        rss = m.stop()
-        shutil.rmtree(store, ignore_errors=True)
-        shutil.rmtree(os.path.join(work, "memcache"), ignore_errors=True)
-    add(f"daemon peak memory writing {2 * size >> 20} MiB", rss, "size of the file", (2 * size) >> 20, unit="MiB")
 
-    # Peak daemon memory reading the same file cold from S3 (through the daemon, not passthrough).
+def memory_cases(tools, work, size, add):
+    """Peak daemon memory while writing and while reading (cold) a file of `size` on S3."""
+    server, mlt = tools.server, tools.mlt
+    big = os.path.join(work, "big.bin")
+    make_file(big, size)
+    mnt = os.path.join(work, "memmnt")
+    cache = os.path.join(work, "memcache")
+    mib = size >> 20
+
+    def measure(start, dest_of, uploaded=lambda: None):
+        d = start()
+        try:
+            sh(["cp", big, dest_of()])
+            uploaded()
+        finally:
+            rss = d.stop()
+            shutil.rmtree(cache, ignore_errors=True)
+        return rss
+
+    def mltrack_write():
+        d = tools.mltrack(mnt, "memwrite", cache, 1 << 30)
+        os.makedirs(os.path.join(mnt, "runs", "by_project", "bench", "mem"))
+        return d
+
+    def rclone_write_dest():
+        os.makedirs(f"{mnt}/rc-mem", exist_ok=True)
+        return f"{mnt}/rc-mem/big.bin"
+
+    w = {
+        "mltrack": measure(mltrack_write, lambda: os.path.join(mnt, "runs/by_project/bench/mem/outputs")),
+        "s3fs": measure(lambda: tools.s3fs(mnt, "s3fs-mem"), lambda: f"{mnt}/big.bin"),
+        "rclone": measure(lambda: tools.rclone(mnt, "writes", cache, ["--vfs-write-back", "0s"]),
+                          rclone_write_dest, lambda: tools.wait_for_object("rc-mem/big.bin", size)),
+    }
+    add(f"daemon peak memory writing {mib} MiB (S3)", w["mltrack"], "size of the file", mib,
+        unit="MiB", peers={p: w[p] for p in PEERS})
+    server.clear()
+
     env = server.env("memread")
     sh([mlt, "put", big], env=env)
+    sh(server.curl_put(big, "plain/big.bin"))
     hb = sh(["openssl", "dgst", "-sha256", "-r", big], capture=True).stdout.split()[0]
-    m = Mounted(mlt, os.path.join(work, "readmnt"), os.path.join(work, "readcache"), env,
-                ["--cache-size", "1GiB"])
-    try:
-        sh(["sh", "-c", f"cat {work}/readmnt/data/{hb[:2]}/{hb}/data.bin > /dev/null"])
-    finally:
-        rss = m.stop()
-        shutil.rmtree(os.path.join(work, "readcache"), ignore_errors=True)
-    add(f"daemon peak memory reading {2 * size >> 20} MiB (S3, cold)", rss, "size of the file", (2 * size) >> 20, unit="MiB")
+
+    def read(start, path_of):
+        d = start()
+        try:
+            sh(["sh", "-c", f"cat {path_of()} > /dev/null"])
+        finally:
+            rss = d.stop()
+            shutil.rmtree(cache, ignore_errors=True)
+        return rss
+
+    r = {
+        "mltrack": read(lambda: tools.mltrack(mnt, "memread", cache, 1 << 30),
+                        lambda: f"{mnt}/data/{hb[:2]}/{hb}/data.bin"),
+        "s3fs": read(lambda: tools.s3fs(mnt, "plain"), lambda: f"{mnt}/big.bin"),
+        "rclone": read(lambda: tools.rclone(mnt, "off", cache), lambda: f"{mnt}/plain/big.bin"),
+    }
+    add(f"daemon peak memory reading {mib} MiB (S3, cold)", r["mltrack"], "size of the file", mib,
+        unit="MiB", peers={p: r[p] for p in PEERS})
     os.remove(big)
 
-    # Many small files into one run, as `cp -r` writes them.
-    count = 1000 if quick else 10000
+
+def small_file_cases(tools, work, count, repeat, add):
+    """Many 4 KiB files written with `cp` into one directory on S3, then listed with `ls -lR`.
+    Run once per tool."""
+    server, mlt = tools.server, tools.mlt
     small = os.path.join(work, "small")
     os.makedirs(small, exist_ok=True)
     for i in range(count):
         with open(os.path.join(small, f"f{i:05}"), "wb") as f:
             f.write(os.urandom(4096))
     local_cp = median_time(repeat, ["sh", "-c", f"rm -rf {work}/small-dst && cp -r {small} {work}/small-dst && sync"])
-    store = os.path.join(work, "smallstore")
-    env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
-    m = Mounted(mlt, os.path.join(work, "smallmnt"), os.path.join(work, "smallcache"), env)
-    try:
-        run = os.path.join(work, "smallmnt", "runs", "by_project", "bench", "small")
-        os.makedirs(run)
-        t = timed(["cp", "-r", small, os.path.join(run, "outputs")])
-        ls = timed(["ls", "-lR", run])
-    finally:
-        m.stop()
-        shutil.rmtree(store, ignore_errors=True)
-    add(f"{count} files of 4 KiB cp -r into one run, local store", t, "cp -r + sync on local disk", local_cp)
     local_ls = median_time(repeat, ["ls", "-lR", f"{work}/small-dst"])
-    add(f"ls -lR of those {count} files", ls, "ls -lR on local disk", local_ls)
+    mnt = os.path.join(work, "smallmnt")
+    cache = os.path.join(work, "smallcache")
+    write, ls = {}, {}
+
+    d = tools.mltrack(mnt, "small", cache, 1 << 30)
+    try:
+        run = os.path.join(mnt, "runs", "by_project", "bench", "small")
+        os.makedirs(run)
+        write["mltrack"] = timed(["cp", "-r", small, os.path.join(run, "outputs")])
+        ls["mltrack"] = timed(["ls", "-lR", run])
+    finally:
+        d.stop()
+        shutil.rmtree(cache, ignore_errors=True)
+
+    d = tools.s3fs(mnt, "s3fs-small")
+    try:
+        # s3fs gets a flat directory (see Tools): `cp` of the files, not of their folder.
+        write["s3fs"] = timed(["sh", "-c", f"cp {small}/* {mnt}/"])
+        ls["s3fs"] = timed(["ls", "-lR", mnt])
+    finally:
+        d.stop()
+
+    d = tools.rclone(mnt, "writes", cache, ["--vfs-write-back", "0s"])
+    try:
+        start = time.perf_counter()
+        sh(["cp", "-r", small, f"{mnt}/rclone-small"])
+        for i in range(count):
+            tools.wait_for_object(f"rclone-small/f{i:05}", 4096)
+        write["rclone"] = time.perf_counter() - start
+        ls["rclone"] = timed(["ls", "-lR", f"{mnt}/rclone-small"])
+    finally:
+        d.stop()
+        shutil.rmtree(cache, ignore_errors=True)
+    add(f"{count} files of 4 KiB cp -r into one run (S3)", write["mltrack"], "cp -r + sync on local disk",
+        local_cp, peers={p: write[p] for p in PEERS})
+    add(f"ls -lR of those {count} files", ls["mltrack"], "ls -lR on local disk", local_ls,
+        peers={p: ls[p] for p in PEERS})
+    shutil.rmtree(small, ignore_errors=True)
+    shutil.rmtree(f"{work}/small-dst", ignore_errors=True)
 
 
-def tree_cases(mlt, work, repeat, add, quick):
-    """A store with many runs (issue 3): mount time and `ls -lR` of the runs."""
-    runs = 1000 if quick else 10000
-    store = os.path.join(work, "treestore")
-    env = dict(os.environ, MLTRACK_STORE=store, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
-    # Ten small objects, stored with the CLI; the runs are written as files in the store's own
-    # layout (PRODUCT.md section 2), which is what 10,000 `run create` calls would leave.
+def tree_cases(tools, work, runs, repeat, add):
+    """A store with many runs of 10 files on S3: mount start-up time and `ls -lR` of the runs.
+    The store is laid out straight into the server's directory, in the layout of PRODUCT.md
+    section 2 (what `runs` calls of `run create` would leave). rclone lists the same tree as plain
+    objects (10 small files per run); s3fs is left out (it gets no nested trees, see Tools)."""
+    server, mlt = tools.server, tools.mlt
+    env = server.env("tree")
     objs = []
     for i in range(10):
         p = os.path.join(work, f"obj{i}.csv")
         with open(p, "w") as f:
             f.write(f"id,value\n{i},{i * i}\n")
-        out = sh([mlt, "--json", "put", p], env=env, capture=True).stdout
-        meta = json.loads(out)
+        meta = json.loads(sh([mlt, "--json", "put", p], env=env, capture=True).stdout)
         objs.append((meta["hash"], meta["size"]))
+    store = server.path("tree")
     mirror = os.path.join(work, "treelocal")
+    plain = server.path("plaintree")
     for r in range(runs):
         run_id = f"run{r:05}"
-        files = {}
-        for i, (h, sz) in enumerate(objs):
-            files[f"outputs/f{i}.csv"] = {"hash": h, "size": sz, "format": "csv", "role": "output",
-                                           "mtime": "2026-11-26T10:00:00Z", "mode": 420,
-                                           "added_at": "2026-11-26T10:00:00Z"}
+        files = {f"outputs/f{i}.csv": {"hash": h, "size": sz, "format": "csv", "role": "output",
+                                       "mtime": "2026-11-26T10:00:00Z", "mode": 420,
+                                       "added_at": "2026-11-26T10:00:00Z"}
+                 for i, (h, sz) in enumerate(objs)}
         manifest = {"schema_version": 1, "run_id": run_id, "run_type": "experiment",
                     "project": f"p{r % 10}", "created_at": "2026-11-26T10:00:00Z",
                     "updated_at": "2026-11-26T10:00:00Z", "storage_modes": ["by_project"],
@@ -427,33 +668,41 @@ def tree_cases(mlt, work, repeat, add, quick):
         for h, _ in objs:
             os.makedirs(os.path.join(store, "data", h[:2], h, "used_by"), exist_ok=True)
             open(os.path.join(store, "data", h[:2], h, "used_by", run_id), "w").close()
-        d = os.path.join(mirror, "by_project", f"p{r % 10}", run_id, "outputs")
-        os.makedirs(d, exist_ok=True)
+        for base in (mirror, plain):
+            d = os.path.join(base, "by_project", f"p{r % 10}", run_id, "outputs")
+            os.makedirs(d, exist_ok=True)
+            for i in range(10):
+                with open(os.path.join(d, f"f{i}.csv"), "w") as f:
+                    f.write(f"id,value\n{i},{i * i}\n")
         os.makedirs(os.path.join(mirror, "by_project", f"p{r % 10}", run_id, "inputs"), exist_ok=True)
-        for i in range(10):
-            with open(os.path.join(d, f"f{i}.csv"), "w") as f:
-                f.write(f"id,value\n{i},{i * i}\n")
-    empty = os.path.join(work, "emptystore")
-    empty_env = dict(os.environ, MLTRACK_STORE=empty, MLTRACK_LOCK_DIR=os.path.join(work, "locks"))
     mnt = os.path.join(work, "treemnt")
-    os.makedirs(mnt, exist_ok=True)
+    cache = os.path.join(work, "treecache")
 
-    def mount_time(e):
-        t = timed([mlt, "mount", mnt, "--cache-dir", os.path.join(work, "treecache")], env=e)
-        sh([mlt, "unmount", mnt], env=e, check=False)
-        time.sleep(0.5)
+    def startup(start):
+        d = start()
+        t = d.startup
+        d.stop()
         return t
 
-    with_runs = statistics.median(mount_time(env) for _ in range(repeat))
-    without = statistics.median(mount_time(empty_env) for _ in range(repeat))
-    add(f"mount time, store with {runs} runs", with_runs, "mount time, empty store", without)
-    m = Mounted(mlt, mnt, os.path.join(work, "treecache"), env)
+    with_runs = median_of(repeat, lambda: startup(lambda: tools.mltrack(mnt, "tree", cache, 1 << 30)))
+    without = median_of(repeat, lambda: startup(lambda: tools.mltrack(mnt, "empty", cache, 1 << 30)))
+    rclone = median_of(repeat, lambda: startup(lambda: tools.rclone(mnt, "off", cache)))
+    add(f"mount time, S3 store with {runs} runs", with_runs, "mltrack mount time, empty store", without,
+        peers={"rclone": rclone})
+    local_ls = median_time(repeat, ["ls", "-lR", os.path.join(mirror, "by_project")])
+    d = tools.mltrack(mnt, "tree", cache, 1 << 30)
     try:
         ls = timed(["ls", "-lR", os.path.join(mnt, "runs", "by_project")])
     finally:
-        m.stop()
-    local_ls = median_time(repeat, ["ls", "-lR", os.path.join(mirror, "by_project")])
-    add(f"ls -lR of {runs} runs of 10 files (first listing)", ls, "ls -lR of the same tree on local disk", local_ls)
+        d.stop()
+    d = tools.rclone(mnt, "off", cache)
+    try:
+        rc = timed(["ls", "-lR", os.path.join(mnt, "plaintree", "by_project")])
+    finally:
+        d.stop()
+    add(f"ls -lR of {runs} runs of 10 files (first listing, S3)", ls, "ls -lR of the same tree on local disk",
+        local_ls, peers={"rclone": rc})
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def machine():
@@ -470,28 +719,50 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB memory, Linux {platform.release()}"
 
 
+def version(cmd):
+    try:
+        return sh(cmd, capture=True, check=False).stdout.splitlines()[0].strip()
+    except (OSError, IndexError):
+        return "not installed"
+
+
 def write_reports(results, quick, repeat):
     out_dir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "bench")
     os.makedirs(out_dir, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    doc = {"date": stamp, "machine": machine(), "quick": quick, "repeat": repeat, "results": results}
+    peers = {"s3fs": version(["s3fs", "--version"]), "rclone": version(["rclone", "version"])}
+    doc = {"date": stamp, "machine": machine(), "quick": quick, "repeat": repeat,
+           "peers": peers, "results": results}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(doc, f, indent=2)
     lines = [
         "# Benchmarks",
         "",
         "Generated by `scripts/bench`" + (" --quick" if quick else "") + f" on {stamp}, on {machine()}.",
-        f"Each figure is the median of {repeat} run(s); each ratio is mltrack divided by a limit",
-        "measured in the same run on the same files with the same page-cache state (for times,",
-        "1.00 is as fast as the limit, 2.00 twice as slow).",
+        f"Each figure is the median of {repeat} run(s) (the small-files and many-runs cases run",
+        "once); each ratio is the figure divided by a limit measured in the same run on the same",
+        "files with the same page-cache state (for times, 1.00 is as fast as the limit, 2.00 twice",
+        "as slow). Peers ran on the same S3 server (s3s-fs on 127.0.0.1) with the same bytes: "
+        f"{peers['s3fs']}; {peers['rclone']}.",
+        "Cold cases run every tool without its disk cache, warm cases with it filled by an earlier",
+        "mount; see `scripts/bench.py` for each tool's options.",
         "",
-        "| case | mltrack | limit | limit value | ratio |",
-        "|---|---|---|---|---|",
+        "| case | mltrack | limit | limit value | ratio | s3fs (ratio) | rclone (ratio) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        cells = []
+        for p in PEERS:
+            v = r["peers"].get(p)
+            if v is None:
+                cells.append("-")
+            elif r["limit"]:
+                cells.append(f"{v:.2f} {r['unit']} ({v / r['limit']:.2f})")
+            else:
+                cells.append(f"{v:.2f} {r['unit']}")
         lines.append(f"| {r['case']} | {r['mltrack']:.2f} {r['unit']} | {r['limit_name']} | "
-                     f"{r['limit']:.2f} {r['unit']} | {ratio} |")
+                     f"{r['limit']:.2f} {r['unit']} | {ratio} | {cells[0]} | {cells[1]} |")
     lines.append("")
     with open(os.path.join(ROOT, "docs", "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
