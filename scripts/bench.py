@@ -274,7 +274,10 @@ def main():
     work = tempfile.mkdtemp(prefix="mltrack-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
     results = []
     server = None
+    # Also SIGINT: a shell starts background jobs with SIGINT ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    stopped = False
 
     def add(case, mltrack, limit_name, limit, unit="s", peers=None):
         peers = peers or {}
@@ -302,7 +305,9 @@ def main():
         server.clear()
         tree_cases(tools, work, 1000 if quick else 10000, repeat, add)
     except KeyboardInterrupt:
-        print("interrupted: unmounting and stopping everything", file=sys.stderr)
+        print("interrupted: unmounting and stopping everything; the reports are left as they were",
+              file=sys.stderr)
+        stopped = True
         return 130
     finally:
         cleanup()
@@ -310,7 +315,8 @@ def main():
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
         # Whatever was measured is reported, also when a later case failed.
-        write_reports(results, quick, repeat)
+        if not stopped:
+            write_reports(results, quick, repeat)
     return 0
 
 
@@ -745,7 +751,8 @@ def write_reports(results, quick, repeat):
         "as slow). Peers ran on the same S3 server (s3s-fs on 127.0.0.1) with the same bytes: "
         f"{peers['s3fs']}; {peers['rclone']}.",
         "Cold cases run every tool without its disk cache, warm cases with it filled by an earlier",
-        "mount; see `scripts/bench.py` for each tool's options.",
+        "mount; see `scripts/bench.py` for each tool's options. Why each figure is what it is,",
+        "with the profiles and counts behind it: docs/PERFORMANCE.md.",
         "",
         "| case | mltrack | limit | limit value | ratio | s3fs (ratio) | rclone (ratio) |",
         "|---|---|---|---|---|---|---|",
