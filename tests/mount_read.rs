@@ -21,6 +21,15 @@ fn xattr(path: &std::path::Path, name: &str) -> Option<String> {
     (len >= 0).then(|| String::from_utf8_lossy(&buf[..len as usize]).to_string())
 }
 
+/// Stores `len` pseudo-random bytes from `seed` with `mltrack put`; returns them and their hash.
+fn put_object(t: &TestStore, seed: u64, len: usize) -> (Vec<u8>, String) {
+    let data = bytes(seed, len);
+    let f = t.file("d.bin", &data);
+    t.ok(&["put", path_str(&f)]);
+    let h = sha256_hex(&data);
+    (data, h)
+}
+
 fn every_view_reads_the_stored_bytes(kind: Kind) {
     let t = TestStore::new(kind);
     let big = bytes(60, 5 * 1024 * 1024 + 123);
@@ -280,10 +289,7 @@ fn mounts_sharing_a_cache_stay_within_its_limit_together() {
 
 fn corruption_is_never_served(kind: Kind) {
     let t = TestStore::new(kind);
-    let data = bytes(80, 3 * 1024 * 1024);
-    let f = t.file("d.bin", &data);
-    let h = sha256_hex(&data);
-    t.ok(&["put", path_str(&f)]);
+    let (data, h) = put_object(&t, 80, 3 * 1024 * 1024);
     let cache = t.dir.path().join("cache");
     let rel = format!("data/{}/{h}/data.bin", &h[..2]);
     let m = t.mount(&cache, &[]);
@@ -316,10 +322,7 @@ fn corruption_is_never_served(kind: Kind) {
 
 fn unmount_with_a_reader_in_the_middle(kind: Kind) {
     let t = TestStore::new(kind);
-    let data = bytes(90, 8 * 1024 * 1024);
-    let f = t.file("d.bin", &data);
-    let h = sha256_hex(&data);
-    t.ok(&["put", path_str(&f)]);
+    let (_, h) = put_object(&t, 90, 8 * 1024 * 1024);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let mut reader =
         std::fs::File::open(m.path(&format!("data/{}/{h}/data.bin", &h[..2]))).unwrap();
@@ -340,10 +343,7 @@ fn unmount_with_a_reader_in_the_middle(kind: Kind) {
 #[test]
 fn remounting_with_a_warm_cache_downloads_nothing() {
     let t = TestStore::new(Kind::S3);
-    let data = bytes(95, 6 * 1024 * 1024 + 7);
-    let f = t.file("d.bin", &data);
-    let h = sha256_hex(&data);
-    t.ok(&["put", path_str(&f)]);
+    let (_, h) = put_object(&t, 95, 6 * 1024 * 1024 + 7);
     let cache = t.dir.path().join("cache");
     let rel = format!("data/{}/{h}/data.bin", &h[..2]);
     let m = t.mount(&cache, &[]);
@@ -388,10 +388,7 @@ both_backends!(
 #[test]
 fn parallel_cold_readers_each_get_the_bytes() {
     let t = TestStore::new(Kind::S3);
-    let data = bytes(97, 12 * 1024 * 1024 + 5);
-    let f = t.file("d.bin", &data);
-    let h = sha256_hex(&data);
-    t.ok(&["put", path_str(&f)]);
+    let (data, h) = put_object(&t, 97, 12 * 1024 * 1024 + 5);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let path = m.path(&format!("data/{}/{h}/data.bin", &h[..2]));
     std::thread::scope(|s| {
