@@ -49,7 +49,7 @@ struct State {
     used: u64,
     /// Complete cache files verified whole, by the identity (inode, size, mtime) they had then:
     /// any write to a file changes its mtime, and it is verified again before the next use.
-    verified: std::collections::HashMap<Digest, (u64, u64, i64, i64)>,
+    verified: std::collections::HashMap<Digest, Identity>,
 }
 
 impl BlockCache {
@@ -193,11 +193,8 @@ impl BlockCache {
         let complete = (0..meta.block_hashes.len() as u64)
             .rev()
             .all(|b| state.lru.peek(&(meta.hash, b)).is_some());
-        if complete && let Ok(m) = file.metadata() {
-            use std::os::unix::fs::MetadataExt;
-            let identity = (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-            set_verified_mark(&file, &mark(identity));
-            state.verified.insert(meta.hash, identity);
+        if complete && let Some(identity) = identity_of(&file) {
+            record_verified(&mut state.verified, meta.hash, &file, identity);
         }
         Ok(())
     }
@@ -255,12 +252,9 @@ impl BlockCache {
         lock.set_total(lock.total() + meta.size);
         let mut state = self.lock();
         if let Ok(f) = File::open(&path)
-            && let Ok(m) = f.metadata()
+            && let Some(identity) = identity_of(&f)
         {
-            use std::os::unix::fs::MetadataExt;
-            let identity = (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-            set_verified_mark(&f, &mark(identity));
-            state.verified.insert(meta.hash, identity);
+            record_verified(&mut state.verified, meta.hash, &f, identity);
         }
         for b in 0..meta.block_hashes.len() as u64 {
             let r = meta.block_range(b);
@@ -341,13 +335,7 @@ impl BlockCache {
             return None;
         }
         // Verified after pinning, so no eviction can change it between the check and the use.
-        let identity = |f: &File| {
-            use std::os::unix::fs::MetadataExt;
-            f.metadata()
-                .ok()
-                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-        };
-        let before = identity(&file)?;
+        let before = identity_of(&file)?;
         if self.lock().verified.get(&meta.hash) == Some(&before) {
             return Some(file);
         }
@@ -357,11 +345,10 @@ impl BlockCache {
             return Some(file);
         }
         let intact = (0..meta.block_hashes.len() as u64).all(|b| self.get(meta, b).is_some());
-        if !intact || identity(&file)? != before {
+        if !intact || identity_of(&file)? != before {
             return None;
         }
-        set_verified_mark(&file, &mark(before));
-        self.lock().verified.insert(meta.hash, before);
+        record_verified(&mut self.lock().verified, meta.hash, &file, before);
         Some(file)
     }
 
@@ -432,7 +419,28 @@ fn has_data_at(file: &File, offset: u64) -> bool {
 /// identity (inode, size, mtime) it had then, so that a remount need not read it all again.
 const VERIFIED_XATTR: &std::ffi::CStr = c"user.mltrack.verified";
 
-fn mark((ino, size, secs, nanos): (u64, u64, i64, i64)) -> String {
+/// A file as it was when verified: inode, size and mtime (any write changes the mtime).
+type Identity = (u64, u64, i64, i64);
+
+fn identity_of(file: &File) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Records that `file`, as it is now (`identity`), holds exactly the verified bytes of `h`:
+/// on the file itself for later mounts, and in this mount's `verified`.
+fn record_verified(
+    verified: &mut std::collections::HashMap<Digest, Identity>,
+    h: Digest,
+    file: &File,
+    identity: Identity,
+) {
+    set_verified_mark(file, &mark(identity));
+    verified.insert(h, identity);
+}
+
+fn mark((ino, size, secs, nanos): Identity) -> String {
     format!("{ino}:{size}:{secs}:{nanos}")
 }
 

@@ -4,9 +4,9 @@
 //! A read is served block by block. Each block comes from the mount's 32 most recently used or
 //! fetched blocks, kept in memory (the kernel reads 128 KiB at a time, several at once and not
 //! always in order, and readers of one file tend to move together, so one 1 MiB block serves
-//! many reads and is verified once), else from the blocks fetched ahead for this file (verified when they
-//! arrived), else from the cache (verified on every read), else from the store (verified, then
-//! cached). Concurrent requests for one block share one GET.
+//! many reads and is verified once), else from the blocks fetched ahead for this file
+//! (verified when they arrived), else from the cache (verified on every read), else from the
+//! store (verified, then cached). Concurrent requests for one block share one GET.
 //!
 //! Read-ahead, after mountpoint-s3's prefetcher: a read that starts near where the previous one
 //! ended (within two blocks, since the kernel's parallel reads arrive slightly out of order)
@@ -134,15 +134,13 @@ impl Reader {
         }
         let ahead = lock(&file.ahead).remove(&(meta.hash, b));
         let data = match ahead {
-            Some(fetch) => fetch.await.map_err(|e| Error::Refused(e.to_string()))?,
+            Some(fetch) => fetch.await,
             None => match self.cache.get(meta, b) {
-                Some(d) => d,
-                None => self
-                    .fetch(meta.clone(), b)
-                    .await
-                    .map_err(|e| Error::Refused(e.to_string()))?,
+                Some(d) => Ok(d),
+                None => self.fetch(meta.clone(), b).await,
             },
-        };
+        }
+        .map_err(|e| Error::Refused(e.to_string()))?;
         lock(&self.recent).put((meta.hash, b), data.clone());
         Ok(data)
     }
