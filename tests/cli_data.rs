@@ -189,11 +189,7 @@ fn concurrent_puts_store_one_object(kind: Kind) {
     let mut new = 0;
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_succeeded(&out);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["hash"], sha256_hex(&data));
         new += (v["new"] == true) as u32;

@@ -173,11 +173,7 @@ fn defaults_come_from_the_environment(kind: Kind) {
         .env("MLTRACK_DEFAULT_STORAGE_MODE", "by_model,flat")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["run_type"], "evaluation");
     assert_eq!(m["storage_modes"], serde_json::json!(["by_model", "flat"]));
@@ -308,11 +304,7 @@ fn concurrent_writers_lose_nothing(kind: Kind) {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_succeeded(&out);
     }
     let m = t.json(&["run", "show", "shared"]);
     let files = m["files"].as_object().unwrap();

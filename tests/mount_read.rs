@@ -428,11 +428,7 @@ fn user_tools_work_on_the_tree() {
         .args(["-c", &py])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     let h = t.json(&["put", path_str(&pq)])["hash"]
         .as_str()
         .unwrap()
@@ -558,11 +554,7 @@ fn the_mount_helper_turns_fstab_options_into_a_mount() {
         .env("MLTRACK_BIN", env!("CARGO_BIN_EXE_mltrack"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     assert!(dir.join("runs/by_project/p/r1/inputs").is_dir());
     assert!(cache.join("objects").is_dir(), "cache_dir was passed on");
     t.ok(&["unmount", path_str(&dir)]);

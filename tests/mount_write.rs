@@ -752,11 +752,7 @@ fn unsupported_operations_fail_cleanly(kind: Kind) {
         .args(["-c", &py])
         .output()
         .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_succeeded(&out);
     // A file removed while open is written on, and never recorded.
     let mut f = std::fs::File::create(run.join("outputs/gone.txt")).expect("create");
     f.write_all(b"before").expect("write");

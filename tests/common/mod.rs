@@ -281,6 +281,16 @@ impl Drop for Mount {
     }
 }
 
+/// Asserts that a finished command succeeded, showing its stderr if it did not.
+pub fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Bytes of disk a directory tree really uses (allocated blocks, as `du` counts).
 pub fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
