@@ -5,9 +5,12 @@
 //! upload, each part streamed from the file at its offset, with a few parts in flight, so
 //! memory stays flat whatever the file size. Conditional writes map to `If-None-Match: *` and
 //! `If-Match: <etag>`; whether the server honours them is probed by the domain layer, not
-//! assumed here. Retries with exponential backoff on throttling, 5xx and dropped connections
-//! are the SDK's standard retry policy; connect and read timeouts keep a dead server from
-//! hanging a caller. Payloads are not SigV4-signed (the SDK would hash every byte once more
+//! assumed here. Throttling, 5xx and dropped connections are retried by the SDK's standard
+//! policy, up to `MAX_ATTEMPTS` tries with jittered backoff capped at `MAX_BACKOFF`, and
+//! without its retry quota (which stops retrying altogether after a burst of failures: on a
+//! mount, that turns a flaky minute into failed training jobs). A GET body that breaks off is
+//! retried here. Connect and read timeouts keep a dead server from hanging a caller: an
+//! operation on a server that is down fails within about `MAX_ATTEMPTS * MAX_BACKOFF / 2`. Payloads are not SigV4-signed (the SDK would hash every byte once more
 //! to sign it) and the SDK's own streaming checksum is off (it made uploads CPU-bound at
 //! 50 MB/s); instead each PUT and part carries a CRC32C computed here with the CPU's CRC
 //! instruction, which the server checks. Every byte is also verified against its SHA-256 when
@@ -23,6 +26,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -43,8 +47,13 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// Bytes read from a file per chunk of a streamed body (the SDK's default, 4 KiB, makes the
 /// upload CPU-bound on per-chunk overhead).
 const READ_BUFFER: usize = 256 * 1024;
+/// Tries of one request (the SDK's default, 3, leaves one failure in a thousand requests
+/// unabsorbed when 10% fail; 10 is what mountpoint-s3 uses).
+const MAX_ATTEMPTS: u32 = 10;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Tries of a GET whose body breaks off or fails its checksum.
-const BODY_ATTEMPTS: u32 = 3;
+const BODY_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -62,17 +71,27 @@ impl S3Store {
             .or_else(aws_config::Region::new("us-east-1"));
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
-            .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
-                    .read_timeout(Duration::from_secs(60))
+                    .read_timeout(Duration::from_secs(30))
                     .build(),
             )
             .load()
             .await;
         let custom_endpoint = sdk.endpoint_url().is_some();
         let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .retry_partition(
+                RetryPartition::custom("mltrack")
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            )
             .force_path_style(custom_endpoint)
             .request_checksum_calculation(
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,

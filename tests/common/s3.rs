@@ -1,11 +1,16 @@
-//! An S3 server in the test process: `s3s-fs` on 127.0.0.1, real HTTP and SigV4, with a
-//! switch that takes it "down" (every connection dropped) on command or after a countdown of
-//! PUT requests, and counters of requests by method.
+//! An S3 server in the test process: `s3s-fs` on 127.0.0.1, real HTTP and SigV4, wrapped in
+//! a fault injector. On command it goes "down" (every connection dropped), now or after a
+//! countdown of PUT requests; answers chosen requests with 500, 503 or `SlowDown`; drops the
+//! connection without an answer; stalls before answering; or cuts a GET body short. It can
+//! also fail a given fraction of all requests at random with any of these. It counts requests
+//! by method and the faults it injected.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -17,8 +22,60 @@ pub const ACCESS_KEY: &str = "mltrack-test-access";
 pub const SECRET_KEY: &str = "SECRET-sauce-4f1d9c-never-print";
 pub const BUCKET: &str = "mltrack-test";
 
+/// What the server does to one request instead of (or on top of) serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `500 InternalError`, nothing applied.
+    InternalError,
+    /// `503 ServiceUnavailable`, nothing applied.
+    Unavailable,
+    /// `503 SlowDown`, S3's throttling answer, nothing applied.
+    SlowDown,
+    /// The connection is dropped without an answer, nothing applied.
+    Reset,
+    /// The request is served after this long.
+    Stall(Duration),
+    /// The request is served, but a GET's body stops halfway and the connection drops.
+    /// (On any other request it acts as `Reset`.)
+    TruncateBody,
+}
+
+impl Fault {
+    /// Every kind, for random injection (stalls short enough not to trip a client timeout).
+    pub const ALL: [Fault; 6] = [
+        Fault::InternalError,
+        Fault::Unavailable,
+        Fault::SlowDown,
+        Fault::Reset,
+        Fault::Stall(Duration::from_millis(300)),
+        Fault::TruncateBody,
+    ];
+}
+
+/// Which requests a queued fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Any,
+    /// GETs of object data (`.../data.<fmt>`).
+    DataGet,
+    /// PUTs and POSTs (uploads, parts, manifests, markers).
+    Write,
+}
+
+#[derive(Debug, Default)]
+struct Injection {
+    /// Faults for the next matching requests, in order.
+    queued: std::collections::VecDeque<(Target, Fault)>,
+    /// Per mille of requests that fail at random, with a fault drawn from `Fault::ALL`.
+    random_per_mille: u64,
+    rng: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Faults {
+    injection: Mutex<Injection>,
+    /// Faults injected so far.
+    pub injected: AtomicU64,
     down: AtomicBool,
     /// PUT requests still let through before the server goes down; negative: no countdown.
     puts_until_down: AtomicI64,
@@ -52,17 +109,61 @@ impl Faults {
         self.down.load(Ordering::SeqCst)
     }
 
+    /// Applies `fault` to each of the next `times` requests that match `target`.
+    pub fn inject(&self, target: Target, fault: Fault, times: usize) {
+        let mut i = self.injection.lock().expect("fault lock");
+        for _ in 0..times {
+            i.queued.push_back((target, fault));
+        }
+    }
+
+    /// Fails `per_mille` of all requests at random (seeded, so a run can be repeated), each
+    /// with a fault drawn from `Fault::ALL`; 0 stops it.
+    pub fn fail_at_random(&self, per_mille: u64, seed: u64) {
+        let mut i = self.injection.lock().expect("fault lock");
+        i.random_per_mille = per_mille;
+        i.rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    }
+
+    /// Queued faults not yet applied.
+    pub fn pending(&self) -> usize {
+        self.injection.lock().expect("fault lock").queued.len()
+    }
+
+    /// The fault to apply to this request, if any.
+    fn pick(&self, method: &hyper::Method, path: &str) -> Option<Fault> {
+        let mut i = self.injection.lock().expect("fault lock");
+        let is_write = *method == hyper::Method::PUT || *method == hyper::Method::POST;
+        let matches = |t: Target| match t {
+            Target::Any => true,
+            Target::DataGet => *method == hyper::Method::GET && is_data(path),
+            Target::Write => is_write,
+        };
+        let fault = if let Some(pos) = i.queued.iter().position(|(t, _)| matches(*t)) {
+            i.queued.remove(pos).map(|(_, f)| f)
+        } else if i.random_per_mille > 0 {
+            i.rng ^= i.rng << 13;
+            i.rng ^= i.rng >> 7;
+            i.rng ^= i.rng << 17;
+            let draw = i.rng;
+            (draw % 1000 < i.random_per_mille)
+                .then(|| Fault::ALL[(draw / 1000 % Fault::ALL.len() as u64) as usize])
+        } else {
+            None
+        };
+        if fault.is_some() {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+        }
+        fault
+    }
+
     /// Counts a request and says whether to serve it.
     fn admit(&self, method: &hyper::Method, path: &str) -> bool {
         self.requests.fetch_add(1, Ordering::SeqCst);
         match *method {
             hyper::Method::GET => {
                 self.gets.fetch_add(1, Ordering::SeqCst);
-                if path
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|last| last.starts_with("data."))
-                {
+                if is_data(path) {
                     self.data_gets.fetch_add(1, Ordering::SeqCst);
                 }
                 if path.ends_with("/metadata.json") {
@@ -71,11 +172,7 @@ impl Faults {
             }
             hyper::Method::PUT => {
                 self.puts.fetch_add(1, Ordering::SeqCst);
-                if path
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|last| last.starts_with("data."))
-                {
+                if is_data(path) {
                     self.data_puts.fetch_add(1, Ordering::SeqCst);
                 }
                 if self.puts_until_down.load(Ordering::SeqCst) == 0 {
@@ -88,6 +185,44 @@ impl Faults {
         }
         !self.is_down()
     }
+}
+
+fn is_data(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|last| last.starts_with("data."))
+}
+
+/// The XML error answer S3 gives, with its status.
+fn error_response(status: u16, code: &str) -> hyper::Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <Error><Code>{code}</Code><Message>injected by the test server</Message></Error>"
+    );
+    let mut r = hyper::Response::new(s3s::Body::from(body));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    r
+}
+
+/// Serves `res` with its body cut off halfway: the client sees a short body and a dropped
+/// connection.
+async fn truncated(res: hyper::Response<s3s::Body>) -> hyper::Response<s3s::Body> {
+    let (parts, body) = res.into_parts();
+    let Ok(all) = http_body_util::BodyExt::collect(body).await else {
+        return hyper::Response::from_parts(parts, s3s::Body::empty());
+    };
+    let all = all.to_bytes();
+    let half = all.slice(..all.len() / 2);
+    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>> = vec![
+        Ok(hyper::body::Frame::data(half)),
+        Err(std::io::Error::other("body truncated (test fault)")),
+    ];
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    hyper::Response::from_parts(parts, s3s::Body::http_body(body))
 }
 
 pub struct S3Server {
@@ -142,11 +277,41 @@ impl S3Server {
                             let svc = svc.clone();
                             let writes = writes.clone();
                             let admitted = f2.admit(req.method(), req.uri().path());
+                            let fault = f2.pick(req.method(), req.uri().path());
                             async move {
                                 if !admitted {
                                     return Err(s3s::HttpError::new(
                                         "server is down (test fault)".into(),
                                     ));
+                                }
+                                match fault {
+                                    Some(Fault::InternalError) => {
+                                        return Ok(error_response(500, "InternalError"));
+                                    }
+                                    Some(Fault::Unavailable) => {
+                                        return Ok(error_response(503, "ServiceUnavailable"));
+                                    }
+                                    Some(Fault::SlowDown) => {
+                                        return Ok(error_response(503, "SlowDown"));
+                                    }
+                                    Some(Fault::Reset) => {
+                                        return Err(s3s::HttpError::new(
+                                            "connection dropped (test fault)".into(),
+                                        ));
+                                    }
+                                    Some(Fault::TruncateBody)
+                                        if req.method() != hyper::Method::GET =>
+                                    {
+                                        return Err(s3s::HttpError::new(
+                                            "connection dropped (test fault)".into(),
+                                        ));
+                                    }
+                                    Some(Fault::TruncateBody) => {
+                                        let res = hyper::service::Service::call(&svc, req).await?;
+                                        return Ok(truncated(res).await);
+                                    }
+                                    Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+                                    None => {}
                                 }
                                 // s3s-fs checks a condition and then writes, not atomically, and
                                 // two overlapping writers of one key can leave its data and its

@@ -1,0 +1,214 @@
+//! A mount over an S3 server that misbehaves: each kind of fault on command (500, 503,
+//! `SlowDown`, a dropped connection, a stall, a GET body cut short), a tenth of all requests
+//! failing at random under a workload of files written and read back, and a server that goes
+//! away and comes back. Retries absorb what can be absorbed; what cannot fails with `EIO`
+//! within a bounded time, and the same mount works again once the server is back.
+//!
+//! `MLTRACK_FAULT_FILES` sets the size of the random-failure workload (default 200;
+//! `scripts/reliability` runs more).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::s3::{Fault, Target};
+use common::{Kind, TestStore, bytes, path_str, sha256_hex};
+
+fn env_count(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The bytes of workload file `i`: mostly small, every 25th a few MiB (several blocks), and
+/// every 100th large enough for a multipart upload.
+fn workload_file(i: u64) -> Vec<u8> {
+    let len = if i % 100 == 7 {
+        17 * 1024 * 1024 + 11
+    } else if i % 25 == 3 {
+        3 * 1024 * 1024 + 5
+    } else {
+        1 + (i as usize * 7919) % (64 * 1024)
+    };
+    bytes(7000 + i, len)
+}
+
+fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[test]
+fn each_fault_on_command_is_absorbed() {
+    let t = TestStore::new(Kind::S3);
+    let faults = &t.server().faults;
+    let stored = bytes(1, 3 * 1024 * 1024);
+    let f = t.file("stored.bin", &stored);
+    t.ok(&["put", path_str(&f)]);
+    let h = sha256_hex(&stored);
+    let rel = format!("data/{}/{h}/data.bin", &h[..2]);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/faults")).expect("mkdir run");
+    let outputs = m.path("runs/by_project/p/faults/outputs");
+    let faults_to_try = [
+        Fault::InternalError,
+        Fault::Unavailable,
+        Fault::SlowDown,
+        Fault::Reset,
+        Fault::Stall(Duration::from_secs(2)),
+        Fault::TruncateBody,
+    ];
+    for (i, fault) in faults_to_try.into_iter().enumerate() {
+        // A write: the upload, the manifest update and the markers each meet the fault once.
+        let data = bytes(100 + i as u64, 200_000);
+        faults.inject(Target::Write, fault, 3);
+        let name = format!("w{i}.bin");
+        write_file(&outputs.join(&name), &data)
+            .unwrap_or_else(|e| panic!("write under {fault:?}: {e}"));
+        assert_eq!(faults.pending(), 0, "{fault:?} was never met by a write");
+        let files = t.json(&["run", "show", "faults"])["files"].clone();
+        assert_eq!(files[format!("outputs/{name}")]["hash"], sha256_hex(&data));
+
+        // A cold read of a stored object: the first block GETs meet the fault.
+        let cold = t.dir.path().join(format!("cold{i}"));
+        let reader = t.mount(&cold, &[]);
+        faults.inject(Target::DataGet, fault, 2);
+        let back = std::fs::read(reader.path(&rel))
+            .unwrap_or_else(|e| panic!("read under {fault:?}: {e}"));
+        assert_eq!(faults.pending(), 0, "{fault:?} was never met by a read");
+        assert!(back == stored, "wrong bytes under {fault:?}");
+        drop(reader);
+    }
+}
+
+#[test]
+fn a_tenth_of_requests_failing_loses_nothing() {
+    let count = env_count("MLTRACK_FAULT_FILES", 200);
+    let t = TestStore::new(Kind::S3);
+    let faults = &t.server().faults;
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/flaky")).expect("mkdir run");
+    let outputs = m.path("runs/by_project/p/flaky/outputs");
+    faults.fail_at_random(100, 42);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..4u64 {
+            let outputs = &outputs;
+            s.spawn(move || {
+                for i in (w..count).step_by(4) {
+                    write_file(&outputs.join(format!("f{i}.bin")), &workload_file(i))
+                        .unwrap_or_else(|e| panic!("write f{i}.bin: {e}"));
+                }
+            });
+        }
+    });
+    eprintln!(
+        "{count} files written in {:.1} s, {} faults injected in {} requests",
+        started.elapsed().as_secs_f64(),
+        faults.injected.load(std::sync::atomic::Ordering::SeqCst),
+        faults.requests.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // Read back through a second mount with a cold cache, so that every byte comes from the
+    // flaky server, and through the writer's mount.
+    let reader = t.mount(&t.dir.path().join("cold"), &[]);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..4u64 {
+            let (reader, m) = (&reader, &m);
+            s.spawn(move || {
+                for i in (w..count).step_by(4) {
+                    let rel = format!("runs/by_project/p/flaky/outputs/f{i}.bin");
+                    let want = workload_file(i);
+                    for mount in [reader, m] {
+                        let got = std::fs::read(mount.path(&rel))
+                            .unwrap_or_else(|e| panic!("read f{i}.bin: {e}"));
+                        assert!(got == want, "f{i}.bin read back wrong");
+                    }
+                }
+            });
+        }
+    });
+    eprintln!(
+        "read back in {:.1} s, {} faults injected in all",
+        started.elapsed().as_secs_f64(),
+        faults.injected.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    faults.fail_at_random(0, 0);
+    assert!(faults.injected.load(std::sync::atomic::Ordering::SeqCst) >= count / 10);
+    let files = t.json(&["run", "show", "flaky"])["files"].clone();
+    assert_eq!(files.as_object().map(|f| f.len()), Some(count as usize));
+    for i in 0..count {
+        assert_eq!(
+            files[format!("outputs/f{i}.bin")]["hash"],
+            sha256_hex(&workload_file(i)),
+            "f{i}.bin"
+        );
+    }
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
+/// How long an operation on a dead server may take before it must have failed.
+const DEAD_SERVER_BOUND: Duration = Duration::from_secs(60);
+
+fn fails_with_eio_in_bounded_time<T: std::fmt::Debug>(
+    what: &str,
+    op: impl FnOnce() -> std::io::Result<T>,
+) {
+    let started = Instant::now();
+    let r = op();
+    let took = started.elapsed();
+    eprintln!("{what} against a dead server: {r:?} after {took:?}");
+    match r {
+        Ok(v) => panic!("{what} succeeded against a dead server: {v:?}"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{what}: {e}"),
+    }
+    assert!(took < DEAD_SERVER_BOUND, "{what} took {took:?}");
+}
+
+#[test]
+fn a_server_that_goes_away_fails_operations_and_the_mount_recovers() {
+    let t = TestStore::new(Kind::S3);
+    let faults = &t.server().faults;
+    let stored = bytes(2, 2 * 1024 * 1024);
+    let f = t.file("stored.bin", &stored);
+    t.ok(&["put", path_str(&f)]);
+    let h = sha256_hex(&stored);
+    let rel = format!("data/{}/{h}/data.bin", &h[..2]);
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
+    std::fs::create_dir(m.path("runs/by_project/p/outage")).expect("mkdir run");
+    let outputs = m.path("runs/by_project/p/outage/outputs");
+    // The object's directory is looked up while the server is up; its bytes are not read.
+    assert!(m.path(&rel).exists());
+
+    faults.go_down();
+    fails_with_eio_in_bounded_time("a cold read", || std::fs::read(m.path(&rel)));
+    fails_with_eio_in_bounded_time("a write's close", || {
+        write_file(
+            &outputs.join("during.bin"),
+            b"written while the store is down",
+        )
+    });
+
+    faults.heal();
+    assert!(std::fs::read(m.path(&rel)).expect("read after recovery") == stored);
+    let after = bytes(3, 300_000);
+    write_file(&outputs.join("after.bin"), &after).expect("write after recovery");
+    let files = t.json(&["run", "show", "outage"])["files"].clone();
+    assert_eq!(files["outputs/after.bin"]["hash"], sha256_hex(&after));
+    // The write that failed is not in the manifest with bytes it never stored.
+    if let Some(entry) = files.get("outputs/during.bin") {
+        let hash = entry["hash"].as_str().expect("hash");
+        assert!(
+            t.keys()
+                .iter()
+                .any(|k| k == &format!("data/{}/{hash}/metadata.json", &hash[..2])),
+            "a manifest entry points at data that is not stored: {entry}"
+        );
+    }
+    drop(m);
+}
