@@ -86,9 +86,10 @@ pub enum Command {
     },
     /// Objects, stored bytes, referenced bytes and the dedup ratio
     Stats,
-    /// Re-hash every object and check manifests, markers and views
+    /// Re-hash every object, check manifests, markers and views, and verify the local cache
     Fsck {
-        /// Fix markers and view pointers (never deletes or rewrites data)
+        /// Fix markers and view pointers and drop bad cached blocks (never deletes or rewrites
+        /// stored data)
         #[arg(long)]
         repair: bool,
     },

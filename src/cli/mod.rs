@@ -114,7 +114,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fsck { repair } => fsck(&runs, json, repair).await,
+        Command::Fsck { repair } => fsck(&runs, json, repair, &config.cache_dir).await,
         Command::Gc { grace, dry_run } => {
             let grace = parse_duration(&grace).map_err(Error::Refused)?;
             let total = if Bar::wanted(json) {
@@ -235,14 +235,14 @@ async fn get(runs: &Runs, hash: String, output: Option<std::path::PathBuf>) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fsck(runs: &Runs, json: bool, repair: bool) -> Result<ExitCode> {
+async fn fsck(runs: &Runs, json: bool, repair: bool, cache: &std::path::Path) -> Result<ExitCode> {
     let total = if Bar::wanted(json) {
         maint::data_bytes(runs).await?
     } else {
         0
     };
     let bar = Bar::new(total, json, "checking");
-    let report = maint::fsck::fsck(runs, repair, bar.progress()).await?;
+    let report = maint::fsck::fsck(runs, repair, Some(cache), bar.progress()).await?;
     bar.finish();
     if json {
         print_json(&report);
@@ -252,10 +252,11 @@ async fn fsck(runs: &Runs, json: bool, repair: bool) -> Result<ExitCode> {
             println!("{state:<9} {:<18} {}", f.kind, f.message);
         }
         println!(
-            "checked {} objects ({}) and {} runs: {} problems, {} repaired",
+            "checked {} objects ({}), {} runs and {} cached blocks: {} problems, {} repaired",
             report.objects_checked,
             human_size(report.bytes_checked),
             report.runs_checked,
+            report.cache_blocks_checked,
             report.findings.len(),
             report.findings.len() - report.unrepaired()
         );

@@ -83,26 +83,9 @@ impl BlockCache {
         // Under the lock, so that no other mount changes the files while they are counted.
         let lock = self.dir_lock()?;
         let mut found = Vec::new();
-        for fan in fs::read_dir(self.dir.join("objects"))?.flatten() {
-            let Ok(files) = fs::read_dir(fan.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let Some(h) = f
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<Digest>().ok())
-                else {
-                    continue;
-                };
-                let Ok(meta) = f.metadata() else { continue };
-                let modified = meta.modified().ok();
-                let Ok(file) = File::open(f.path()) else {
-                    continue;
-                };
-                for (block, size) in present_blocks(&file, meta.len()) {
-                    found.push((modified, (h, block), size));
-                }
+        for f in scan(&self.dir)? {
+            for (block, size) in f.blocks {
+                found.push((f.modified, (f.hash, block), size));
             }
         }
         found.sort_by_key(|(m, _, _)| *m);
@@ -129,6 +112,15 @@ impl BlockCache {
     pub fn get(&self, meta: &ObjectMetadata, block: u64) -> Option<Bytes> {
         let key = (meta.hash, block);
         self.lock().lru.get(&key)?;
+        let got = self.read_verified(meta, block);
+        if got.is_none() {
+            self.drop_block(&key);
+        }
+        got
+    }
+
+    /// Reads a block from its cache file and verifies it, without touching the index.
+    fn read_verified(&self, meta: &ObjectMetadata, block: u64) -> Option<Bytes> {
         let range = meta.block_range(block);
         let mut buf = vec![0u8; (range.end - range.start) as usize];
         let ok = File::open(self.path(&meta.hash))
@@ -139,7 +131,6 @@ impl BlockCache {
             return Some(Bytes::from(buf));
         }
         tracing::warn!(hash = %meta.hash, block, "cached block failed verification; dropping it");
-        self.drop_block(&key);
         None
     }
 
@@ -158,10 +149,16 @@ impl BlockCache {
         }
         let path = self.path(&meta.hash);
         let start = meta.block_range(block).start;
-        // Written by another mount sharing the directory: counted already, verified when read.
-        if let Ok(f) = File::open(&path)
+        // Written by another mount sharing the directory: counted already. Or a block that
+        // failed verification and could not be punched out (a reader had the file pinned):
+        // then it is overwritten with the verified bytes.
+        if let Ok(f) = OpenOptions::new().read(true).write(true).open(&path)
             && has_data_at(&f, start)
         {
+            let mut there = vec![0u8; data.len()];
+            if f.read_exact_at(&mut there, start).is_err() || there != data {
+                f.write_all_at(data, start)?;
+            }
             let mut state = self.lock();
             state.used += size;
             state.lru.put(key, size);
@@ -344,8 +341,18 @@ impl BlockCache {
             self.lock().verified.insert(meta.hash, before);
             return Some(file);
         }
-        let intact = (0..meta.block_hashes.len() as u64).all(|b| self.get(meta, b).is_some());
-        if !intact || identity_of(&file)? != before {
+        let bad: Vec<u64> = (0..meta.block_hashes.len() as u64)
+            .filter(|&b| self.read_verified(meta, b).is_none())
+            .collect();
+        if !bad.is_empty() {
+            // Unpinned first: the pin would stop the bad blocks from being punched out.
+            drop(file);
+            for b in bad {
+                self.drop_block(&(meta.hash, b));
+            }
+            return None;
+        }
+        if identity_of(&file)? != before {
             return None;
         }
         record_verified(&mut self.lock().verified, meta.hash, &file, before);
@@ -504,6 +511,60 @@ fn punch(path: &Path, offset: u64, len: u64) -> io::Result<Punched> {
 }
 
 /// The blocks of a cache file that hold data (each block wholly inside a data extent).
+/// One object's file in a cache directory, as `scan` found it.
+#[derive(Debug)]
+pub struct CachedFile {
+    pub hash: Digest,
+    pub path: PathBuf,
+    pub modified: Option<std::time::SystemTime>,
+    /// The blocks present in it: (block number, bytes).
+    pub blocks: Vec<(u64, u64)>,
+}
+
+/// Every object file in the cache directory `dir` and the blocks it holds (start-up indexing,
+/// and `mltrack fsck`, which verifies them). Names that are not a hash are skipped.
+pub fn scan(dir: &Path) -> io::Result<Vec<CachedFile>> {
+    let mut out = Vec::new();
+    for fan in fs::read_dir(dir.join("objects"))?.flatten() {
+        let Ok(files) = fs::read_dir(fan.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let Some(hash) = f
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else { continue };
+            let Ok(file) = File::open(f.path()) else {
+                continue;
+            };
+            out.push(CachedFile {
+                hash,
+                path: f.path(),
+                modified: meta.modified().ok(),
+                blocks: present_blocks(&file, meta.len()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Punches a block that failed verification out of a cache file (`mltrack fsck --repair`).
+/// A mount that has it indexed then reads a hole, which fails verification, and fetches the
+/// block again.
+pub fn drop_block_file(path: &Path, block: u64, size: u64) -> io::Result<()> {
+    match punch(path, block * BLOCK_SIZE, size)? {
+        Punched::Freed | Punched::AlreadyGone => Ok(()),
+        Punched::Pinned => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "a mount is reading the file",
+        )),
+    }
+}
+
 fn present_blocks(file: &File, len: u64) -> Vec<(u64, u64)> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();

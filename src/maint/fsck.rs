@@ -1,8 +1,11 @@
 //! `mltrack fsck`: re-hashes every object and checks that manifests, markers and view pointers
-//! agree. `--repair` fixes what can be derived again (markers, view pointers) and never
-//! deletes or rewrites data: a hash mismatch or missing data is reported, not "fixed".
+//! agree, then verifies every block in this machine's cache against the stored block hashes.
+//! `--repair` fixes what can be derived again (markers, view pointers) and drops cached blocks
+//! that fail, which a mount fetches again; it never deletes or rewrites stored data: a hash
+//! mismatch or missing data is reported, not "fixed".
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -34,6 +37,7 @@ pub struct FsckReport {
     pub objects_checked: u64,
     pub bytes_checked: u64,
     pub runs_checked: u64,
+    pub cache_blocks_checked: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -59,7 +63,13 @@ impl FsckReport {
     }
 }
 
-pub async fn fsck(runs: &Runs, repair: bool, progress: Progress) -> Result<FsckReport> {
+/// Checks the store, and the cache directory `cache` if there is one.
+pub async fn fsck(
+    runs: &Runs,
+    repair: bool,
+    cache: Option<&Path>,
+    progress: Progress,
+) -> Result<FsckReport> {
     let store = runs.data().backend().clone();
     let inv = Inventory::scan(store.as_ref()).await?;
     let listing = runs.list().await?;
@@ -115,7 +125,56 @@ pub async fn fsck(runs: &Runs, repair: bool, progress: Progress) -> Result<FsckR
         check_run(runs, m, &inv, &complete, repair, &mut report).await?;
     }
     check_pointers(runs, &manifests, &listing.unreadable, repair, &mut report).await?;
+    if let Some(dir) = cache.filter(|d| d.join("objects").is_dir()) {
+        check_cache(runs, dir, repair, &mut report).await?;
+    }
     Ok(report)
+}
+
+/// Verifies every block present in the cache directory against its object's block hash.
+async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckReport) -> Result<()> {
+    let files = crate::fs::cache::scan(dir)
+        .map_err(|e| Error::Refused(format!("cannot read the cache in {}: {e}", dir.display())))?;
+    for f in files {
+        report.cache_blocks_checked += f.blocks.len() as u64;
+        // An object no longer in the store (collected by gc) cannot be checked; its blocks are
+        // never served, since a mount finds no metadata for it.
+        let meta = match runs.data().metadata(&f.hash).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(Error::Corrupt { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for (block, size) in f.blocks {
+            let range = (block < meta.block_hashes.len() as u64).then(|| meta.block_range(block));
+            let mut buf = vec![0u8; size as usize];
+            let sound = range.is_some_and(|r| r.end - r.start == size)
+                && std::fs::File::open(&f.path)
+                    .and_then(|file| {
+                        std::os::unix::fs::FileExt::read_exact_at(
+                            &file,
+                            &mut buf,
+                            block * meta.block_size,
+                        )
+                    })
+                    .is_ok()
+                && crate::cas::hashing::sha256(&buf) == meta.block_hashes[block as usize];
+            if sound {
+                continue;
+            }
+            let repaired =
+                repair && crate::fs::cache::drop_block_file(&f.path, block, size).is_ok();
+            report.add(
+                "corrupt_cache_block",
+                f.path.display().to_string(),
+                format!(
+                    "cached block {block} of {} does not match its hash (a mount drops it and fetches it again)",
+                    f.hash
+                ),
+                repaired,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks one object's keys and re-hashes its data; true if it is complete and sound.
