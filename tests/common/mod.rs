@@ -250,6 +250,15 @@ impl Mount {
         self.dir.join(rel)
     }
 
+    /// Sends the daemon SIGKILL, as a crash would, while others may still use the mount's
+    /// paths; `kill` afterwards reaps it and detaches the dead mount.
+    pub fn crash(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would, then detaches the dead mount.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
