@@ -64,6 +64,7 @@ pub fn errno(op: &str, e: &Error) -> Errno {
     let code = match e {
         Error::RunNotFound(_) | Error::DataNotFound(_) => Errno::ENOENT,
         Error::Storage(StorageError::NotFound { .. }) => Errno::ENOENT,
+        Error::Invalid(id) if id.is_too_long() => Errno::ENAMETOOLONG,
         Error::Storage(StorageError::InvalidKey { .. })
         | Error::Invalid(_)
         | Error::BadRequest(_) => Errno::EINVAL,

@@ -25,7 +25,15 @@ pub enum IdError {
     },
 }
 
+/// The reason given for a component over `MAX_NAME_LEN` bytes.
+const TOO_LONG: &str = "it is longer than 255 bytes";
+
 impl IdError {
+    /// Whether the value was refused only for its length (`ENAMETOOLONG` on a mount).
+    pub fn is_too_long(&self) -> bool {
+        matches!(self, IdError::Invalid { reason, .. } if *reason == TOO_LONG)
+    }
+
     fn new(what: &'static str, value: &str, reason: &'static str) -> Self {
         IdError::Invalid {
             what,
@@ -159,7 +167,7 @@ fn check_component(what: &'static str, s: &str) -> Result<(), IdError> {
         return Err(IdError::new(what, s, "it is empty"));
     }
     if s.len() > MAX_NAME_LEN {
-        return Err(IdError::new(what, s, "it is longer than 255 bytes"));
+        return Err(IdError::new(what, s, TOO_LONG));
     }
     if s == "." || s == ".." {
         return Err(IdError::new(what, s, "`.` and `..` are not names"));

@@ -14,6 +14,11 @@ use crate::error::{Error, Result};
 use crate::ids::{Digest, Name};
 use crate::layout;
 
+/// Bounds a reader relies on (block offsets never overflow): mltrack writes 1 MiB blocks, and
+/// no S3 object is larger than 5 TiB.
+const MAX_BLOCK_SIZE: u64 = 1 << 30;
+const MAX_SIZE: u64 = 1 << 50;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMetadata {
     pub hash: Digest,
@@ -46,7 +51,13 @@ impl ObjectMetadata {
         if m.algorithm != "sha256" {
             return Err(corrupt(format!("unknown algorithm {:?}", m.algorithm)));
         }
-        if m.block_size == 0 || m.block_hashes.len() as u64 != m.size.div_ceil(m.block_size) {
+        if !(1..=MAX_BLOCK_SIZE).contains(&m.block_size) || m.size > MAX_SIZE {
+            return Err(corrupt(format!(
+                "its block size {} or size {} is out of range",
+                m.block_size, m.size
+            )));
+        }
+        if m.block_hashes.len() as u64 != m.size.div_ceil(m.block_size) {
             return Err(corrupt(
                 "its block hashes do not cover its size".to_string(),
             ));

@@ -1,0 +1,8 @@
+//! Fuzz target: `checks::metadata` on arbitrary bytes (see checks.rs for what it asserts).
+
+#![no_main]
+
+#[path = "checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::metadata(data));
