@@ -1,0 +1,59 @@
+//! `fsx` (the File System eXerciser, `cargo install fsx`) on a file in a run directory, on both
+//! backends: random reads, writes, truncates, fsyncs, close/reopen, `copy_file_range`,
+//! `sendfile` and `posix_fadvise`, each checked against an in-memory model of the file.
+//! Shared writable `mmap` and `fallocate` are not supported on run files (docs/SEMANTICS.md),
+//! so their weights are zero. `MLTRACK_FSX_OPS` sets the operations (default 2000;
+//! `scripts/reliability` runs more). `scripts/test` installs fsx.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Kind, TestStore, path_str};
+
+const FSX_CONFIG: &str = "flen = 4194304
+[weights]
+close_open = 1.0
+read = 10.0
+write = 10.0
+truncate = 2.0
+fsync = 1.0
+fdatasync = 1.0
+copy_file_range = 1.0
+sendfile = 1.0
+posix_fadvise = 1.0
+mapread = 0.0
+mapwrite = 0.0
+posix_fallocate = 0.0
+punch_hole = 0.0
+invalidate = 0.0
+";
+
+fn fsx_on_a_run_file(kind: Kind) {
+    let ops = std::env::var("MLTRACK_FSX_OPS").unwrap_or_else(|_| "2000".into());
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/fsx")).expect("mkdir run");
+    let config = t.file("fsx.toml", FSX_CONFIG.as_bytes());
+    let artifacts = t.scratch();
+    let file = m.path("runs/by_project/p/fsx/outputs/fsx.bin");
+    let out = Command::new("fsx")
+        .args(["-N", &ops, "-S", "7", "-f", path_str(&config), "-P"])
+        .arg(&artifacts)
+        .arg(&file)
+        .output()
+        .expect("run fsx (scripts/test installs it: cargo install fsx)");
+    assert!(
+        out.status.success(),
+        "fsx failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What fsx left is what the manifest holds.
+    let data = std::fs::read(&file).expect("read the file back");
+    let files = t.json(&["run", "show", "fsx"])["files"].clone();
+    assert_eq!(files["outputs/fsx.bin"]["size"], data.len());
+    assert_eq!(files["outputs/fsx.bin"]["hash"], common::sha256_hex(&data));
+}
+
+both_backends!(fsx_on_a_run_file);
