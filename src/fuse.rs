@@ -208,6 +208,11 @@ fn nix_statvfs(path: &std::path::Path) -> Option<libc::statvfs> {
 
 impl Filesystem for MltrackFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // No name this long can exist here, and POSIX says so with its own errno (FUSE passes
+        // names up to 1024 bytes).
+        if name.len() > crate::ids::MAX_NAME_LEN {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };

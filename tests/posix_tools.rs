@@ -1,9 +1,11 @@
-//! `fsx` (the File System eXerciser, `cargo install fsx`) on a file in a run directory, on both
+//! POSIX tools on the mount. `fsx` (the File System eXerciser, `cargo install fsx`) on a file
+//! in a run directory, on both
 //! backends: random reads, writes, truncates, fsyncs, close/reopen, `copy_file_range`,
 //! `sendfile` and `posix_fadvise`, each checked against an in-memory model of the file.
 //! Shared writable `mmap` and `fallocate` are not supported on run files (docs/SEMANTICS.md),
 //! so their weights are zero. `MLTRACK_FSX_OPS` sets the operations (default 2000;
-//! `scripts/reliability` runs more). `scripts/test` installs fsx.
+//! `scripts/reliability` runs more). pjdfstest (`cargo install pjdfstest`) on a run directory,
+//! with its expected failures in `tests/pjdfstest.toml`. `scripts/test` installs both tools.
 
 mod common;
 
@@ -57,3 +59,46 @@ fn fsx_on_a_run_file(kind: Kind) {
 }
 
 both_backends!(fsx_on_a_run_file);
+
+/// pjdfstest on a run directory of a local-store mount: everything passes except the cases
+/// `tests/pjdfstest.toml` expects to fail, each under its reason, and every one of those
+/// still fails (a case that starts passing must leave the list).
+#[test]
+fn pjdfstest_on_a_run_directory() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/pjd")).expect("mkdir run");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest.toml");
+    let out = Command::new("pjdfstest")
+        .args(["-c", config, "-p"])
+        .arg(m.path("runs/by_project/p/pjd/outputs"))
+        .current_dir(t.scratch())
+        .output()
+        .expect("run pjdfstest (scripts/test installs it: cargo install pjdfstest)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("Summary:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary:\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("{summary}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.ends_with("FAILED")).collect();
+    assert!(
+        out.status.success() && failed.is_empty(),
+        "unexpected failures:\n{}",
+        failed.join("\n")
+    );
+    let listed = std::fs::read_to_string(config)
+        .expect("read the config")
+        .lines()
+        .filter(|l| l.trim_start().starts_with('"'))
+        .count();
+    assert!(
+        summary.contains(&format!("{listed} expected failures")),
+        "{listed} cases are listed as expected failures; some now pass: {summary}"
+    );
+}

@@ -640,6 +640,19 @@ impl Tree {
         Ok(())
     }
 
+    /// Whether directory `dir` of a run holds anything: a recorded file, a file being written,
+    /// or a directory made with `mkdir` (which lives in memory until a file is put in it).
+    fn has_entries(&self, run: &RunId, m: &Manifest, dir: &str) -> bool {
+        let under = format!("{dir}/");
+        m.files.keys().any(|p| p.as_str().starts_with(&under))
+            || lock(&self.writes)
+                .keys()
+                .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
+            || lock(&self.dirs)
+                .iter()
+                .any(|(r, d)| r == run && d.starts_with(&under))
+    }
+
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         let node = self.node(parent)?;
         self.refuse_read_only(&node)?;
@@ -651,15 +664,7 @@ impl Tree {
         match kind {
             Kind::RunSubdir(run, dir) => {
                 let m = self.require_manifest(&run).await?;
-                let under = format!("{dir}/");
-                let busy = m.0.files.keys().any(|p| p.as_str().starts_with(&under))
-                    || lock(&self.writes)
-                        .keys()
-                        .any(|t| t.run == run && t.path.as_str().starts_with(&under))
-                    || lock(&self.dirs)
-                        .iter()
-                        .any(|(r, d)| r == &run && d.starts_with(&under));
-                if busy {
+                if self.has_entries(&run, &m.0, &dir) {
                     return Err(Error::NotEmpty(shown));
                 }
                 lock(&self.dirs).remove(&(run, dir));
@@ -747,11 +752,8 @@ impl Tree {
                     from_node.path
                 )));
             }
-            if to_is_dir {
-                let under = format!("{to}/");
-                if to_m.0.files.keys().any(|p| p.as_str().starts_with(&under)) {
-                    return Err(Error::NotEmpty(shown));
-                }
+            if to_is_dir && self.has_entries(&to_run, &to_m.0, to.as_str()) {
+                return Err(Error::NotEmpty(shown));
             }
             let (old, new) = (format!("{from}/"), format!("{to}/"));
             let moved = |p: &RelPath| {
