@@ -1,6 +1,5 @@
 //! POSIX tools on the mount. `fsx` (the File System eXerciser, `cargo install fsx`) on a file
-//! in a run directory, on both
-//! backends: random reads, writes, truncates, fsyncs, close/reopen, `copy_file_range`,
+//! in a run directory, on both backends: random reads, writes, truncates, fsyncs, close/reopen, `copy_file_range`,
 //! `sendfile` and `posix_fadvise`, each checked against an in-memory model of the file.
 //! Shared writable `mmap` and `fallocate` are not supported on run files (docs/SEMANTICS.md),
 //! so their weights are zero. `MLTRACK_FSX_OPS` sets the operations (default 2000;
