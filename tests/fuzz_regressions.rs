@@ -9,7 +9,10 @@ mod checks;
 use std::path::Path;
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    // At run time: a binary reused from another checkout through a shared target directory
+    // must read this checkout's inputs, not look for that one's.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into());
+    let root = Path::new(&manifest_dir).join("fuzz");
     let mut n = 0;
     for dir in ["seeds", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {

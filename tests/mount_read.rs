@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Kind, TestStore, bytes, disk_usage, path_str, sha256_hex};
+use common::{Kind, TestStore, bytes, disk_usage, path_str, repo_file, sha256_hex};
 
 fn sha_of(path: &std::path::Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
@@ -476,11 +476,7 @@ fn user_tools_work_on_the_tree() {
 fn the_systemd_unit_mounts_and_stops_cleanly() {
     let t = TestStore::new(Kind::Local);
     t.ok(&["run", "create", "r1", "--project", "p"]);
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/mltrack.service"
-    ))
-    .unwrap();
+    let unit = std::fs::read_to_string(repo_file("systemd/mltrack.service")).unwrap();
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
@@ -535,8 +531,8 @@ fn the_mount_helper_turns_fstab_options_into_a_mount() {
     let dir = t.dir.path().join("fstab-mnt");
     std::fs::create_dir(&dir).unwrap();
     let cache = t.dir.path().join("helper-cache");
-    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mount.fuse.mltrack");
-    let out = std::process::Command::new(helper)
+    let helper = repo_file("scripts/mount.fuse.mltrack");
+    let out = std::process::Command::new(&helper)
         .args([
             &t.url(),
             path_str(&dir),

@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Kind, TestStore, path_str};
+use common::{Kind, TestStore, path_str, repo_file};
 
 const FSX_CONFIG: &str = "flen = 4194304
 [weights]
@@ -67,9 +67,11 @@ fn pjdfstest_on_a_run_directory() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     std::fs::create_dir(m.path("runs/by_project/p/pjd")).expect("mkdir run");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pjdfstest.toml");
+    let config = repo_file("tests/pjdfstest.toml");
     let out = Command::new("pjdfstest")
-        .args(["-c", config, "-p"])
+        .arg("-c")
+        .arg(&config)
+        .arg("-p")
         .arg(m.path("runs/by_project/p/pjd/outputs"))
         .current_dir(t.scratch())
         .output()
@@ -91,7 +93,7 @@ fn pjdfstest_on_a_run_directory() {
         "unexpected failures:\n{}",
         failed.join("\n")
     );
-    let listed = std::fs::read_to_string(config)
+    let listed = std::fs::read_to_string(&config)
         .expect("read the config")
         .lines()
         .filter(|l| l.trim_start().starts_with('"'))

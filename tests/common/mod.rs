@@ -297,6 +297,15 @@ impl Drop for Mount {
 }
 
 /// Asserts that a finished command succeeded, showing its stderr if it did not.
+/// A file of this repository, found at run time: cargo runs tests from the package root and
+/// sets `CARGO_MANIFEST_DIR` then too. (The compile-time `env!` would name the checkout that
+/// built the binary, which a shared `CARGO_TARGET_DIR` may have reused from another clone.)
+pub fn repo_file(rel: &str) -> PathBuf {
+    let root =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    root.join(rel)
+}
+
 pub fn assert_succeeded(out: &Output) {
     assert!(
         out.status.success(),
