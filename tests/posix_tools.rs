@@ -38,6 +38,7 @@ fn fsx_on_a_run_file(kind: Kind) {
     let config = t.file("fsx.toml", FSX_CONFIG.as_bytes());
     let artifacts = t.scratch();
     let file = m.path("runs/by_project/p/fsx/outputs/fsx.bin");
+    let started = std::time::Instant::now();
     let out = Command::new("fsx")
         .args(["-N", &ops, "-S", "7", "-f", path_str(&config), "-P"])
         .arg(&artifacts)
@@ -49,6 +50,10 @@ fn fsx_on_a_run_file(kind: Kind) {
         "fsx failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "fsx: {ops} operations passed in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     // What fsx left is what the manifest holds.
     let data = std::fs::read(&file).expect("read the file back");
