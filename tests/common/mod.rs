@@ -296,7 +296,6 @@ impl Drop for Mount {
     }
 }
 
-/// Asserts that a finished command succeeded, showing its stderr if it did not.
 /// A file of this repository, found at run time: cargo runs tests from the package root and
 /// sets `CARGO_MANIFEST_DIR` then too. (The compile-time `env!` would name the checkout that
 /// built the binary, which a shared `CARGO_TARGET_DIR` may have reused from another clone.)
@@ -306,6 +305,7 @@ pub fn repo_file(rel: &str) -> PathBuf {
     root.join(rel)
 }
 
+/// Asserts that a finished command succeeded, showing its stderr if it did not.
 pub fn assert_succeeded(out: &Output) {
     assert!(
         out.status.success(),
