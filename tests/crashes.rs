@@ -196,22 +196,7 @@ fn crash_rounds(kind: Kind) {
         );
         drop(l);
         drop(m);
-        let out = t.run(&["--json", "fsck"]);
-        let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsck JSON");
-        for f in fsck["findings"].as_array().expect("findings") {
-            assert!(
-                f["kind"] == "stale_marker" || f["kind"] == "incomplete_object",
-                "round {round}: {f}"
-            );
-        }
-        t.run(&["fsck", "--repair"]);
-        t.ok(&["gc", "--grace", "0s"]);
-        let fsck = t.json(&["fsck"]);
-        assert_eq!(
-            fsck["findings"].as_array().map(Vec::len),
-            Some(0),
-            "round {round}: {fsck}"
-        );
+        let fsck = t.assert_only_crash_leftovers_then_clean(&format!("round {round}"));
         assert!(fsck["cache_blocks_checked"].as_u64() > Some(0), "{fsck}");
     }
 }

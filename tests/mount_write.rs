@@ -494,20 +494,7 @@ fn killed_daemon_loses_no_acknowledged_file(kind: Kind) {
     // A crash can leave a `used_by` marker without its manifest entry (it protects data from
     // gc a little longer) and an object uploaded without its metadata.json (never referenced);
     // nothing else. fsck --repair removes the first, gc the second.
-    let out = t.run(&["--json", "fsck"]);
-    let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsck JSON");
-    for f in fsck["findings"].as_array().expect("findings") {
-        assert!(
-            f["kind"] == "stale_marker" || f["kind"] == "incomplete_object",
-            "{f}"
-        );
-    }
-    t.run(&["fsck", "--repair"]);
-    t.ok(&["gc", "--grace", "0s"]);
-    assert_eq!(
-        t.json(&["fsck"])["findings"].as_array().map(Vec::len),
-        Some(0)
-    );
+    t.assert_only_crash_leftovers_then_clean("after the kill");
     drop(m2);
 }
 

@@ -127,6 +127,29 @@ impl TestStore {
         serde_json::from_str(&self.ok(&all)).expect("JSON output")
     }
 
+    /// What a crash may leave and nothing else: `fsck` finds at most `used_by` markers ahead of
+    /// their entries and uploads without `metadata.json`; after `fsck --repair` and `gc` it
+    /// finds nothing. Returns the clean report. `context` names the moment in failure messages.
+    pub fn assert_only_crash_leftovers_then_clean(&self, context: &str) -> serde_json::Value {
+        let out = self.run(&["--json", "fsck"]);
+        let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsck JSON");
+        for f in fsck["findings"].as_array().expect("findings") {
+            assert!(
+                f["kind"] == "stale_marker" || f["kind"] == "incomplete_object",
+                "{context}: {f}"
+            );
+        }
+        self.run(&["fsck", "--repair"]);
+        self.ok(&["gc", "--grace", "0s"]);
+        let fsck = self.json(&["fsck"]);
+        assert_eq!(
+            fsck["findings"].as_array().map(Vec::len),
+            Some(0),
+            "{context}: {fsck}"
+        );
+        fsck
+    }
+
     /// Runs a command that must fail; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
