@@ -121,13 +121,10 @@ impl BlockCache {
 
     /// Reads a block from its cache file and verifies it, without touching the index.
     fn read_verified(&self, meta: &ObjectMetadata, block: u64) -> Option<Bytes> {
-        let range = meta.block_range(block);
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
-        let ok = File::open(self.path(&meta.hash))
-            .and_then(|f| f.read_exact_at(&mut buf, range.start))
-            .is_ok()
-            && hashing::sha256(&buf) == meta.block_hashes[block as usize];
-        if ok {
+        let got = File::open(self.path(&meta.hash))
+            .ok()
+            .and_then(|f| read_block_verified(&f, meta, block));
+        if let Some(buf) = got {
             return Some(Bytes::from(buf));
         }
         tracing::warn!(hash = %meta.hash, block, "cached block failed verification; dropping it");
@@ -510,7 +507,6 @@ fn punch(path: &Path, offset: u64, len: u64) -> io::Result<Punched> {
     Ok(Punched::Freed)
 }
 
-/// The blocks of a cache file that hold data (each block wholly inside a data extent).
 /// One object's file in a cache directory, as `scan` found it.
 #[derive(Debug)]
 pub struct CachedFile {
@@ -565,6 +561,17 @@ pub fn drop_block_file(path: &Path, block: u64, size: u64) -> io::Result<()> {
     }
 }
 
+/// Reads block `block` (one of the object's blocks) of `meta`'s object from its cache file and
+/// checks it against its hash: `None` if it cannot be read or does not match. A mount's reads
+/// and `mltrack fsck` both verify through this.
+pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Option<Vec<u8>> {
+    let range = meta.block_range(block);
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    file.read_exact_at(&mut buf, range.start).ok()?;
+    (hashing::sha256(&buf) == meta.block_hashes[block as usize]).then_some(buf)
+}
+
+/// The blocks of a cache file that hold data (each block wholly inside a data extent).
 fn present_blocks(file: &File, len: u64) -> Vec<(u64, u64)> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();

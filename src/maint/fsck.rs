@@ -148,17 +148,10 @@ async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckRep
         let file = std::fs::File::open(&f.path).ok();
         for (block, size) in f.blocks {
             let range = (block < meta.block_hashes.len() as u64).then(|| meta.block_range(block));
-            let mut buf = vec![0u8; size as usize];
             let sound = range.is_some_and(|r| r.end - r.start == size)
                 && file.as_ref().is_some_and(|file| {
-                    std::os::unix::fs::FileExt::read_exact_at(
-                        file,
-                        &mut buf,
-                        block * meta.block_size,
-                    )
-                    .is_ok()
-                })
-                && crate::cas::hashing::sha256(&buf) == meta.block_hashes[block as usize];
+                    crate::fs::cache::read_block_verified(file, &meta, block).is_some()
+                });
             if sound {
                 continue;
             }

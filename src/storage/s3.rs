@@ -10,12 +10,13 @@
 //! without its retry quota (which stops retrying altogether after a burst of failures: on a
 //! mount, that turns a flaky minute into failed training jobs). A GET body that breaks off is
 //! retried here. Connect and read timeouts keep a dead server from hanging a caller: an
-//! operation on a server that is down fails within about `MAX_ATTEMPTS * MAX_BACKOFF / 2`. Payloads are not SigV4-signed (the SDK would hash every byte once more
-//! to sign it) and the SDK's own streaming checksum is off (it made uploads CPU-bound at
-//! 50 MB/s); instead each PUT and part carries a CRC32C computed here with the CPU's CRC
-//! instruction, which the server checks. Every byte is also verified against its SHA-256 when
-//! it is read back. Credentials come from the standard AWS chain and never appear in errors:
-//! messages carry the operation, the key and the server's error code.
+//! operation on a server that is down fails within about `MAX_ATTEMPTS * MAX_BACKOFF / 2`.
+//! Payloads are not SigV4-signed (the SDK would hash every byte once more to sign it) and the
+//! SDK's own streaming checksum is off (it made uploads CPU-bound at 50 MB/s); instead each
+//! PUT and part carries a CRC32C computed here with the CPU's CRC instruction, which the server
+//! checks. Every byte is also verified against its SHA-256 when it is read back. Credentials
+//! come from the standard AWS chain and never appear in errors: messages carry the operation,
+//! the key and the server's error code.
 
 use std::ops::Range;
 use std::path::Path;
