@@ -88,7 +88,24 @@ fn mounts_cli_and_gc_at_once(kind: Kind) {
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
                 }
             };
-            assert!(got == data, "m{mi}_{i}.bin");
+            if got != data {
+                // What the mount says the file is, to tell a wrong entry from a wrong read.
+                let shown = std::process::Command::new("getfattr")
+                    .args(["-n", "user.mltrack.sha256", "--only-values"])
+                    .arg(&path)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                panic!(
+                    "m{mi}_{i}.bin: read {} bytes (sha256 {}), wrote {} (sha256 {}); the mount \
+                     shows size {:?} and sha256 {shown:?}; first difference at {:?}",
+                    got.len(),
+                    sha256_hex(&got),
+                    data.len(),
+                    sha256_hex(&data),
+                    std::fs::metadata(&path).map(|m| m.len()),
+                    got.iter().zip(&data).position(|(a, b)| a != b)
+                );
+            }
         }
     }
     drop((m1, m2));
