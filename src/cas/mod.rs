@@ -292,15 +292,30 @@ impl DataStore {
 }
 
 /// Checks `data`, the bytes of `blocks`, against the recorded block hashes; returns the first
-/// bad block's index.
+/// bad block's index. `data` must hold exactly those blocks: a body longer than asked for is as
+/// wrong as a short one (its tail would otherwise be cached past the block's end).
 pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) -> Result<(), u64> {
+    if blocks.is_empty() {
+        return if data.is_empty() {
+            Ok(())
+        } else {
+            Err(blocks.start)
+        };
+    }
+    if blocks.end > meta.block_hashes.len() as u64 {
+        return Err(blocks.start);
+    }
     let base = meta.block_range(blocks.start).start;
-    for i in blocks {
+    if data.len() as u64 != meta.block_range(blocks.end - 1).end - base {
+        return Err(blocks.start);
+    }
+    for (i, expected) in blocks
+        .clone()
+        .zip(&meta.block_hashes[blocks.start as usize..])
+    {
         let r = meta.block_range(i);
-        let slice = data
-            .get((r.start - base) as usize..(r.end - base) as usize)
-            .ok_or(i)?;
-        if hashing::sha256(slice) != meta.block_hashes[i as usize] {
+        let slice = &data[(r.start - base) as usize..(r.end - base) as usize];
+        if hashing::sha256(slice) != *expected {
             return Err(i);
         }
     }
@@ -424,5 +439,23 @@ mod tests {
         let mut out = Vec::new();
         data.export(&meta, &mut out, none()).await.unwrap();
         assert!(out == bytes);
+    }
+
+    #[tokio::test]
+    async fn a_body_of_the_wrong_length_fails_verification() {
+        let bytes: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+        let (_faulty, data, _dir, path) = setup(&bytes);
+        let meta = data.put_file(&path, None, none()).await.unwrap().meta;
+        let block1 = &bytes[1024 * 1024..2 * 1024 * 1024];
+        assert_eq!(verify(&meta, 1..2, block1), Ok(()));
+        // The right block followed by anything more is not that block.
+        let mut longer = block1.to_vec();
+        longer.extend_from_slice(&bytes[2 * 1024 * 1024..2 * 1024 * 1024 + 10]);
+        assert_eq!(verify(&meta, 1..2, &longer), Err(1));
+        assert_eq!(verify(&meta, 1..2, &block1[..1000]), Err(1));
+        assert_eq!(verify(&meta, 1..3, &bytes[1024 * 1024..]), Ok(()));
+        assert_eq!(verify(&meta, 0..0, &[]), Ok(()));
+        // Blocks the object does not have are not there to verify.
+        assert_eq!(verify(&meta, 3..4, &[]), Err(3));
     }
 }

@@ -330,6 +330,11 @@ impl BlockCache {
         }
         // Verified after pinning, so no eviction can change it between the check and the use.
         let before = identity_of(&file)?;
+        // The kernel reads a passthrough file to its own end: a byte past the object's would
+        // be served.
+        if before.1 != meta.size {
+            return None;
+        }
         if self.lock().verified.get(&meta.hash) == Some(&before) {
             return Some(file);
         }
@@ -565,10 +570,11 @@ pub fn drop_block_file(path: &Path, block: u64, size: u64) -> io::Result<()> {
 /// checks it against its hash: `None` if it cannot be read or does not match. A mount's reads
 /// and `mltrack fsck` both verify through this.
 pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Option<Vec<u8>> {
+    let expected = meta.block_hashes.get(usize::try_from(block).ok()?)?;
     let range = meta.block_range(block);
     let mut buf = vec![0u8; (range.end - range.start) as usize];
     file.read_exact_at(&mut buf, range.start).ok()?;
-    (hashing::sha256(&buf) == meta.block_hashes[block as usize]).then_some(buf)
+    (hashing::sha256(&buf) == *expected).then_some(buf)
 }
 
 /// The blocks of a cache file that hold data (each block wholly inside a data extent).

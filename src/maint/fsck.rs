@@ -245,8 +245,11 @@ async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Resu
         let got = store.get(&meta.data_key(), Some(range.clone())).await?;
         if got.data.len() as u64 != range.end - range.start {
             return Ok(Some(format!(
-                "{} is shorter than its recorded size",
-                meta.hash
+                "{} does not have its recorded size: bytes {}..{} came back as {} bytes",
+                meta.hash,
+                range.start,
+                range.end,
+                got.data.len()
             )));
         }
         if let Err(bad) = crate::cas::verify(meta, first..last, &got.data) {
