@@ -12,7 +12,9 @@
 //! stored object keeps its page cache between opens only while the inode still shows the same
 //! object (a run file that was rewritten is read afresh). `flush` (every `close()`) and `fsync`
 //! commit a written file and return its error, so `close()` fails with `EIO` if the bytes are
-//! not stored.
+//! not stored. A close by a process that neither opened the file nor wrote through it (a
+//! forked child closing the copy of the descriptor it inherited) commits nothing: see
+//! [`Closers`].
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -38,6 +40,93 @@ use crate::storage::StorageError;
 struct Handle {
     read: Arc<OpenFile>,
     write: Option<Arc<WriteFile>>,
+    /// For a written file: whose close commits it.
+    closers: Closers,
+}
+
+/// Whose `close()` of a written handle commits it.
+///
+/// Every fork copies the parent's descriptors, and the child's close of its copy (at `exec`,
+/// or when it exits) reaches `flush` like any other close. Committing then would store the
+/// file as it stands: empty or half written, and visible so to other nodes; and a training
+/// script that forks loader workers or runs tools while writing a large file would have it
+/// hashed and uploaded again at every fork. So a close commits when it comes from the process
+/// that opened the handle or from one that wrote through it. Writers are told apart by the
+/// kernel's lock owner, which names a descriptor table: the threads of a process share one,
+/// a forked child has its own. A close whose process cannot be told commits, to be safe; and
+/// the last close of all (`release`) commits whatever is left.
+#[derive(Default)]
+struct Closers {
+    /// The process (thread group) that opened the handle, if known.
+    opener: Option<u32>,
+    wrote: Mutex<Writers>,
+}
+
+#[derive(Default)]
+struct Writers {
+    /// Lock owners of the writes through the handle.
+    owners: Vec<u64>,
+    /// Processes that changed the file by other requests (truncate, copy), which carry none.
+    processes: Vec<u32>,
+    /// More writers than are kept: every close commits.
+    many: bool,
+}
+
+/// Writers kept per handle; past this, every close commits.
+const MAX_WRITERS: usize = 32;
+
+impl Closers {
+    fn opened_by(req: &Request) -> Closers {
+        Closers {
+            opener: process_of(req.pid()),
+            wrote: Mutex::default(),
+        }
+    }
+
+    /// Records who wrote through the handle: the lock owner if the request has one.
+    fn wrote(&self, req: &Request, owner: Option<LockOwner>) {
+        let mut w = self.wrote.lock().unwrap_or_else(|p| p.into_inner());
+        let known = match owner {
+            Some(o) => w.owners.contains(&o.0),
+            None => false,
+        };
+        if known || w.many {
+            return;
+        }
+        match (owner, process_of(req.pid())) {
+            (Some(o), _) if w.owners.len() < MAX_WRITERS => w.owners.push(o.0),
+            (None, Some(p)) if w.processes.contains(&p) => {}
+            (None, Some(p)) if w.processes.len() < MAX_WRITERS => w.processes.push(p),
+            _ => w.many = true,
+        }
+    }
+
+    /// Whether a close by `req`'s process, through descriptor table `owner`, commits.
+    fn commit_on_close(&self, req: &Request, owner: LockOwner) -> bool {
+        let w = self.wrote.lock().unwrap_or_else(|p| p.into_inner());
+        if w.many || w.owners.contains(&owner.0) {
+            return true;
+        }
+        match (self.opener, process_of(req.pid())) {
+            (Some(opener), Some(p)) => p == opener || w.processes.contains(&p),
+            _ => true,
+        }
+    }
+}
+
+/// The process (thread group) of the thread that made a request, from `/proc/<tid>/status`;
+/// `None` if the kernel could not name it in this PID namespace (0) or it is gone.
+fn process_of(tid: u32) -> Option<u32> {
+    if tid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub struct MltrackFs {
@@ -138,7 +227,7 @@ impl MltrackFs {
             .cloned()
     }
 
-    fn add_handle(&self, read: Content, write: Option<Arc<WriteFile>>) -> u64 {
+    fn add_handle(&self, read: Content, write: Option<Arc<WriteFile>>, closers: Closers) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -148,6 +237,7 @@ impl MltrackFs {
                 Arc::new(Handle {
                     read: Arc::new(OpenFile::new(read)),
                     write,
+                    closers,
                 }),
             );
         fh
@@ -163,11 +253,7 @@ impl MltrackFs {
     }
 
     /// Commits a handle's written file, for `close()` and `fsync()`.
-    fn commit(&self, op: &str, fh: FileHandle, reply: ReplyEmpty) {
-        // Handles that write nothing (passthrough reads are not even in the table) commit nothing.
-        let Some(w) = self.handle(fh).and_then(|h| h.write.clone()) else {
-            return reply.ok();
-        };
+    fn commit(&self, op: &str, w: Arc<WriteFile>, reply: ReplyEmpty) {
         match self.rt.block_on(self.tree.commit(&w)) {
             Ok(()) => reply.ok(),
             Err(e) => {
@@ -251,13 +337,17 @@ impl Filesystem for MltrackFs {
         Ok(())
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let ino = u64::from(ino);
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             let truncate = flags.0 & libc::O_TRUNC != 0;
             return match self.rt.block_on(self.tree.open_for_write(ino, truncate)) {
                 Ok(w) => {
-                    let fh = self.add_handle(Content::Spool(w.clone()), Some(w));
+                    let fh = self.add_handle(
+                        Content::Spool(w.clone()),
+                        Some(w),
+                        Closers::opened_by(req),
+                    );
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
                 }
                 Err(e) => reply.error(errno("open", &e)),
@@ -269,7 +359,7 @@ impl Filesystem for MltrackFs {
         };
         let Content::Object(meta) = &content else {
             // Documents and files being written: read afresh, never from stale pages.
-            let fh = self.add_handle(content, None);
+            let fh = self.add_handle(content, None, Closers::default());
             return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         };
         let same = self.same_as_shown(ino, meta.hash);
@@ -298,7 +388,7 @@ impl Filesystem for MltrackFs {
                     drop(backing);
                     // In the handle table too, so that a copy from this file
                     // (copy_file_range) knows its object.
-                    let fh = self.add_handle(content.clone(), None);
+                    let fh = self.add_handle(content.clone(), None, Closers::default());
                     tracing::debug!(ino, "opened with passthrough");
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                     self.passthrough_handles
@@ -309,7 +399,7 @@ impl Filesystem for MltrackFs {
                 }
             }
         }
-        let fh = self.add_handle(content, None);
+        let fh = self.add_handle(content, None, Closers::default());
         // Objects never change: the kernel may keep their pages between opens, as long as the
         // inode still shows the same object.
         let flags = if same {
@@ -322,7 +412,7 @@ impl Filesystem for MltrackFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -338,7 +428,8 @@ impl Filesystem for MltrackFs {
             .block_on(self.tree.create(u64::from(parent), name, mode & !umask));
         match created {
             Ok((attr, w)) => {
-                let fh = self.add_handle(Content::Spool(w.clone()), Some(w));
+                let fh =
+                    self.add_handle(Content::Spool(w.clone()), Some(w), Closers::opened_by(req));
                 reply.created(
                     &attr.ttl,
                     &self.file_attr(&attr),
@@ -377,19 +468,23 @@ impl Filesystem for MltrackFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(w) = self.handle(fh).and_then(|h| h.write.clone()) else {
+        let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
+        let Some(w) = h.write.clone() else {
+            return reply.error(Errno::EBADF);
+        };
+        h.closers.wrote(req, lock_owner);
         match self.rt.block_on(self.tree.write(&w, offset, data)) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno("write", &e)),
@@ -398,17 +493,33 @@ impl Filesystem for MltrackFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.commit("close", fh, reply);
+        // Handles that write nothing (passthrough reads are not even in the table) commit nothing.
+        let Some(h) = self.handle(fh) else {
+            return reply.ok();
+        };
+        let Some(w) = h.write.clone() else {
+            return reply.ok();
+        };
+        if !h.closers.commit_on_close(req, lock_owner) {
+            let t = w.target();
+            tracing::debug!(run = %t.run, path = %t.path, pid = req.pid(),
+                "close by a process that neither opened nor wrote the file: not committed");
+            return reply.ok();
+        }
+        self.commit("close", w, reply);
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _data: bool, reply: ReplyEmpty) {
-        self.commit("fsync", fh, reply);
+        match self.handle(fh).and_then(|h| h.write.clone()) {
+            Some(w) => self.commit("fsync", w, reply),
+            None => reply.ok(),
+        }
     }
 
     fn release(
@@ -438,7 +549,7 @@ impl Filesystem for MltrackFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         _uid: Option<u32>,
@@ -454,9 +565,14 @@ impl Filesystem for MltrackFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let w = fh
-            .and_then(|fh| self.handle(fh))
-            .and_then(|h| h.write.clone());
+        let h = fh.and_then(|fh| self.handle(fh));
+        let w = h.as_ref().and_then(|h| h.write.clone());
+        if let Some(h) = &h
+            && w.is_some()
+        {
+            // `ftruncate`, `fchmod`, `futimens`: a change made through the handle.
+            h.closers.wrote(req, None);
+        }
         let done =
             self.rt.block_on(
                 self.tree
@@ -561,7 +677,7 @@ impl Filesystem for MltrackFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -572,9 +688,13 @@ impl Filesystem for MltrackFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let Some(w) = self.handle(fh_out).and_then(|h| h.write.clone()) else {
+        let Some(out) = self.handle(fh_out) else {
             return reply.error(Errno::EBADF);
         };
+        let Some(w) = out.write.clone() else {
+            return reply.error(Errno::EBADF);
+        };
+        out.closers.wrote(req, None);
         // The reply counts in u32: never claim more than fits.
         let len = len.min(0xffff_f000);
         let source = self.handle(fh_in);

@@ -547,12 +547,10 @@ fn reads_see_a_file_while_it_is_written(kind: Kind) {
         std::fs::read(&path).expect("read while open"),
         b"epoch 1\nepoch 2\n"
     );
-    // Read from the store in-process: a child process would inherit the open file, and its
-    // exit closes it, which (like any close) commits.
-    let stored: serde_json::Value =
-        serde_json::from_slice(&t.get("manifests/live.json")).expect("manifest");
+    // Asked of the CLI, a child process: it inherits the open file and closes its copy, which
+    // commits nothing (it neither opened nor wrote the file).
     assert!(
-        stored["files"].get("outputs/log.txt").is_none(),
+        manifest_files(&t, "live").get("outputs/log.txt").is_none(),
         "not before close"
     );
     drop(w);
@@ -568,6 +566,70 @@ fn reads_see_a_file_while_it_is_written(kind: Kind) {
         )),
         libc::EPERM
     );
+}
+
+/// Every fork copies the parent's open descriptors, and the child's close of its copy (at
+/// `exec`, or when it exits) reaches the mount as a close like any other. It must not commit a
+/// file the child never wrote: other nodes would see it empty or half written, and a training
+/// script that forks loader workers or runs tools while it writes a large file would have that
+/// file hashed and uploaded again at every fork. A child that writes through its copy commits
+/// what it wrote when it closes it.
+fn a_childs_close_commits_only_what_it_wrote(kind: Kind) {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/forks")).expect("mkdir run");
+    let path = m.path("runs/by_project/p/forks/outputs/model.bin");
+    let data = bytes(31, 3 * 1024 * 1024 + 5);
+    let mut f = std::fs::File::create(&path).expect("create");
+    // A child started right after the open: `exec` closes its close-on-exec copy.
+    sh("true", t.dir.path());
+    f.write_all(&data[..1024 * 1024]).expect("write");
+    // A forked child that exits without writing, as a data loader's worker does.
+    // SAFETY: the child calls only _exit, which is async-signal-safe.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe { libc::_exit(0) };
+    }
+    assert!(child > 0, "fork");
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    // The CLI is a child too: its exec closes another copy.
+    assert!(
+        manifest_files(&t, "forks")
+            .get("outputs/model.bin")
+            .is_none(),
+        "a child that wrote nothing committed the file half written"
+    );
+    f.write_all(&data[1024 * 1024..]).expect("write");
+    // close(2) itself, to see its result (dropping a File ignores it).
+    // SAFETY: the descriptor is ours, and closed once.
+    assert_eq!(unsafe { libc::close(f.into_raw_fd()) }, 0, "close");
+    assert_eq!(
+        manifest_files(&t, "forks")["outputs/model.bin"]["hash"],
+        sha256_hex(&data)
+    );
+    assert_eq!(std::fs::read(&path).expect("read back"), data);
+
+    // A child given the open file as its stdout writes to it and exits: what it wrote is
+    // stored, although the parent still has the file open.
+    let log_path = m.path("runs/by_project/p/forks/outputs/train.log");
+    let log = std::fs::File::create(&log_path).expect("create");
+    let status = Command::new("sh")
+        .args(["-c", "printf 'epoch 1\\n'"])
+        .stdout(log.try_clone().expect("dup"))
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    assert_eq!(
+        manifest_files(&t, "forks")["outputs/train.log"]["hash"],
+        sha256_hex(b"epoch 1\n")
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::close(log.into_raw_fd()) }, 0, "close");
+    assert_eq!(std::fs::read(&log_path).expect("read back"), b"epoch 1\n");
 }
 
 fn whole_file_copy_of_stored_data_moves_no_bytes(kind: Kind) {
@@ -851,6 +913,7 @@ both_backends!(
     two_mounts_sixteen_writers,
     killed_daemon_loses_no_acknowledged_file,
     reads_see_a_file_while_it_is_written,
+    a_childs_close_commits_only_what_it_wrote,
     whole_file_copy_of_stored_data_moves_no_bytes,
     unsupported_operations_fail_cleanly,
 );
