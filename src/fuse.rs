@@ -47,10 +47,10 @@ struct Handle {
 /// Whose `close()` of a written handle commits it.
 ///
 /// Every fork copies the parent's descriptors, and the child's close of its copy (at `exec`,
-/// or when it exits) reaches `flush` like any other close. Committing then would store the
-/// file as it stands: empty or half written, and visible so to other nodes; and a training
-/// script that forks loader workers or runs tools while writing a large file would have it
-/// hashed and uploaded again at every fork. So a close commits when it comes from the process
+/// or when it exits) reaches `flush` like any other close. Committing then would record the
+/// file as it stands, empty or half written, for other nodes to see; and a training script
+/// that forks loader workers or runs tools while writing a large file would have it hashed
+/// and uploaded again at every fork. So a close commits when it comes from the process
 /// that opened the handle or from one that wrote through it. Writers are told apart by the
 /// kernel's lock owner, which names a descriptor table: the threads of a process share one,
 /// a forked child has its own. A close whose process cannot be told commits, to be safe; and
@@ -93,11 +93,15 @@ impl Closers {
         if known || w.many {
             return;
         }
-        match (owner, process_of(req.pid())) {
-            (Some(o), _) if w.owners.len() < MAX_WRITERS => w.owners.push(o.0),
-            (None, Some(p)) if w.processes.contains(&p) => {}
-            (None, Some(p)) if w.processes.len() < MAX_WRITERS => w.processes.push(p),
-            _ => w.many = true,
+        match owner {
+            Some(o) if w.owners.len() < MAX_WRITERS => w.owners.push(o.0),
+            Some(_) => w.many = true,
+            None => match process_of(req.pid()) {
+                Some(p) if w.processes.contains(&p) => {}
+                Some(p) if w.processes.len() < MAX_WRITERS => w.processes.push(p),
+                // Too many, or a process that cannot be named: every close commits.
+                _ => w.many = true,
+            },
         }
     }
 
