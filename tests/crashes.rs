@@ -18,14 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Kind, TestStore, bytes, path_str, sha256_hex};
-
-fn env_u64(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Kind, TestStore, bytes, env_u64, path_str, sha256_hex};
 
 /// A small deterministic generator (xorshift), so that a seed replays a run.
 struct Rng(u64);

@@ -13,14 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::s3::{Fault, Target};
-use common::{Kind, TestStore, bytes, path_str, sha256_hex};
-
-fn env_count(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Kind, TestStore, bytes, env_u64, path_str, sha256_hex};
 
 /// The bytes of workload file `i`: mostly small, every 25th a few MiB (several blocks), and
 /// every 100th large enough for a multipart upload.
@@ -87,7 +80,7 @@ fn each_fault_on_command_is_absorbed() {
 
 #[test]
 fn a_tenth_of_requests_failing_loses_nothing() {
-    let count = env_count("MLTRACK_FAULT_FILES", 200);
+    let count = env_u64("MLTRACK_FAULT_FILES", 200);
     let t = TestStore::new(Kind::S3);
     let faults = &t.server().faults;
     let m = t.mount(&t.dir.path().join("cache"), &[]);
