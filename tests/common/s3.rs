@@ -249,7 +249,7 @@ impl S3Server {
         let addr = std_listener.local_addr().expect("listener address");
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let f = faults.clone();
-        let writes = Arc::new(tokio::sync::Mutex::new(()));
+        let writes = Arc::new(tokio::sync::RwLock::new(()));
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -316,11 +316,19 @@ impl S3Server {
                                 // s3s-fs checks a condition and then writes, not atomically, and
                                 // two overlapping writers of one key can leave its data and its
                                 // stored checksum from different writers (every later GET then
-                                // fails). Real servers apply writes atomically; taking writes
-                                // one at a time makes this test double do the same.
+                                // fails). It also renames the new data into place before its
+                                // checksum, and a GET reads the two at different moments, so a
+                                // GET that overlaps a write of its key can pair one version's
+                                // bytes with the other's checksum. Real servers apply a write
+                                // atomically, for readers too: taking writes one at a time, and
+                                // none while a request opens what it reads (the response then
+                                // streams from the file it opened), makes this test double do
+                                // the same.
                                 let is_write = req.method() == hyper::Method::PUT
-                                    || req.method() == hyper::Method::POST;
+                                    || req.method() == hyper::Method::POST
+                                    || req.method() == hyper::Method::DELETE;
                                 if !is_write {
+                                    let _no_write_meanwhile = writes.read().await;
                                     return hyper::service::Service::call(&svc, req).await;
                                 }
                                 // Real servers store a body only once it is whole: it is read
@@ -338,7 +346,7 @@ impl S3Server {
                                 // cannot cancel a write halfway, which a real server would not.
                                 let req = hyper::Request::from_parts(parts, s3s::Body::from(body));
                                 let write = tokio::spawn(async move {
-                                    let _one_at_a_time = writes.lock().await;
+                                    let _one_at_a_time = writes.write().await;
                                     svc.call(req).await
                                 });
                                 match write.await {
