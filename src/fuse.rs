@@ -86,14 +86,11 @@ impl Closers {
     /// Records who wrote through the handle: the lock owner if the request has one.
     fn wrote(&self, req: &Request, owner: Option<LockOwner>) {
         let mut w = self.wrote.lock().unwrap_or_else(|p| p.into_inner());
-        let known = match owner {
-            Some(o) => w.owners.contains(&o.0),
-            None => false,
-        };
-        if known || w.many {
+        if w.many {
             return;
         }
         match owner {
+            Some(o) if w.owners.contains(&o.0) => {}
             Some(o) if w.owners.len() < MAX_WRITERS => w.owners.push(o.0),
             Some(_) => w.many = true,
             None => match process_of(req.pid()) {
