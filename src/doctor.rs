@@ -104,21 +104,24 @@ fn check_fuse() -> Check {
 
 fn check_cache_dir(dir: &Path) -> Check {
     let name = "cache";
-    let probe = dir.join(format!(".doctor-{}", std::process::id()));
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|_| std::fs::write(&probe, b"x"))
-        .and_then(|_| std::fs::remove_file(&probe));
+    // Opened as a mount opens it: a directory another user could change is refused here too.
+    let result = crate::fs::cache::CacheDir::open(dir, true).and_then(|cache| {
+        let probe = format!(".doctor-{}", std::process::id());
+        let spool = cache.spool()?;
+        spool.open_file(&probe, crate::trusted::Open::CreateNew)?;
+        spool.remove_file(&probe)
+    });
     match result {
         Ok(()) => Check {
             name,
             status: Status::Ok,
-            detail: format!("{} is writable", dir.display()),
+            detail: format!("{} is private to you and writable", dir.display()),
         },
         Err(e) => Check {
             name,
             status: Status::Fail,
             detail: format!(
-                "{} is not writable ({e}): set --cache-dir or MLTRACK_CACHE_DIR",
+                "{} cannot be used ({e}): set --cache-dir or MLTRACK_CACHE_DIR",
                 dir.display()
             ),
         },

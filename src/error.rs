@@ -65,4 +65,17 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { path, source }
     }
+
+    /// Like [`Error::io`], for the work of a [`crate::trusted::TrustedDir`]: its refusals are
+    /// whole sentences that name the path already, and are kept as they are.
+    pub fn in_dir(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| {
+            if source.get_ref().is_some() {
+                Error::Refused(source.to_string())
+            } else {
+                Error::Io { path, source }
+            }
+        }
+    }
 }

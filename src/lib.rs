@@ -21,4 +21,5 @@ pub mod mount;
 pub mod runs;
 pub mod storage;
 pub mod time;
+pub mod trusted;
 pub mod units;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::fs::cache::BlockCache;
+use crate::fs::cache::{BlockCache, CacheDir};
 use crate::fs::reader::Reader;
 use crate::fs::{Tree, TreeOptions};
 use crate::fuse::MltrackFs;
@@ -67,19 +67,19 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
             .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?,
     );
     let reader = Arc::new(Reader::new(runs.data().clone(), cache.clone()));
+    let spool = cache.dir().spool().with_context(|| {
+        format!(
+            "cannot open the spool in {}",
+            config.cache_dir.join("spool").display()
+        )
+    })?;
     let tree_opts = TreeOptions {
         refresh: opts.refresh,
-        spool_dir: config.cache_dir.join("spool"),
+        spool: Arc::new(spool),
         default_run_type: config.default_run_type,
         default_modes: config.default_storage_modes.clone(),
         read_only: opts.read_only,
     };
-    std::fs::create_dir_all(&tree_opts.spool_dir).with_context(|| {
-        format!(
-            "cannot create the spool in {}",
-            tree_opts.spool_dir.display()
-        )
-    })?;
     let tree = Arc::new(Tree::new(runs.clone(), tree_opts, Some(cache)));
     let fs = MltrackFs::new(tree, reader, tokio::runtime::Handle::current());
 
@@ -146,13 +146,14 @@ fn finished(r: std::result::Result<std::io::Result<()>, tokio::task::JoinError>)
 
 /// Starts `mltrack mount --foreground` detached and waits for the mount to appear.
 fn spawn_background(config: &Config, mountpoint: &Path) -> Result<()> {
-    std::fs::create_dir_all(&config.cache_dir)
-        .with_context(|| format!("cannot create {}", config.cache_dir.display()))?;
-    let log_path = config.cache_dir.join("mount.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
+    // The log goes in the cache directory, opened as the cache is: nothing planted there is
+    // followed (docs/SECURITY.md).
+    let cache_dir = CacheDir::open(&config.cache_dir, true)
+        .with_context(|| format!("cannot use the cache in {}", config.cache_dir.display()))?;
+    let log_path = cache_dir.log_path();
+    let log = cache_dir
+        .open_log()
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe()?;
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.push("--foreground".into());
@@ -182,7 +183,7 @@ fn spawn_background(config: &Config, mountpoint: &Path) -> Result<()> {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail = cache_dir.read_log().unwrap_or_default();
             let last = tail
                 .lines()
                 .rev()

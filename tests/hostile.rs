@@ -5,14 +5,10 @@
 mod common;
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Kind, TestStore, bytes, path_str, sha256_hex};
-
-/// The uid and gid of `nobody`, another user of the machine.
-const NOBODY: u32 = 65534;
+use common::{Kind, TestStore, as_nobody, bytes, open_path_to, path_str, sha256_hex};
 
 fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     match r {
@@ -241,27 +237,6 @@ both_backends!(
     hostile_names_are_refused_and_nothing_is_recorded,
     hostile_bucket_contents_are_skipped_and_escape_nothing,
 );
-
-/// Makes every directory from `/` down to the one holding `dir` searchable by other users.
-fn open_path_to(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    for a in dir.ancestors().skip(1) {
-        if a == Path::new("/") || a.as_os_str().is_empty() {
-            break;
-        }
-        let mode = std::fs::metadata(a).expect("stat").permissions().mode();
-        std::fs::set_permissions(a, std::fs::Permissions::from_mode(mode | 0o755)).expect("chmod");
-    }
-}
-
-fn as_nobody(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .expect("run as nobody")
-}
 
 #[test]
 fn other_users_see_the_mount_only_with_allow_other() {

@@ -825,7 +825,8 @@ impl Tmpfs {
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={size}"),
+                // Private, as a cache directory must be (a tmpfs is 1777 by default).
+                &format!("size={size},mode=0700"),
                 "tmpfs",
                 path_str(&dir),
             ])

@@ -19,11 +19,11 @@
 //! is served uncached. A block another mount evicted reads as a hole, fails verification and is
 //! fetched again; a block another mount already wrote is not counted twice.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -32,12 +32,15 @@ use lru::LruCache;
 use crate::cas::hashing::{self, BLOCK_SIZE};
 use crate::cas::metadata::ObjectMetadata;
 use crate::ids::Digest;
+use crate::trusted::Open;
+
+pub use super::cache_dir::{CacheDir, CachedFile};
 
 type BlockKey = (Digest, u64);
 
 #[derive(Debug)]
 pub struct BlockCache {
-    dir: PathBuf,
+    dir: CacheDir,
     limit: u64,
     state: Mutex<State>,
 }
@@ -55,10 +58,8 @@ struct State {
 impl BlockCache {
     /// Opens the cache under `dir`, creating it, and indexes what is already there.
     pub fn open(dir: &Path, limit: u64) -> io::Result<BlockCache> {
-        let objects = dir.join("objects");
-        fs::create_dir_all(&objects)?;
         let cache = BlockCache {
-            dir: dir.to_path_buf(),
+            dir: CacheDir::open(dir, true)?,
             limit,
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
@@ -74,8 +75,9 @@ impl BlockCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn path(&self, h: &Digest) -> PathBuf {
-        self.dir.join("objects").join(h.fanout()).join(h.to_hex())
+    /// The cache directory's files.
+    pub fn dir(&self) -> &CacheDir {
+        &self.dir
     }
 
     /// Indexes the blocks present in the cache files, oldest files first in LRU order.
@@ -83,7 +85,7 @@ impl BlockCache {
         // Under the lock, so that no other mount changes the files while they are counted.
         let lock = self.dir_lock()?;
         let mut found = Vec::new();
-        for f in scan(&self.dir)? {
+        for f in self.dir.scan()? {
             for (block, size) in f.blocks {
                 found.push((f.modified, (f.hash, block), size));
             }
@@ -121,7 +123,9 @@ impl BlockCache {
 
     /// Reads a block from its cache file and verifies it, without touching the index.
     fn read_verified(&self, meta: &ObjectMetadata, block: u64) -> Option<Bytes> {
-        let got = File::open(self.path(&meta.hash))
+        let got = self
+            .dir
+            .object(&meta.hash, Open::Read)
             .ok()
             .and_then(|f| read_block_verified(&f, meta, block));
         if let Some(buf) = got {
@@ -144,12 +148,11 @@ impl BlockCache {
         if self.lock().lru.contains(&key) {
             return Ok(());
         }
-        let path = self.path(&meta.hash);
         let start = meta.block_range(block).start;
         // Written by another mount sharing the directory: counted already. Or a block that
         // failed verification and could not be punched out (a reader had the file pinned):
         // then it is overwritten with the verified bytes.
-        if let Ok(f) = OpenOptions::new().read(true).write(true).open(&path)
+        if let Ok(f) = self.dir.object(&meta.hash, Open::ReadWrite)
             && has_data_at(&f, start)
         {
             let mut there = vec![0u8; data.len()];
@@ -164,14 +167,7 @@ impl BlockCache {
         if !self.evict_to_fit(&lock, size) {
             return Ok(());
         }
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let file = self.dir.object(&meta.hash, Open::ReadWriteCreate)?;
         if file.metadata()?.len() != meta.size {
             file.set_len(meta.size)?;
         }
@@ -193,59 +189,40 @@ impl BlockCache {
         Ok(())
     }
 
-    fn metadata_path(&self, h: &Digest) -> PathBuf {
-        self.dir
-            .join("metadata")
-            .join(h.fanout())
-            .join(format!("{}.json", h.to_hex()))
-    }
-
     /// The `metadata.json` of object `h` as an earlier mount kept it, if it did. The caller
     /// parses it, which checks it describes `h`.
     pub fn kept_metadata(&self, h: &Digest) -> Option<Vec<u8>> {
-        fs::read(self.metadata_path(h)).ok()
+        self.dir.kept_metadata(h)
     }
 
     /// Keeps a copy of the object's `metadata.json` (best effort; a few hundred bytes per
     /// object, not counted against the limit).
     pub fn keep_metadata(&self, h: &Digest, bytes: &[u8]) {
-        let path = self.metadata_path(h);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let kept = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| fs::write(&tmp, bytes))
-            .and_then(|()| fs::rename(&tmp, &path));
-        if kept.is_err() {
-            let _ = fs::remove_file(&tmp);
+        if let Err(e) = self.dir.keep_metadata(h, bytes) {
+            tracing::debug!(hash = %h, error = %e, "could not keep a copy of metadata.json");
         }
     }
 
-    /// Makes a file holding exactly the bytes of `meta` (a spool that was just hashed into
-    /// it) the object's cache file: `link` names it at the cache path. Nothing happens if the
-    /// object is already (partly) cached or cannot fit. Returns whether it was adopted.
-    pub fn adopt(&self, meta: &ObjectMetadata, link: impl FnOnce(&Path) -> io::Result<()>) -> bool {
+    /// Makes `file`, holding exactly the bytes of `meta` (a spool that was just hashed into
+    /// it), the object's cache file. Nothing happens if the object is already (partly) cached
+    /// or cannot fit. Returns whether it was adopted.
+    pub fn adopt(&self, meta: &ObjectMetadata, file: &File) -> bool {
         if meta.size == 0 || meta.size > self.limit || meta.block_size != BLOCK_SIZE {
             return false;
         }
-        let path = self.path(&meta.hash);
         let Ok(lock) = self.dir_lock() else {
             return false;
         };
-        if path.exists() || !self.evict_to_fit(&lock, meta.size) {
+        if self.dir.has_object(&meta.hash) || !self.evict_to_fit(&lock, meta.size) {
             return false;
         }
-        let linked = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| link(&path));
-        if let Err(e) = linked {
+        if let Err(e) = self.dir.link_object(&meta.hash, file) {
             tracing::debug!(hash = %meta.hash, error = %e, "could not adopt a spool into the cache");
             return false;
         }
         lock.set_total(lock.total() + meta.size);
         let mut state = self.lock();
-        if let Ok(f) = File::open(&path)
+        if let Ok(f) = self.dir.object(&meta.hash, Open::Read)
             && let Some(identity) = identity_of(&f)
         {
             record_verified(&mut state.verified, meta.hash, &f, identity);
@@ -258,12 +235,10 @@ impl BlockCache {
         true
     }
 
-    /// The path of the object's cache file if every block of it is cached.
-    pub fn complete_file(&self, meta: &ObjectMetadata) -> Option<PathBuf> {
+    /// Whether every block of the object is cached.
+    fn is_complete(&self, meta: &ObjectMetadata) -> bool {
         let mut state = self.lock();
-        let all =
-            (0..meta.block_hashes.len() as u64).all(|b| state.lru.get(&(meta.hash, b)).is_some());
-        all.then(|| self.path(&meta.hash))
+        (0..meta.block_hashes.len() as u64).all(|b| state.lru.get(&(meta.hash, b)).is_some())
     }
 
     /// Evicts least recently used blocks until `incoming` more bytes fit in the directory's
@@ -278,7 +253,7 @@ impl BlockCache {
             let Some(((h, block), size)) = state.lru.pop_lru() else {
                 break;
             };
-            match punch(&self.path(&h), block * BLOCK_SIZE, size) {
+            match punch(&self.dir, &h, block * BLOCK_SIZE, size) {
                 Ok(Punched::Freed) => {
                     state.used = state.used.saturating_sub(size);
                     total = total.saturating_sub(size);
@@ -301,7 +276,7 @@ impl BlockCache {
         drop(state);
         // A file whose hole could not be punched is removed whole; its other blocks go too.
         for h in unpunchable {
-            let _ = fs::remove_file(self.path(&h));
+            let _ = self.dir.remove_object(&h);
             let mut state = self.lock();
             let gone: Vec<BlockKey> = state
                 .lru
@@ -322,8 +297,10 @@ impl BlockCache {
     /// Opens a complete, verified cache file for the kernel to read directly, pinned: while the
     /// returned file is open it holds a shared `flock`, and no mount punches holes in it.
     pub fn open_pinned(&self, meta: &ObjectMetadata) -> Option<File> {
-        let path = self.complete_file(meta)?;
-        let file = File::open(&path).ok()?;
+        if !self.is_complete(meta) {
+            return None;
+        }
+        let file = self.dir.object(&meta.hash, Open::Read).ok()?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
             return None;
@@ -368,19 +345,14 @@ impl BlockCache {
         let mut state = self.lock();
         if let Some(size) = state.lru.pop(key) {
             state.used = state.used.saturating_sub(size);
-            if let Ok(Punched::Freed) = punch(&self.path(&key.0), key.1 * BLOCK_SIZE, size) {
+            if let Ok(Punched::Freed) = punch(&self.dir, &key.0, key.1 * BLOCK_SIZE, size) {
                 lock.set_total(lock.total().saturating_sub(size));
             }
         }
     }
 
     fn dir_lock(&self) -> io::Result<DirLock> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(self.dir.join("lock"))?;
+        let f = self.dir.lock_file()?;
         // SAFETY: flock on a descriptor we own; released when it closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error());
@@ -484,8 +456,8 @@ fn set_verified_mark(file: &File, value: &str) {
 
 /// Frees `len` bytes at `offset` of the file, keeping its size. Frees nothing while the file
 /// is pinned (some process holds a shared `flock` on it).
-fn punch(path: &Path, offset: u64, len: u64) -> io::Result<Punched> {
-    let f = match OpenOptions::new().write(true).open(path) {
+fn punch(dir: &CacheDir, h: &Digest, offset: u64, len: u64) -> io::Result<Punched> {
+    let f = match dir.object(h, Open::ReadWrite) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Punched::AlreadyGone),
         Err(e) => return Err(e),
@@ -512,52 +484,11 @@ fn punch(path: &Path, offset: u64, len: u64) -> io::Result<Punched> {
     Ok(Punched::Freed)
 }
 
-/// One object's file in a cache directory, as `scan` found it.
-#[derive(Debug)]
-pub struct CachedFile {
-    pub hash: Digest,
-    pub path: PathBuf,
-    pub modified: Option<std::time::SystemTime>,
-    /// The blocks present in it: (block number, bytes).
-    pub blocks: Vec<(u64, u64)>,
-}
-
-/// Every object file in the cache directory `dir` and the blocks it holds (start-up indexing,
-/// and `mltrack fsck`, which verifies them). Names that are not a hash are skipped.
-pub fn scan(dir: &Path) -> io::Result<Vec<CachedFile>> {
-    let mut out = Vec::new();
-    for fan in fs::read_dir(dir.join("objects"))?.flatten() {
-        let Ok(files) = fs::read_dir(fan.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let Some(hash) = f
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Digest>().ok())
-            else {
-                continue;
-            };
-            let Ok(meta) = f.metadata() else { continue };
-            let Ok(file) = File::open(f.path()) else {
-                continue;
-            };
-            out.push(CachedFile {
-                hash,
-                path: f.path(),
-                modified: meta.modified().ok(),
-                blocks: present_blocks(&file, meta.len()),
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// Punches a block that failed verification out of a cache file (`mltrack fsck --repair`).
 /// A mount that has it indexed then reads a hole, which fails verification, and fetches the
 /// block again.
-pub fn drop_block_file(path: &Path, block: u64, size: u64) -> io::Result<()> {
-    match punch(path, block * BLOCK_SIZE, size)? {
+pub fn drop_block_file(dir: &CacheDir, h: &Digest, block: u64, size: u64) -> io::Result<()> {
+    match punch(dir, h, block * BLOCK_SIZE, size)? {
         Punched::Freed | Punched::AlreadyGone => Ok(()),
         Punched::Pinned => Err(io::Error::new(
             io::ErrorKind::ResourceBusy,
@@ -575,33 +506,4 @@ pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Op
     let mut buf = vec![0u8; (range.end - range.start) as usize];
     file.read_exact_at(&mut buf, range.start).ok()?;
     (hashing::sha256(&buf) == *expected).then_some(buf)
-}
-
-/// The blocks of a cache file that hold data (each block wholly inside a data extent).
-fn present_blocks(file: &File, len: u64) -> Vec<(u64, u64)> {
-    let fd = file.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        // SAFETY: lseek on a descriptor we own.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { len as i64 } else { hole };
-        let first = (data as u64).div_ceil(BLOCK_SIZE);
-        let mut b = first;
-        while b * BLOCK_SIZE < hole as u64 {
-            let end = ((b + 1) * BLOCK_SIZE).min(len);
-            if end > hole as u64 {
-                break;
-            }
-            out.push((b, end - b * BLOCK_SIZE));
-            b += 1;
-        }
-        pos = hole;
-    }
-    out
 }

@@ -9,12 +9,12 @@
 //! the mount. Reads go through [`reader::Reader`] and the verified block cache.
 
 pub mod cache;
+pub mod cache_dir;
 pub mod reader;
 pub mod spool;
 mod write;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -106,7 +106,7 @@ pub struct TreeOptions {
     /// How long listings and manifests read from the store are trusted.
     pub refresh: Duration,
     /// Where files being written are spooled (on the cache's filesystem).
-    pub spool_dir: PathBuf,
+    pub spool: Arc<crate::trusted::TrustedDir>,
     /// The run type of runs made with `mkdir` outside `by_type`.
     pub default_run_type: RunType,
     /// The views every run made with `mkdir` gets, besides the one it was made in.
@@ -139,6 +139,15 @@ pub struct Tree {
     /// View key directories made on this mount that have no run yet.
     keys: Mutex<BTreeSet<(StorageMode, String)>>,
     mounted_at: SystemTime,
+}
+
+/// The permission bits a run file shows, whatever its manifest entry records: no setuid,
+/// setgid or sticky bit, and no write for group or other (at most `0o755`). A mode from the
+/// bucket (a hostile manifest, a tree copied with umask 0) must not let every user of an
+/// `--allow-other` mount write a file the daemon then commits (docs/SECURITY.md). The entry
+/// keeps the mode as recorded.
+pub fn shown_mode(recorded: u32) -> u16 {
+    (recorded & 0o755) as u16
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -180,7 +189,7 @@ impl Tree {
     }
 
     pub fn spool_dir(&self) -> &std::path::Path {
-        &self.opts.spool_dir
+        self.opts.spool.path()
     }
 
     pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
@@ -731,7 +740,7 @@ impl Tree {
                     return Ok(Some(file(
                         w.size(),
                         t.mtime().into(),
-                        (t.mode & 0o7777) as u16,
+                        shown_mode(t.mode),
                         Duration::ZERO,
                     )));
                 }
@@ -740,12 +749,7 @@ impl Tree {
                     .await?
                     .and_then(|m| m.0.files.get(path).cloned())
                 {
-                    Some(e) => file(
-                        e.size,
-                        e.mtime.into(),
-                        (e.mode & 0o7777) as u16,
-                        self.refresh,
-                    ),
+                    Some(e) => file(e.size, e.mtime.into(), shown_mode(e.mode), self.refresh),
                     None => return Ok(None),
                 }
             }

@@ -1,7 +1,8 @@
 //! Files being written through the mount: each is a spool file on local disk that collects the
 //! writes, in any pattern, until `close()` or `fsync()` commits it to the store.
 //!
-//! A spool is an anonymous file (`O_TMPFILE`) in `<cache-dir>/spool`: it has no name, so a
+//! A spool is an anonymous file (`O_TMPFILE`, `0600`) in `<cache-dir>/spool`, opened from the
+//! checked directory descriptor (`crate::trusted`), never by path: it has no name, so a
 //! crashed daemon leaves nothing behind and several mounts sharing the directory cannot step
 //! on each other. It is reached by path as `/proc/self/fd/<n>` when it is hashed and uploaded,
 //! and given a name only when it becomes the object's cache file after its last close.
@@ -21,9 +22,9 @@
 //! write pattern (a seek back, a truncate, a reference) abandons it, and the file is hashed
 //! whole at commit instead. Small files are simply hashed at commit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,6 +37,7 @@ use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::{RelPath, RunId};
 use crate::runs::manifest::FileEntry;
+use crate::trusted::TrustedDir;
 
 /// Where a write file will be recorded: a run and a path in it. Renames change it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,19 +116,12 @@ impl std::fmt::Debug for WriteFile {
 impl WriteFile {
     /// A new, empty write file in `dir`. `existing` makes it a reference to that object.
     pub fn create(
-        dir: &Path,
+        dir: &TrustedDir,
         target: Target,
         mode: u32,
         existing: Option<Arc<ObjectMetadata>>,
     ) -> Result<WriteFile> {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_TMPFILE)
-            .mode(0o600)
-            .open(dir)
-            .map_err(Error::io(dir))?;
+        let file = dir.tmpfile().map_err(Error::io(dir.path()))?;
         let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let size = existing.as_ref().map_or(0, |m| m.size);
         Ok(WriteFile {
@@ -278,27 +273,9 @@ impl WriteFile {
         st.reference = None;
     }
 
-    /// Names the spool at `dest` (a hard link of the anonymous file).
-    pub fn link_to(&self, dest: &Path) -> std::io::Result<()> {
-        let from = std::ffi::CString::new(self.proc_path.as_os_str().as_encoded_bytes())
-            .map_err(std::io::Error::other)?;
-        let to = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
-            .map_err(std::io::Error::other)?;
-        // SAFETY: two valid NUL-terminated paths; AT_SYMLINK_FOLLOW resolves the /proc link to
-        // the open file itself, which is how an O_TMPFILE file is given a name.
-        let r = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+    /// The spool file itself (to make it the object's cache file once committed).
+    pub fn spool_file(&self) -> &File {
+        &self.file
     }
 }
 

@@ -328,7 +328,7 @@ impl Tree {
         };
         let mode = existing.as_ref().map_or(mode, |e| e.mode & 0o7777);
         let file = Arc::new(WriteFile::create(
-            &self.opts.spool_dir,
+            &self.opts.spool,
             target.clone(),
             mode,
             reference,
@@ -512,8 +512,8 @@ impl Tree {
         {
             let cache = cache.clone();
             let file = file.clone();
-            let _ = tokio::task::spawn_blocking(move || cache.adopt(&meta.0, |p| file.link_to(p)))
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(move || cache.adopt(&meta.0, file.spool_file())).await;
         }
     }
 

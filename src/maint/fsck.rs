@@ -12,11 +12,13 @@ use serde::Serialize;
 use crate::cas::Progress;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
+use crate::fs::cache::CacheDir;
 use crate::ids::{Digest, Name};
 use crate::layout;
 use crate::runs::Runs;
 use crate::runs::manifest::{Manifest, ViewPointer};
 use crate::storage::{Body, PutMode, StorageError, list_all};
+use crate::trusted::Open;
 
 use super::{Inventory, ObjectKeys};
 
@@ -133,8 +135,11 @@ pub async fn fsck(
 
 /// Verifies every block present in the cache directory against its object's block hash.
 async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckReport) -> Result<()> {
-    let files = crate::fs::cache::scan(dir)
-        .map_err(|e| Error::Refused(format!("cannot read the cache in {}: {e}", dir.display())))?;
+    let cannot = |e: std::io::Error| {
+        Error::Refused(format!("cannot read the cache in {}: {e}", dir.display()))
+    };
+    let cache = CacheDir::open(dir, false).map_err(cannot)?;
+    let files = cache.scan().map_err(cannot)?;
     for f in files {
         report.cache_blocks_checked += f.blocks.len() as u64;
         // An object no longer in the store (collected by gc) cannot be checked; its blocks are
@@ -145,7 +150,7 @@ async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckRep
             Err(e) => return Err(e),
         };
         // Opened once per file; a file that cannot be read has no sound block.
-        let file = std::fs::File::open(&f.path).ok();
+        let file = cache.object(&f.hash, Open::Read).ok();
         for (block, size) in f.blocks {
             let range = (block < meta.block_hashes.len() as u64).then(|| meta.block_range(block));
             let sound = range.is_some_and(|r| r.end - r.start == size)
@@ -156,7 +161,7 @@ async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckRep
                 continue;
             }
             let repaired =
-                repair && crate::fs::cache::drop_block_file(&f.path, block, size).is_ok();
+                repair && crate::fs::cache::drop_block_file(&cache, &f.hash, block, size).is_ok();
             report.add(
                 "corrupt_cache_block",
                 f.path.display().to_string(),

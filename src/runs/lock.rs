@@ -1,27 +1,41 @@
 //! The machine-wide lock that serializes writers of one run on one machine: every mount and
-//! every CLI process updating run R of store S takes the same `flock` first.
+//! every CLI process of one user updating run R of store S takes the same `flock` first.
 //!
-//! Lock files live in a directory shared by all users of the machine (`$MLTRACK_LOCK_DIR`,
-//! default `/tmp/mltrack-locks`, mode 1777), named by a hash of the store and the run id, so
-//! that two stores never share a lock and no run id ever becomes a path. The lock is released
-//! when the guard drops, and by the kernel if the process dies.
+//! Lock files live in a directory only that user (or root) can write: `$MLTRACK_LOCK_DIR`,
+//! else `/run/mltrack/locks` for root (the systemd unit's `RuntimeDirectory=`),
+//! `$XDG_RUNTIME_DIR/mltrack/locks` for other users, and `/tmp/mltrack-locks-<uid>` where
+//! there is no runtime directory. A lock is named by a hash of the store and the run id, so
+//! that two stores never share a lock and no run id ever becomes a path. The directory and
+//! the file are opened through [`TrustedDir`]: nothing planted there is followed, and a
+//! directory another user could change is refused (docs/SECURITY.md). Writers of different
+//! users, like writers on different machines, are kept apart by the store's conditional
+//! writes. The lock is released when the guard drops, and by the kernel if the process dies.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::ids::RunId;
+use crate::trusted::{Open, Policy, TrustedDir};
 
 pub struct RunLock {
     _file: File,
 }
 
-fn lock_dir() -> PathBuf {
-    std::env::var_os("MLTRACK_LOCK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/mltrack-locks"))
+/// Where this process keeps its run locks (see the module documentation).
+pub fn lock_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MLTRACK_LOCK_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from("/run/mltrack/locks");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("mltrack").join("locks"),
+        None => PathBuf::from(format!("/tmp/mltrack-locks-{uid}")),
+    }
 }
 
 impl RunLock {
@@ -30,23 +44,16 @@ impl RunLock {
         let dir = lock_dir();
         let name = crate::cas::hashing::sha256(format!("{store}\n{run}").as_bytes()).to_hex()[..32]
             .to_string();
-        let path = dir.join(name);
         crate::cas::blocking(move || {
-            if !dir.exists() {
-                fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-                // Shared by every user of the machine, like /tmp itself.
-                let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777));
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(Error::io(&path))?;
-            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o666));
+            let hint = "set MLTRACK_LOCK_DIR to a directory of your own";
+            let locks =
+                TrustedDir::open(&dir, Policy::Locks, true, hint).map_err(Error::in_dir(&dir))?;
+            let file = locks
+                .open_file(&name, Open::Lock)
+                .map_err(Error::in_dir(dir.join(&name)))?;
             // SAFETY: flock on a descriptor we own; released when the file is closed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(Error::io(&path)(std::io::Error::last_os_error()));
+                return Err(Error::io(&dir.join(&name))(std::io::Error::last_os_error()));
             }
             Ok(RunLock { _file: file })
         })

@@ -8,10 +8,15 @@
 //! they compare the ETag and rename. The ETag is the file's inode, size and modification time,
 //! which every replacement changes. Empty directories left by deletes are pruned so that they
 //! do not show up as common prefixes. `.tmp` and `.locks` are hidden from listings.
+//!
+//! Another local user must not be able to steer these writes (docs/SECURITY.md): the root is
+//! a [`TrustedDir`] (owned by root or us, writable by no one else, refused otherwise), and
+//! every key is reached from it one directory at a time without following links; files and
+//! directories are made `0600`/`0700`, or as readable as the root directory itself is.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::ops::Range;
+use std::ops::{Deref, Range};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -21,10 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use rustix::fs::{FileType, Stat};
 
 use super::{
     Body, GetResult, ListPage, ObjectMeta, ObjectStore, PutMode, Result, StorageError, check_key,
 };
+use crate::trusted::{Open, Policy, TrustedDir};
 
 const TMP_DIR: &str = ".tmp";
 const LOCK_DIR: &str = ".locks";
@@ -36,107 +43,166 @@ pub struct LocalStore {
 
 #[derive(Debug)]
 struct Inner {
-    root: PathBuf,
+    /// The store's root, as canonically named (its identity, for the run locks).
+    path: PathBuf,
+    root: TrustedDir,
+    tmp: TrustedDir,
+    locks: TrustedDir,
     /// Makes temporary names unique within this process (the pid makes them unique across).
     counter: AtomicU64,
 }
 
+/// A directory of the store: the root itself, or one opened below it.
+enum Dir<'a> {
+    Root(&'a TrustedDir),
+    Sub(TrustedDir),
+}
+
+impl Deref for Dir<'_> {
+    type Target = TrustedDir;
+    fn deref(&self) -> &TrustedDir {
+        match self {
+            Dir::Root(d) => d,
+            Dir::Sub(d) => d,
+        }
+    }
+}
+
+fn io_err(op: &'static str, key: &str) -> impl FnOnce(io::Error) -> StorageError {
+    let key = key.to_string();
+    move |source| StorageError::Io { op, key, source }
+}
+
+/// Absent: a missing key, or a key under something that is not a directory.
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
 impl LocalStore {
-    /// Opens (creating if needed) the store rooted at `root`.
+    /// Opens (creating if needed, `0700`) the store rooted at `root`. A root another user
+    /// could change is refused (see [`TrustedDir`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for dir in [root.clone(), root.join(TMP_DIR), root.join(LOCK_DIR)] {
-            fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-                op: "create store directory",
-                key: dir.display().to_string(),
-                source,
-            })?;
-        }
+        let shown = root.display().to_string();
+        let hint = "point MLTRACK_STORE at a directory of your own";
+        let dir = TrustedDir::open(&root, Policy::Private, true, hint)
+            .map_err(io_err("open store directory", &shown))?;
+        let tmp = dir
+            .subdir(TMP_DIR, true)
+            .map_err(io_err("open store directory", &shown))?;
+        let locks = dir
+            .subdir(LOCK_DIR, true)
+            .map_err(io_err("open store directory", &shown))?;
         // One store, one identity, however its path was spelled (the run locks depend on it).
-        let root = fs::canonicalize(&root).unwrap_or(root);
+        let path = std::fs::canonicalize(&root).unwrap_or(root);
         Ok(LocalStore {
             inner: Arc::new(Inner {
-                root,
+                path,
+                root: dir,
+                tmp,
+                locks,
                 counter: AtomicU64::new(0),
             }),
         })
     }
 
     pub fn root(&self) -> &Path {
-        &self.inner.root
+        &self.inner.path
     }
 }
 
+/// A key's directory part (`""` at the root) and its last name.
+fn split(key: &str) -> Result<(&str, &str)> {
+    check_key(key)?;
+    Ok(match key.rfind('/') {
+        Some(i) => (&key[..i], &key[i + 1..]),
+        None => ("", key),
+    })
+}
+
 impl Inner {
-    fn path(&self, key: &str) -> Result<PathBuf> {
-        check_key(key)?;
-        Ok(self.root.join(key))
+    /// The store directory `dir` (`""` for the root), made when `create` is set.
+    fn dir(&self, dir: &str, create: bool) -> io::Result<Dir<'_>> {
+        if dir.is_empty() {
+            Ok(Dir::Root(&self.root))
+        } else {
+            self.root.subdir(dir, create).map(Dir::Sub)
+        }
     }
 
-    fn tmp_path(&self) -> PathBuf {
+    fn tmp_name(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        self.root
-            .join(TMP_DIR)
-            .join(format!("{}-{n}-{nanos}", std::process::id()))
+        format!("{}-{n}-{nanos}", std::process::id())
     }
 
-    fn lock_path(&self, key: &str) -> PathBuf {
-        let h = crate::cas::hashing::sha256(key.as_bytes());
-        self.root.join(LOCK_DIR).join(&h.to_hex()[..24])
+    fn lock_name(key: &str) -> String {
+        crate::cas::hashing::sha256(key.as_bytes()).to_hex()[..24].to_string()
     }
 
     fn put_blocking(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
-        let dest = self.path(key)?;
-        let io = |op: &'static str| {
-            let key = key.to_string();
-            move |source| StorageError::Io { op, key, source }
+        let (dir, name) = split(key)?;
+        let io = |op: &'static str| io_err(op, key);
+        let tmp = self.tmp_name();
+        let written = self
+            .tmp
+            .open_file(&tmp, Open::CreateNew)
+            .and_then(|mut out| write_body(&mut out, &body));
+        // The ETag is the new file's own: a rename or link keeps its inode, size and mtime, so
+        // it is known without looking the key up again (where a concurrent delete may already
+        // have removed it).
+        let new_etag = match written {
+            Ok(etag) => etag,
+            Err(e) => {
+                let _ = self.tmp.remove_file(&tmp);
+                return Err(io("write")(e));
+            }
         };
-        let tmp = self.tmp_path();
-        let written = write_tmp(&tmp, &body).map_err(io("write"));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
         let result = match mode {
             PutMode::Overwrite => {
-                retry_parent(&dest, || fs::rename(&tmp, &dest)).map_err(io("rename"))
+                retry_parent(|| self.dir(dir, true), |d| self.tmp.rename(&tmp, d, name))
+                    .map_err(io("rename"))
             }
-            PutMode::Create => match retry_parent(&dest, || fs::hard_link(&tmp, &dest)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    Err(StorageError::AlreadyExists {
-                        key: key.to_string(),
-                    })
-                }
-                Err(e) => Err(io("link")(e)),
-            },
-            PutMode::Update(expected) => {
-                let _lock = KeyLock::acquire(&self.lock_path(key)).map_err(io("lock"))?;
-                match fs::metadata(&dest) {
-                    Ok(m) if etag_of(&m) == expected => {
-                        fs::rename(&tmp, &dest).map_err(io("rename"))
-                    }
-                    Ok(_) => Err(StorageError::PreconditionFailed {
-                        key: key.to_string(),
-                    }),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        Err(StorageError::PreconditionFailed {
+            PutMode::Create => {
+                match retry_parent(|| self.dir(dir, true), |d| self.tmp.link(&tmp, d, name)) {
+                    Ok(d) => Ok(d),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        Err(StorageError::AlreadyExists {
                             key: key.to_string(),
                         })
                     }
-                    Err(e) => Err(io("stat")(e)),
+                    Err(e) => Err(io("link")(e)),
+                }
+            }
+            PutMode::Update(expected) => {
+                let _lock =
+                    KeyLock::acquire(&self.locks, &Self::lock_name(key)).map_err(io("lock"))?;
+                let failed = || StorageError::PreconditionFailed {
+                    key: key.to_string(),
+                };
+                match self.dir(dir, false) {
+                    Ok(d) => match d.stat(name) {
+                        Ok(Some(st)) if is_file(&st) && etag_of(&st) == expected => self
+                            .tmp
+                            .rename(&tmp, &d, name)
+                            .map(|()| d)
+                            .map_err(io("rename")),
+                        Ok(_) => Err(failed()),
+                        Err(e) => Err(io("stat")(e)),
+                    },
+                    Err(e) if is_absent(&e) => Err(failed()),
+                    Err(e) => Err(io("open directory")(e)),
                 }
             }
         };
         // After a link the temporary name is still there; after a failed rename too.
-        let _ = fs::remove_file(&tmp);
-        result?;
-        if let Some(parent) = dest.parent() {
-            sync_dir(parent).map_err(io("fsync directory"))?;
-        }
-        let meta = fs::metadata(&dest).map_err(io("stat"))?;
-        Ok(etag_of(&meta))
+        let _ = self.tmp.remove_file(&tmp);
+        let d = result?;
+        d.sync().map_err(io("fsync directory"))?;
+        Ok(new_etag)
     }
 
     fn list_blocking(&self, prefix: &str, delimited: bool) -> Result<ListPage> {
@@ -144,53 +210,38 @@ impl Inner {
             Some(i) => (&prefix[..=i], &prefix[i + 1..]),
             None => ("", prefix),
         };
+        let dir_name = dir_part.trim_end_matches('/');
         if !dir_part.is_empty() {
-            check_key(dir_part.trim_end_matches('/'))?;
+            check_key(dir_name)?;
         }
         let mut page = ListPage::default();
-        let dir = self.root.join(dir_part);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.kind() == io::ErrorKind::NotADirectory =>
-            {
-                return Ok(page);
-            }
-            Err(source) => {
-                return Err(StorageError::Io {
-                    op: "list",
-                    key: prefix.to_string(),
-                    source,
-                });
-            }
+        let list_err = io_err("list", prefix);
+        let dir = match self.dir(dir_name, false) {
+            Ok(d) => d,
+            Err(e) if is_absent(&e) => return Ok(page),
+            Err(e) => return Err(list_err(e)),
         };
-        for entry in entries {
-            let entry = entry.map_err(|source| StorageError::Io {
-                op: "list",
-                key: prefix.to_string(),
-                source,
-            })?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue; // not a key this store could have written
-            };
+        let entries = match dir.entries() {
+            Ok(e) => e,
+            Err(e) => return Err(io_err("list", prefix)(e)),
+        };
+        for (name, kind) in entries {
             if !name.starts_with(name_prefix)
                 || (dir_part.is_empty() && (name == TMP_DIR || name == LOCK_DIR))
             {
                 continue;
             }
             let key = format!("{dir_part}{name}");
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_dir() {
+            if kind == FileType::Directory {
                 if delimited {
                     page.prefixes.push(format!("{key}/"));
                 } else {
-                    self.walk(&key, &mut page.objects)?;
+                    self.walk(&dir, &name, &key, &mut page.objects)?;
                 }
-            } else if ft.is_file()
-                && let Ok(m) = entry.metadata()
+            } else if kind == FileType::RegularFile
+                && let Ok(Some(st)) = dir.stat(&name)
             {
-                page.objects.push(meta_of(key, &m));
+                page.objects.push(meta_of(key, &st));
             }
         }
         page.objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -198,129 +249,137 @@ impl Inner {
         Ok(page)
     }
 
-    fn walk(&self, key: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
-        let entries = match fs::read_dir(self.root.join(key)) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(StorageError::Io {
-                    op: "list",
-                    key: key.to_string(),
-                    source,
-                });
-            }
+    /// Lists every file below `parent/name` (the key `key`), never following a link.
+    fn walk(
+        &self,
+        parent: &TrustedDir,
+        name: &str,
+        key: &str,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<()> {
+        let dir = match parent.subdir(name, false) {
+            Ok(d) => d,
+            Err(e) if is_absent(&e) => return Ok(()),
+            Err(e) => return Err(io_err("list", key)(e)),
         };
-        for entry in entries.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
+        let entries = dir.entries().map_err(io_err("list", key))?;
+        for (name, kind) in entries {
             let child = format!("{key}/{name}");
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_dir() {
-                self.walk(&child, out)?;
-            } else if ft.is_file()
-                && let Ok(m) = entry.metadata()
+            if kind == FileType::Directory {
+                self.walk(&dir, &name, &child, out)?;
+            } else if kind == FileType::RegularFile
+                && let Ok(Some(st)) = dir.stat(&name)
             {
-                out.push(meta_of(child, &m));
+                out.push(meta_of(child, &st));
             }
         }
         Ok(())
     }
 
     fn delete_blocking(&self, key: &str) -> Result<()> {
-        let path = self.path(key)?;
-        let _lock = KeyLock::acquire(&self.lock_path(key)).map_err(|source| StorageError::Io {
-            op: "lock",
-            key: key.to_string(),
-            source,
-        })?;
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(StorageError::Io {
-                    op: "delete",
-                    key: key.to_string(),
-                    source,
-                });
+        let (dir, name) = split(key)?;
+        let _lock =
+            KeyLock::acquire(&self.locks, &Self::lock_name(key)).map_err(io_err("lock", key))?;
+        // Each directory on the way, kept open, so that the ones the delete empties can be
+        // pruned without looking them up by path again.
+        let names: Vec<&str> = if dir.is_empty() {
+            Vec::new()
+        } else {
+            dir.split('/').collect()
+        };
+        let mut chain: Vec<TrustedDir> = Vec::with_capacity(names.len());
+        for n in &names {
+            let next = chain.last().unwrap_or(&self.root).subdir(n, false);
+            match next {
+                Ok(d) => chain.push(d),
+                Err(e) if is_absent(&e) => return Ok(()),
+                Err(e) => return Err(io_err("delete", key)(e)),
             }
+        }
+        match chain.last().unwrap_or(&self.root).remove_file(name) {
+            Ok(()) => {}
+            Err(e) if is_absent(&e) => return Ok(()),
+            Err(e) => return Err(io_err("delete", key)(e)),
         }
         // Prune directories the delete emptied, so they do not list as prefixes; a concurrent
         // writer re-creates what it needs (see `retry_parent`).
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == self.root || fs::remove_dir(d).is_err() {
+        for i in (0..names.len()).rev() {
+            let parent = if i == 0 { &self.root } else { &chain[i - 1] };
+            if parent.remove_dir(names[i]).is_err() {
                 break;
             }
-            dir = d.parent();
         }
         Ok(())
     }
 }
 
-fn write_tmp(tmp: &Path, body: &Body) -> io::Result<()> {
-    let mut out = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+/// Writes and syncs the body; returns the file's ETag.
+fn write_body(out: &mut File, body: &Body) -> io::Result<String> {
     match body {
         Body::Bytes(b) => out.write_all(b)?,
         Body::File(src) => {
             let mut input = File::open(src)?;
-            io::copy(&mut input, &mut out)?;
+            io::copy(&mut input, out)?;
         }
     }
-    out.sync_all()
+    out.sync_all()?;
+    let m = out.metadata()?;
+    Ok(etag(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-/// Runs a link or rename into `dest`, creating its parent directory first; retries when a
-/// concurrent delete pruned the directory between the two steps.
-fn retry_parent(dest: &Path, mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
-    let parent = dest
-        .parent()
-        .ok_or_else(|| io::Error::other("key has no parent"))?;
+/// Opens the directory a key goes into (`open`, creating it) and runs a link or rename into
+/// it (`op`); retries when a concurrent delete pruned the directory between the two steps.
+/// Returns the directory, for the caller to sync.
+fn retry_parent<'a>(
+    open: impl Fn() -> io::Result<Dir<'a>>,
+    op: impl Fn(&TrustedDir) -> io::Result<()>,
+) -> io::Result<Dir<'a>> {
     let mut attempts = 0;
     loop {
-        fs::create_dir_all(parent)?;
-        match op() {
+        let dir = open()?;
+        match op(&dir) {
+            Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn is_file(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
 }
 
-fn etag_of(m: &fs::Metadata) -> String {
-    format!(
-        "{:x}-{:x}-{:x}.{:x}",
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec()
+/// A file's ETag: its inode, size and modification time, which every replacement changes.
+fn etag(ino: u64, size: u64, secs: i64, nanos: i64) -> String {
+    format!("{ino:x}-{size:x}-{secs:x}.{nanos:x}")
+}
+
+fn etag_of(st: &Stat) -> String {
+    etag(
+        st.st_ino,
+        st.st_size as u64,
+        st.st_mtime,
+        st.st_mtime_nsec as i64,
     )
 }
 
-fn meta_of(key: String, m: &fs::Metadata) -> ObjectMeta {
+fn meta_of(key: String, st: &Stat) -> ObjectMeta {
     ObjectMeta {
         key,
-        size: m.len(),
-        etag: Some(etag_of(m)),
-        last_modified: m.modified().ok().map(DateTime::<Utc>::from),
+        size: st.st_size as u64,
+        etag: Some(etag_of(st)),
+        last_modified: DateTime::<Utc>::from_timestamp(st.st_mtime, st.st_mtime_nsec as u32),
     }
 }
 
-/// An exclusive `flock` on a lock file, released on drop.
+/// An exclusive `flock` on a lock file in the store's `.locks`, released on drop.
 struct KeyLock {
     _file: File,
 }
 
 impl KeyLock {
-    fn acquire(path: &Path) -> io::Result<Self> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+    fn acquire(locks: &TrustedDir, name: &str) -> io::Result<Self> {
+        let f = locks.open_file(name, Open::Lock)?;
         // SAFETY: flock on a descriptor we own; it is released when the file closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error());
@@ -343,24 +402,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[async_trait]
 impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
-        self.inner.root.display().to_string()
+        self.inner.path.display().to_string()
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
-        let path = self.inner.path(key)?;
+        let this = self.inner.clone();
         let key = key.to_string();
         blocking(move || {
+            let (dir, name) = split(&key)?;
             let io = |op: &'static str, k: &str| {
                 let k = k.to_string();
                 move |source: io::Error| {
-                    if source.kind() == io::ErrorKind::NotFound {
+                    if is_absent(&source) {
                         StorageError::NotFound { key: k }
                     } else {
                         StorageError::Io { op, key: k, source }
                     }
                 }
             };
-            let mut f = File::open(&path).map_err(io("open", &key))?;
+            let mut f = this
+                .dir(dir, false)
+                .and_then(|d| d.open_file(name, Open::Read))
+                .map_err(io("open", &key))?;
             let meta = f.metadata().map_err(io("stat", &key))?;
             let size = meta.len();
             let range = range.unwrap_or(0..size);
@@ -373,7 +436,7 @@ impl ObjectStore for LocalStore {
                 .map_err(io("read", &key))?;
             Ok(GetResult {
                 data: Bytes::from(buf),
-                etag: Some(etag_of(&meta)),
+                etag: Some(etag(meta.ino(), size, meta.mtime(), meta.mtime_nsec())),
             })
         })
         .await
@@ -386,22 +449,23 @@ impl ObjectStore for LocalStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        let path = self.inner.path(key)?;
-        match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(Some(meta_of(key.to_string(), &m))),
-            Ok(_) => Ok(None),
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.kind() == io::ErrorKind::NotADirectory =>
-            {
-                Ok(None)
+        let this = self.inner.clone();
+        let key = key.to_string();
+        blocking(move || {
+            let (dir, name) = split(&key)?;
+            let found = this.dir(dir, false).and_then(|d| d.stat(name));
+            match found {
+                Ok(Some(st)) if is_file(&st) => Ok(Some(meta_of(key, &st))),
+                Ok(_) => Ok(None),
+                Err(e) if is_absent(&e) => Ok(None),
+                Err(source) => Err(StorageError::Io {
+                    op: "stat",
+                    key,
+                    source,
+                }),
             }
-            Err(source) => Err(StorageError::Io {
-                op: "stat",
-                key: key.to_string(),
-                source,
-            }),
-        }
+        })
+        .await
     }
 
     async fn list_page(

@@ -328,6 +328,32 @@ pub fn repo_file(rel: &str) -> PathBuf {
     root.join(rel)
 }
 
+/// The uid and gid of `nobody`, another user of the machine.
+pub const NOBODY: u32 = 65534;
+
+/// Makes every directory from `/` down to the one holding `dir` searchable by other users.
+pub fn open_path_to(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for a in dir.ancestors().skip(1) {
+        if a == Path::new("/") || a.as_os_str().is_empty() {
+            break;
+        }
+        let mode = std::fs::metadata(a).expect("stat").permissions().mode();
+        std::fs::set_permissions(a, std::fs::Permissions::from_mode(mode | 0o755)).expect("chmod");
+    }
+}
+
+/// Runs a command as `nobody`.
+pub fn as_nobody(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(args[0])
+        .args(&args[1..])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run as nobody")
+}
+
 /// Asserts that a finished command succeeded, showing its stderr if it did not.
 pub fn assert_succeeded(out: &Output) {
     assert!(
