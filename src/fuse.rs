@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use fuser::{
     BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -583,6 +583,53 @@ impl Filesystem for MltrackFs {
             Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &e)),
         }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // A regular file is an empty file, as on ext4 (`os.mknod(path)`); a run records data,
+        // so FIFOs, sockets and device nodes are refused (docs/SEMANTICS.md).
+        let kind = mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        let made = self.rt.block_on(self.tree.mknod_file(
+            u64::from(parent),
+            name,
+            mode & 0o7777 & !umask,
+        ));
+        match made {
+            Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno("mknod", &e)),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // Python's open() asks every file whether it is a terminal (TCGETS): the answer is
+        // "not a terminal", and no ioctl is worth a warning in the log.
+        tracing::debug!(ino = u64::from(ino), cmd, "ioctl: not a terminal or device");
+        reply.error(Errno::ENOTTY);
     }
 
     fn mkdir(

@@ -16,6 +16,7 @@ pub mod fs;
 pub mod fuse;
 pub mod ids;
 pub mod layout;
+pub mod logcap;
 pub mod maint;
 pub mod mount;
 pub mod runs;

@@ -10,12 +10,20 @@ use mltrack::cli::{self, args::Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // fuser warns "Failed to umount filesystem" at every exit, because the mount was already
+    // detached by `mltrack unmount`: quiet, unless RUST_LOG asks for fuser by name.
+    let quiet = ",fuser::session=error";
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(cli.log_level.as_deref().unwrap_or("warn")))
-        .unwrap_or_else(|_| EnvFilter::new("warn"));
+        .or_else(|_| {
+            EnvFilter::try_new(format!(
+                "{}{quiet}",
+                cli.log_level.as_deref().unwrap_or("warn")
+            ))
+        })
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn{quiet}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(mltrack::logcap::CappedStderr)
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

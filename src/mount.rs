@@ -152,7 +152,7 @@ fn spawn_background(config: &Config, mountpoint: &Path) -> Result<()> {
         .with_context(|| format!("cannot use the cache in {}", config.cache_dir.display()))?;
     let log_path = cache_dir.log_path();
     let log = cache_dir
-        .open_log()
+        .open_log(crate::logcap::LOG_LIMIT / 4)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe()?;
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();

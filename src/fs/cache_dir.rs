@@ -68,8 +68,15 @@ impl CacheDir {
         self.root.subdir("spool", true)
     }
 
-    /// The daemon's log, opened for appending.
-    pub fn open_log(&self) -> io::Result<File> {
+    /// The daemon's log, opened for appending. A log past `keep_under` bytes is kept as
+    /// `mount.log.1` (replacing an older one) and a new one started.
+    pub fn open_log(&self, keep_under: u64) -> io::Result<File> {
+        if let Some(st) = self.root.stat("mount.log")?
+            && st.st_size as u64 > keep_under
+            && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+        {
+            self.root.rename("mount.log", &self.root, "mount.log.1")?;
+        }
         self.root.open_file("mount.log", Open::Append)
     }
 

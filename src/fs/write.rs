@@ -256,6 +256,19 @@ impl Tree {
     // ---- files: create, open, write, commit, release ---------------------------------------
 
     /// Creates (or truncates) the file `name` in a run directory and opens it for writing.
+    /// `mknod` of a regular file: an empty file, recorded at once (there is no handle whose
+    /// close would record it).
+    pub async fn mknod_file(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
+        let (_, file) = self.create(parent, name, mode).await?;
+        let committed = self.commit(&file).await;
+        self.release(&file).await;
+        committed?;
+        let node = self.node(parent)?;
+        let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
+        let child = self.intern(&node, name, Kind::RunFile(run, join(&prefix, name)?));
+        self.attr_or_gone(&child).await
+    }
+
     pub async fn create(
         &self,
         parent: u64,
@@ -829,20 +842,18 @@ impl Tree {
         };
         if !entries.is_empty() {
             if from_run == to_run {
-                let mut replaced: Vec<Digest> = Vec::new();
                 let m = self
                     .runs
-                    .update(from_run, |m| {
-                        replaced = entries
+                    .change_files(from_run, |m| {
+                        let replaced: Vec<Digest> = entries
                             .iter()
                             .filter_map(|(_, to, _)| m.files.get(to).map(|e| e.hash))
                             .collect();
                         moved_entries(m);
-                        Ok(())
+                        Ok(replaced)
                     })
                     .await?;
                 self.remember(&m);
-                self.runs.unmark_unused(&m, replaced).await?;
             } else {
                 // Into the new run first, out of the old one after: a crash in between leaves
                 // the file in both, never in neither.

@@ -233,16 +233,59 @@ impl Runs {
     pub async fn update(
         &self,
         run: &RunId,
+        change: impl FnMut(&mut Manifest) -> Result<()>,
+    ) -> Result<Manifest> {
+        let held = self.lock(run).await?;
+        self.update_locked(&held, run, change).await
+    }
+
+    /// Changes the run's files: `change` returns the data its entries stopped referencing, and
+    /// the `used_by` markers of those the committed manifest no longer references anywhere
+    /// are dropped, under the same run lock, so that no other writer of the run on this machine
+    /// records a file with that data between the commit and the marker's removal.
+    pub async fn change_files(
+        &self,
+        run: &RunId,
+        mut change: impl FnMut(&mut Manifest) -> Result<Vec<Digest>>,
+    ) -> Result<Manifest> {
+        let held = self.lock(run).await?;
+        let mut dropped = Vec::new();
+        let m = self
+            .update_locked(&held, run, |m| {
+                dropped = change(m)?;
+                Ok(())
+            })
+            .await?;
+        self.unmark_unused(&m, dropped).await?;
+        Ok(m)
+    }
+
+    /// [`Runs::update`] for a caller holding the run's lock (`_held`).
+    async fn update_locked(
+        &self,
+        _held: &RunLock,
+        run: &RunId,
         mut change: impl FnMut(&mut Manifest) -> Result<()>,
     ) -> Result<Manifest> {
-        let _lock = self.lock(run).await?;
         let key = layout::manifest_key(run);
+        let mut from_cache = false;
         for attempt in 0..UPDATE_ATTEMPTS {
             let (mut m, etag) = match self.known(run) {
-                Some(k) if attempt == 0 => k,
+                Some(k) if attempt == 0 => {
+                    from_cache = true;
+                    k
+                }
                 _ => self.load(run).await?,
             };
-            change(&mut m)?;
+            if let Err(e) = change(&mut m) {
+                if from_cache && attempt == 0 {
+                    // Refused on the copy this process last committed, which may be stale (a
+                    // file another client recorded is missing from it): what is stored decides.
+                    self.set_known(run, None);
+                    continue;
+                }
+                return Err(e);
+            }
             m.updated_at = crate::time::now();
             let mode = match etag {
                 Some(e) => PutMode::Update(e),
@@ -328,6 +371,9 @@ impl Runs {
     /// Points `path` of the run at stored data: marker, presence check, manifest entry; drops
     /// the marker of data the path referenced before if nothing else in the run does.
     pub async fn record(&self, run: &RunId, path: &RelPath, entry: FileEntry) -> Result<Manifest> {
+        // Held from the marker to the removal of the old data's marker: a concurrent `rm` of a
+        // file with the same data in this run cannot drop the marker this entry needs.
+        let held = self.lock(run).await?;
         self.data.mark_used(&entry.hash, run).await?;
         if self
             .store()
@@ -339,7 +385,7 @@ impl Runs {
         }
         let mut replaced = None;
         let m = self
-            .update(run, |m| {
+            .update_locked(&held, run, |m| {
                 replaced = m
                     .files
                     .insert(path.clone(), entry.clone())
@@ -352,8 +398,8 @@ impl Runs {
     }
 
     /// Drops the `used_by` markers of the `dropped` data that `m`, just committed, no longer
-    /// references anywhere.
-    pub async fn unmark_unused(
+    /// references anywhere. The caller holds the run's lock.
+    async fn unmark_unused(
         &self,
         m: &Manifest,
         dropped: impl IntoIterator<Item = Digest>,
@@ -374,22 +420,18 @@ impl Runs {
         run: &RunId,
         matches: impl Fn(&RelPath) -> bool,
     ) -> Result<Manifest> {
-        let mut removed: Vec<Digest> = Vec::new();
-        let m = self
-            .update(run, |m| {
-                removed.clear();
-                m.files.retain(|p, e| {
-                    let gone = matches(p);
-                    if gone {
-                        removed.push(e.hash);
-                    }
-                    !gone
-                });
-                Ok(())
-            })
-            .await?;
-        self.unmark_unused(&m, removed).await?;
-        Ok(m)
+        self.change_files(run, |m| {
+            let mut removed = Vec::new();
+            m.files.retain(|p, e| {
+                let gone = matches(p);
+                if gone {
+                    removed.push(e.hash);
+                }
+                !gone
+            });
+            Ok(removed)
+        })
+        .await
     }
 
     pub async fn add_view(&self, run: &RunId, mode: StorageMode) -> Result<Manifest> {
