@@ -48,20 +48,21 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
     if !opts.foreground {
         return spawn_background(config, &mountpoint);
     }
-    let runs = match runs.probe_conditional_writes().await {
-        Ok(true) => runs.remembering_manifests(),
+    let conditional = match runs.probe_conditional_writes().await {
+        Ok(true) => true,
         Ok(false) => {
             tracing::warn!(
                 store = %runs.data().backend().describe(),
                 "the store ignores conditional writes: writers on different machines updating one run at once can lose entries"
             );
-            runs
+            false
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not probe the store for conditional writes");
-            runs
+            false
         }
     };
+    let runs = runs.caching(opts.refresh, conditional);
     let cache = Arc::new(
         BlockCache::open(&config.cache_dir, config.cache_size)
             .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?,

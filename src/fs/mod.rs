@@ -23,6 +23,7 @@ use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
+use crate::runs::Current;
 use crate::runs::Runs;
 use crate::runs::manifest::{Manifest, RunType, StorageMode};
 use crate::storage::{StorageError, list_all, list_children};
@@ -130,7 +131,6 @@ pub struct Tree {
     cache: Option<Arc<BlockCache>>,
     inodes: Mutex<Inodes>,
     listings: Mutex<HashMap<String, Timed<Arc<Vec<String>>>>>,
-    manifests: Mutex<HashMap<RunId, Timed<Parsed<Manifest>>>>,
     metadata: Mutex<HashMap<Digest, Parsed<ObjectMetadata>>>,
     /// Files open for writing on this mount, shared by all their open handles.
     writes: Mutex<HashMap<Target, Arc<WriteFile>>>,
@@ -157,6 +157,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Tree {
     /// The tree over `runs`; `cache`, if given, adopts the spools of files written through it.
     pub fn new(runs: Runs, opts: TreeOptions, cache: Option<Arc<BlockCache>>) -> Tree {
+        // Every lookup reads manifests: a tree without a manifest cache would GET each time.
+        let runs = if runs.is_caching() {
+            runs
+        } else {
+            runs.caching(opts.refresh, false)
+        };
         let mut inodes = Inodes {
             next: ROOT_INO + 1,
             ..Default::default()
@@ -175,7 +181,6 @@ impl Tree {
             cache,
             inodes: Mutex::new(inodes),
             listings: Mutex::new(HashMap::new()),
-            manifests: Mutex::new(HashMap::new()),
             metadata: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
             dirs: Mutex::new(BTreeSet::new()),
@@ -313,35 +318,10 @@ impl Tree {
         Ok(names)
     }
 
-    /// The run's manifest, cached for the refresh time; `None` if the run does not exist.
-    pub async fn manifest(&self, run: &RunId) -> Result<Option<Parsed<Manifest>>> {
-        if let Some(t) = lock(&self.manifests).get(run)
-            && t.at.elapsed() < self.refresh
-        {
-            return Ok(Some(t.value.clone()));
-        }
-        let key = layout::manifest_key(run);
-        let got = match self.data().backend().get(&key, None).await {
-            Ok(g) => g,
-            Err(StorageError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let m = match Manifest::parse(run.as_str(), &key, &got.data) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping run with an unreadable manifest");
-                return Ok(None);
-            }
-        };
-        let value = Arc::new((m, got.data.to_vec()));
-        lock(&self.manifests).insert(
-            run.clone(),
-            Timed {
-                value: value.clone(),
-                at: Instant::now(),
-            },
-        );
-        Ok(Some(value))
+    /// The run's manifest, as `runs` keeps it for the refresh time; `None` if the run does not
+    /// exist or its manifest is unreadable.
+    pub async fn manifest(&self, run: &RunId) -> Result<Option<Current>> {
+        self.runs.current(run).await
     }
 
     /// The object's metadata, cached for the life of the mount; `None` if not stored.
@@ -867,11 +847,11 @@ impl Tree {
                 }
             }
             Kind::MetadataFile(h) => match self.metadata(h).await? {
-                Some(m) => Ok(Content::Bytes(Arc::new(m.1.clone()))),
+                Some(m) => Ok(Content::Bytes(bytes::Bytes::copy_from_slice(&m.1))),
                 None => Err(Error::DataNotFound(h.to_string())),
             },
             Kind::ManifestFile(run) => match self.manifest(run).await? {
-                Some(m) => Ok(Content::Bytes(Arc::new(m.1.clone()))),
+                Some(m) => Ok(Content::Bytes(m.1.clone())),
                 None => Err(Error::RunNotFound(run.clone())),
             },
             _ => Err(Error::Refused(format!("{} is not a file", node.path))),
@@ -885,7 +865,7 @@ pub enum Content {
     /// A stored object, read through the cache and verified.
     Object(Arc<ObjectMetadata>),
     /// A small document held whole (a manifest, a `metadata.json`): what was current at open.
-    Bytes(Arc<Vec<u8>>),
+    Bytes(bytes::Bytes),
     /// A file being written on this mount: its current bytes.
     Spool(Arc<WriteFile>),
 }

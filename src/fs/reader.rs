@@ -87,7 +87,7 @@ impl Reader {
             Content::Bytes(b) => {
                 let start = (offset as usize).min(b.len());
                 let end = (start + size as usize).min(b.len());
-                return Ok(Bytes::copy_from_slice(&b[start..end]));
+                return Ok(b.slice(start..end));
             }
             Content::Object(m) => m.clone(),
             Content::Spool(w) => match w.read(offset, size).await? {

@@ -21,12 +21,12 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 
 use super::spool::{State, Target, WriteFile};
-use super::{Attr, Kind, Node, Timed, Tree, lock};
+use super::{Attr, Kind, Node, Tree, lock};
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
-use crate::runs::RunSpec;
 use crate::runs::manifest::{FileEntry, Manifest, Role, RunType, StorageMode};
+use crate::runs::{Current, RunSpec};
 
 /// A directory inside a run: the run and the directory's path in it (`""` for the run).
 fn run_dir(node: &Node) -> Option<(RunId, String)> {
@@ -117,21 +117,6 @@ impl Tree {
     }
 
     /// Keeps a manifest this mount just committed, so its own changes are visible at once.
-    pub(super) fn remember(&self, m: &Manifest) {
-        let json = match self.runs.committed_json(m) {
-            Some(j) => j.to_vec(),
-            None => m.to_json(),
-        };
-        let value = Arc::new((m.clone(), json));
-        lock(&self.manifests).insert(
-            m.run_id.clone(),
-            Timed {
-                value,
-                at: std::time::Instant::now(),
-            },
-        );
-    }
-
     fn remember_metadata(&self, meta: &ObjectMetadata) {
         let json = meta.to_json();
         if let Some(cache) = &self.cache {
@@ -145,7 +130,7 @@ impl Tree {
         lock(&self.listings).retain(|prefix, _| !prefix.starts_with(crate::layout::RUNS));
     }
 
-    async fn require_manifest(&self, run: &RunId) -> Result<Arc<(Manifest, Vec<u8>)>> {
+    async fn require_manifest(&self, run: &RunId) -> Result<Current> {
         self.manifest(run)
             .await?
             .ok_or_else(|| Error::RunNotFound(run.clone()))
@@ -238,13 +223,12 @@ impl Tree {
                 spec.storage_modes.push(*m);
             }
         }
-        let m = match self.runs.create(spec).await {
+        match self.runs.create(spec).await {
             Ok(m) => m,
             Err(Error::RunExists(r)) => return Err(Error::Exists(format!("run {r}"))),
             Err(e) => return Err(e),
         };
         tracing::info!(run = %run_id, view = %node.path, "run created");
-        self.remember(&m);
         self.forget_views();
         if let Some(key) = key {
             lock(&self.keys).remove(&(mode, key.to_string()));
@@ -479,11 +463,9 @@ impl Tree {
             mode: times.mode,
             added_at: crate::time::now(),
         };
-        let m = self
-            .runs
+        self.runs
             .record(&target.run, &target.path, entry.clone())
             .await?;
-        self.remember(&m);
         self.remember_metadata(&meta);
         st.dirty = false;
         st.committed = Some(entry);
@@ -586,8 +568,7 @@ impl Tree {
                 record = !f.state.lock().await.dirty;
             }
             if record {
-                let m = self
-                    .runs
+                self.runs
                     .update(&run, |m| match m.files.get_mut(&path) {
                         Some(e) => {
                             if let Some(mode) = mode {
@@ -601,7 +582,6 @@ impl Tree {
                         None => Err(Error::DataNotFound(format!("{run}/{path}"))),
                     })
                     .await?;
-                self.remember(&m);
             }
         }
         self.attr_or_gone(&node).await
@@ -648,8 +628,7 @@ impl Tree {
 
     /// Removes the run's entries whose path matches, and the markers of data it no longer uses.
     async fn remove_entries(&self, run: &RunId, matches: impl Fn(&RelPath) -> bool) -> Result<()> {
-        let m = self.runs.remove_files(run, matches).await?;
-        self.remember(&m);
+        self.runs.remove_files(run, matches).await?;
         Ok(())
     }
 
@@ -693,7 +672,6 @@ impl Tree {
                 }
                 self.runs.delete(&run).await?;
                 tracing::info!(%run, "run deleted (its data stays until gc)");
-                lock(&self.manifests).remove(&run);
                 self.forget_views();
                 Ok(())
             }
@@ -842,8 +820,7 @@ impl Tree {
         };
         if !entries.is_empty() {
             if from_run == to_run {
-                let m = self
-                    .runs
+                self.runs
                     .change_files(from_run, |m| {
                         let replaced: Vec<Digest> = entries
                             .iter()
@@ -853,15 +830,13 @@ impl Tree {
                         Ok(replaced)
                     })
                     .await?;
-                self.remember(&m);
             } else {
                 // Into the new run first, out of the old one after: a crash in between leaves
                 // the file in both, never in neither.
                 for (_, to, e) in &entries {
                     let mut e = e.clone();
                     e.role = Role::of(to);
-                    let m = self.runs.record(to_run, to, e).await?;
-                    self.remember(&m);
+                    self.runs.record(to_run, to, e).await?;
                 }
                 let gone: std::collections::BTreeSet<RelPath> =
                     entries.iter().map(|(from, _, _)| from.clone()).collect();
@@ -930,8 +905,7 @@ impl Tree {
             mode,
             added_at: crate::time::now(),
         };
-        let m = self.runs.record(&run, &path, entry).await?;
-        self.remember(&m);
+        self.runs.record(&run, &path, entry).await?;
         let child = self.intern(&node, new_name, Kind::RunFile(run, path));
         self.attr_or_gone(&child).await
     }

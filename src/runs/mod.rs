@@ -13,6 +13,7 @@
 //!   committed with `If-Match` on the ETag read, and retried if another machine got there
 //!   first. Nothing a concurrent writer added is lost.
 
+pub mod cache;
 pub mod lock;
 pub mod manifest;
 
@@ -30,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
 use crate::storage::{Body, PutMode, StorageError, list_all};
+pub use cache::Current;
+use cache::ManifestCache;
 use lock::RunLock;
 use manifest::{FileEntry, Manifest, Role, RunType, SCHEMA_VERSION, StorageMode, ViewPointer};
 
@@ -81,59 +84,80 @@ impl std::fmt::Display for Skipped {
     }
 }
 
-/// A manifest as this process committed it: the ETag it got and the exact bytes written.
-#[derive(Debug, Clone)]
-struct Known {
-    manifest: Manifest,
-    etag: String,
-    json: Bytes,
-}
-
 #[derive(Debug, Clone)]
 pub struct Runs {
     data: DataStore,
-    /// Manifests this process committed, with their ETags: the next update of the run starts
-    /// from here instead of reading it back, and `If-Match` catches anyone who wrote since.
-    /// Only used when the store is known to honour conditional writes.
-    known: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashMap<RunId, Known>>>>,
+    /// Manifests read and committed by this process (a mount); none for a CLI command, which
+    /// reads what is stored each time.
+    cache: Option<std::sync::Arc<ManifestCache>>,
 }
 
 impl Runs {
     pub fn new(data: DataStore) -> Self {
-        Runs { data, known: None }
+        Runs { data, cache: None }
     }
 
-    /// Lets updates start from the manifests this process committed last (for a long-lived
-    /// process, such as a mount, on a store that honours conditional writes).
-    pub fn remembering_manifests(mut self) -> Self {
-        self.known = Some(Default::default());
+    /// Keeps the manifests this process reads and commits (see [`cache`]): reads are served
+    /// from them for `refresh`; updates start from them when `conditional` (the store honours
+    /// `If-Match`, which catches a stale copy).
+    pub fn caching(mut self, refresh: Duration, conditional: bool) -> Self {
+        self.cache = Some(std::sync::Arc::new(ManifestCache::new(
+            refresh,
+            conditional,
+        )));
         self
     }
 
-    fn known(&self, run: &RunId) -> Option<(Manifest, Option<String>)> {
-        let known = self.known.as_ref()?;
-        let map = known.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(run)
-            .map(|k| (k.manifest.clone(), Some(k.etag.clone())))
+    pub fn is_caching(&self) -> bool {
+        self.cache.is_some()
     }
 
-    /// The exact bytes of `m` if this process committed it last (saves serializing it again).
-    pub fn committed_json(&self, m: &Manifest) -> Option<Bytes> {
-        let known = self.known.as_ref()?;
-        let map = known.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&m.run_id)
-            .filter(|k| k.manifest.updated_at == m.updated_at)
-            .map(|k| k.json.clone())
-    }
-
-    fn set_known(&self, run: &RunId, entry: Option<Known>) {
-        if let Some(known) = &self.known {
-            let mut map = known.lock().unwrap_or_else(|p| p.into_inner());
-            match entry {
-                Some(e) => map.insert(run.clone(), e),
-                None => map.remove(run),
-            };
+    /// Remembers what this process just committed (its reads see it at once).
+    fn committed(&self, m: &Manifest, json: Bytes, etag: String) {
+        if let Some(c) = &self.cache {
+            c.put(
+                &m.run_id,
+                std::sync::Arc::new((m.clone(), json)),
+                Some(etag),
+            );
         }
+    }
+
+    fn forget(&self, run: &RunId) {
+        if let Some(c) = &self.cache {
+            c.forget(run);
+        }
+    }
+
+    /// The run's manifest as a reader sees it: from this process's cache if fresh, else read;
+    /// `None` if the run does not exist, and also if its manifest does not parse or breaks
+    /// the rules (skipped with a warning, never followed: docs/STORE.md).
+    pub async fn current(&self, run: &RunId) -> Result<Option<Current>> {
+        if let Some(c) = self.cache.as_ref().and_then(|c| c.fresh(run)) {
+            return Ok(Some(c));
+        }
+        let key = layout::manifest_key(run);
+        let got = match self.store().get(&key, None).await {
+            Ok(g) => g,
+            Err(StorageError::NotFound { .. }) => {
+                self.forget(run);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let m = match Manifest::parse(run.as_str(), &key, &got.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping run with an unreadable manifest");
+                self.forget(run);
+                return Ok(None);
+            }
+        };
+        let current = std::sync::Arc::new((m, got.data));
+        if let Some(c) = &self.cache {
+            c.put(run, current.clone(), got.etag);
+        }
+        Ok(Some(current))
     }
 
     pub fn data(&self) -> &DataStore {
@@ -185,14 +209,7 @@ impl Runs {
             )
             .await
         {
-            Ok(etag) => self.set_known(
-                &spec.run_id,
-                Some(Known {
-                    manifest: manifest.clone(),
-                    etag,
-                    json: Bytes::from(manifest.to_json()),
-                }),
-            ),
+            Ok(etag) => self.committed(&manifest, Bytes::from(manifest.to_json()), etag),
             Err(StorageError::AlreadyExists { .. }) => return Err(Error::RunExists(spec.run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -270,10 +287,11 @@ impl Runs {
         let key = layout::manifest_key(run);
         let mut from_cache = false;
         for attempt in 0..UPDATE_ATTEMPTS {
-            let (mut m, etag) = match self.known(run) {
-                Some(k) if attempt == 0 => {
+            let cached = self.cache.as_ref().and_then(|c| c.for_update(run));
+            let (mut m, etag) = match cached {
+                Some((m, etag)) if attempt == 0 => {
                     from_cache = true;
-                    k
+                    (m, Some(etag))
                 }
                 _ => self.load(run).await?,
             };
@@ -281,7 +299,7 @@ impl Runs {
                 if from_cache && attempt == 0 {
                     // Refused on the copy this process last committed, which may be stale (a
                     // file another client recorded is missing from it): what is stored decides.
-                    self.set_known(run, None);
+                    self.forget(run);
                     continue;
                 }
                 return Err(e);
@@ -298,21 +316,14 @@ impl Runs {
                 .await
             {
                 Ok(etag) => {
-                    self.set_known(
-                        run,
-                        Some(Known {
-                            manifest: m.clone(),
-                            etag,
-                            json,
-                        }),
-                    );
+                    self.committed(&m, json, etag);
                     return Ok(m);
                 }
                 Err(StorageError::PreconditionFailed { .. } | StorageError::NotFound { .. })
                     if attempt == 0 =>
                 {
                     // Someone wrote since: start again from what is stored, at once.
-                    self.set_known(run, None);
+                    self.forget(run);
                 }
                 Err(StorageError::PreconditionFailed { .. }) => {
                     let jitter = u64::from(std::process::id() % 7 + attempt) * 10;
@@ -461,7 +472,7 @@ impl Runs {
             self.store().delete(&m.view_pointer_key(*mode)?).await?;
         }
         self.store().delete(&layout::manifest_key(run)).await?;
-        self.set_known(run, None);
+        self.forget(run);
         Ok(m)
     }
 
