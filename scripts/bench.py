@@ -639,8 +639,8 @@ def small_file_cases(tools, work, count, repeat, add):
 
 def tree_cases(tools, work, runs, repeat, add):
     """A store with many runs of 10 files on S3: mount start-up time and `ls -lR` of the runs.
-    The store is laid out straight into the server's directory, in the layout of PRODUCT.md
-    section 2 (what `runs` calls of `run create` would leave). rclone lists the same tree as plain
+    The store is laid out straight into the server's directory, in the layout of docs/STORE.md
+    (what `runs` calls of `run create` would leave). rclone lists the same tree as plain
     objects (10 small files per run); s3fs is left out (it gets no nested trees, see Tools)."""
     server, mlt = tools.server, tools.mlt
     env = server.env("tree")

@@ -1,4 +1,4 @@
-//! Configuration (PRODUCT.md §5): raw flags and environment variables become one validated
+//! Configuration (README.md, "Configuration"): raw flags and environment variables become one validated
 //! [`Config`] here, once. Flags win over environment variables, which win over defaults.
 //! Nothing here opens a connection; [`open_store`] does, from a validated [`StoreUrl`].
 

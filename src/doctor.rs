@@ -105,7 +105,7 @@ fn check_fuse() -> Check {
 fn check_cache_dir(dir: &Path) -> Check {
     let name = "cache";
     // Opened as a mount opens it: a directory another user could change is refused here too.
-    let result = crate::fs::cache::CacheDir::open(dir, true).and_then(|cache| {
+    let result = crate::cache::CacheDir::open(dir, true).and_then(|cache| {
         let probe = format!(".doctor-{}", std::process::id());
         let spool = cache.spool()?;
         spool.open_file(&probe, crate::trusted::Open::CreateNew)?;

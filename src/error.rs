@@ -60,7 +60,56 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a failure means to whoever asked, whatever caused it: the one classification of
+/// errors, which each face maps once (the mount to an errno, in `fuse::errno`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    NotFound,
+    NameTooLong,
+    Invalid,
+    NoSpace,
+    Exists,
+    NotEmpty,
+    ReadOnly,
+    NotPermitted,
+    IsDirectory,
+    NotDirectory,
+    /// The store, the disk or the data failed: nothing the caller asked was wrong.
+    Failed,
+}
+
 impl Error {
+    /// What this failure means; see [`Kind`]. Exhaustive, so that a new variant must be
+    /// classified here.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::RunNotFound(_) | Error::DataNotFound(_) => Kind::NotFound,
+            Error::Storage(StorageError::NotFound { .. }) => Kind::NotFound,
+            Error::Invalid(id) if id.is_too_long() => Kind::NameTooLong,
+            Error::Storage(StorageError::InvalidKey { .. })
+            | Error::Invalid(_)
+            | Error::BadRequest(_) => Kind::Invalid,
+            Error::Storage(s) if s.is_no_space() => Kind::NoSpace,
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                Kind::NoSpace
+            }
+            Error::Exists(_) | Error::RunExists(_) => Kind::Exists,
+            Error::NotEmpty(_) => Kind::NotEmpty,
+            Error::ReadOnly(_) => Kind::ReadOnly,
+            Error::NotPermitted(_) => Kind::NotPermitted,
+            Error::IsDirectory(_) => Kind::IsDirectory,
+            Error::NotDirectory(_) => Kind::NotDirectory,
+            Error::Storage(_)
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::BadBlock { .. }
+            | Error::Changed { .. }
+            | Error::AmbiguousPrefix { .. }
+            | Error::Contention { .. }
+            | Error::Refused(_) => Kind::Failed,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }

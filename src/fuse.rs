@@ -29,12 +29,11 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::fs::reader::{OpenFile, Reader};
 use crate::fs::spool::WriteFile;
 use crate::fs::{Attr, Content, FileType, Tree};
 use crate::ids::Digest;
-use crate::storage::StorageError;
 
 /// An open file: what it reads, and the file it writes if it was opened for writing.
 struct Handle {
@@ -151,27 +150,18 @@ pub struct MltrackFs {
 
 /// The error number a user sees for a domain error; logged once here with its cause.
 pub fn errno(op: &str, e: &Error) -> Errno {
-    let code = match e {
-        Error::RunNotFound(_) | Error::DataNotFound(_) => Errno::ENOENT,
-        Error::Storage(StorageError::NotFound { .. }) => Errno::ENOENT,
-        Error::Invalid(id) if id.is_too_long() => Errno::ENAMETOOLONG,
-        Error::Storage(StorageError::InvalidKey { .. })
-        | Error::Invalid(_)
-        | Error::BadRequest(_) => Errno::EINVAL,
-        Error::Storage(s) if s.is_no_space() => Errno::ENOSPC,
-        Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => Errno::ENOSPC,
-        Error::Exists(_) | Error::RunExists(_) => Errno::EEXIST,
-        Error::NotEmpty(_) => Errno::ENOTEMPTY,
-        Error::ReadOnly(_) => Errno::EROFS,
-        Error::NotPermitted(_) => Errno::EPERM,
-        Error::IsDirectory(_) => Errno::EISDIR,
-        Error::NotDirectory(_) => Errno::ENOTDIR,
-        Error::Storage(_)
-        | Error::Io { .. }
-        | Error::Corrupt { .. }
-        | Error::BadBlock { .. }
-        | Error::Changed { .. } => Errno::EIO,
-        Error::AmbiguousPrefix { .. } | Error::Contention { .. } | Error::Refused(_) => Errno::EIO,
+    let code = match e.kind() {
+        Kind::NotFound => Errno::ENOENT,
+        Kind::NameTooLong => Errno::ENAMETOOLONG,
+        Kind::Invalid => Errno::EINVAL,
+        Kind::NoSpace => Errno::ENOSPC,
+        Kind::Exists => Errno::EEXIST,
+        Kind::NotEmpty => Errno::ENOTEMPTY,
+        Kind::ReadOnly => Errno::EROFS,
+        Kind::NotPermitted => Errno::EPERM,
+        Kind::IsDirectory => Errno::EISDIR,
+        Kind::NotDirectory => Errno::ENOTDIR,
+        Kind::Failed => Errno::EIO,
     };
     tracing::warn!(op, error = %e, "request failed");
     code

@@ -74,7 +74,6 @@ macro_rules! string_newtype {
         }
     };
 }
-pub(crate) use string_newtype;
 
 /// A lowercase-hex SHA-256 digest: the address of stored bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -255,6 +254,38 @@ impl RelPath {
 }
 
 string_newtype!(RelPath, RelPath::parse);
+
+/// A format name, safe to put in a key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Format(String);
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = (1..=16).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(Format(s.to_string()))
+        } else {
+            Err(IdError::Invalid {
+                what: "format",
+                value: s.to_string(),
+                reason: "a format is 1 to 16 lowercase letters or digits",
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A name known to be valid (the formats detection produces).
+    pub(crate) fn known(s: &'static str) -> Self {
+        Format(s.to_string())
+    }
+}
+
+string_newtype!(Format, Format::parse);
 
 #[cfg(test)]
 mod tests {

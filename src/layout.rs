@@ -1,4 +1,4 @@
-//! The store's key layout (PRODUCT.md §2), in one place: every key mltrack reads or writes is
+//! The store's key layout (docs/STORE.md), in one place: every key mltrack reads or writes is
 //! built here, and every key found in a listing is parsed back here.
 //!
 //! ```text
@@ -8,7 +8,7 @@
 //! manifests/<run_id>.json
 //! ```
 
-use crate::cas::format::Format;
+use crate::ids::Format;
 use crate::ids::{Digest, Name, RunId};
 
 pub const DATA: &str = "data/";

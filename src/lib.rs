@@ -7,6 +7,7 @@
 //! - the filesystem core [`fs`] (tree, verified block cache, read-ahead), no FUSE types;
 //! - the faces: [`cli`] and [`fuse`] (with [`mount`]), thin over the domain.
 
+pub mod cache;
 pub mod cas;
 pub mod cli;
 pub mod config;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cache::{BlockCache, CacheDir};
 use crate::config::Config;
-use crate::fs::cache::{BlockCache, CacheDir};
 use crate::fs::reader::Reader;
 use crate::fs::{Tree, TreeOptions};
 use crate::fuse::MltrackFs;

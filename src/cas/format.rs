@@ -15,38 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::IdError;
-
-/// A format name, safe to put in a key.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Format(String);
-
-impl Format {
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = (1..=16).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if ok {
-            Ok(Format(s.to_string()))
-        } else {
-            Err(IdError::Invalid {
-                what: "format",
-                value: s.to_string(),
-                reason: "a format is 1 to 16 lowercase letters or digits",
-            })
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn known(s: &'static str) -> Self {
-        Format(s.to_string())
-    }
-}
-
-crate::ids::string_newtype!(Format, Format::parse);
+pub use crate::ids::Format;
 
 /// Content signatures: (offset, magic bytes, format, extensions that refine it).
 const SIGNATURES: &[(usize, &[u8], &str, &[&str])] = &[

@@ -1,4 +1,4 @@
-//! The command line as clap parses it (PRODUCT.md §4). Only syntax lives here; values with
+//! The command line as clap parses it (README.md, "Using it"). Only syntax lives here; values with
 //! rules (identifiers, run types, sizes) are validated when the command turns them into
 //! domain types, so that every refusal gets the same one-sentence message.
 

@@ -1,15 +1,13 @@
-//! The filesystem core: the mounted tree of PRODUCT.md §3 as plain async Rust, with no FUSE
+//! The filesystem core: the mounted tree of docs/MOUNT.md as plain async Rust, with no FUSE
 //! types, so that tests and the FUSE adapter drive the same code.
 //!
 //! Inodes are allocated lazily, one per path, the first time a path is looked up or listed,
 //! and kept for the life of the mount (so a path keeps its inode number). Nothing is listed at
-//! mount time: a directory's children come from the store (the S3 prefixes of PRODUCT.md §2)
+//! mount time: a directory's children come from the store (the S3 prefixes of docs/STORE.md)
 //! when it is first read, and again once they are older than the refresh interval. Manifests
 //! are cached for the same interval; object metadata, which never changes, for the life of
 //! the mount. Reads go through [`reader::Reader`] and the verified block cache.
 
-pub mod cache;
-pub mod cache_dir;
 pub mod reader;
 pub mod spool;
 mod write;
@@ -18,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::cache::BlockCache;
 use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
@@ -27,7 +26,6 @@ use crate::runs::Current;
 use crate::runs::Runs;
 use crate::runs::manifest::{Manifest, RunType, StorageMode};
 use crate::storage::{StorageError, list_all, list_children};
-use cache::BlockCache;
 use spool::{Target, WriteFile};
 
 pub const ROOT_INO: u64 = 1;

@@ -24,8 +24,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::Content;
-use super::cache::BlockCache;
 use super::spool::SpoolRead;
+use crate::cache::BlockCache;
 use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};

@@ -1,4 +1,4 @@
-//! Changing the tree (PRODUCT.md §3, "Creating runs" and "Writing into a run"): making runs
+//! Changing the tree (docs/SEMANTICS.md): making runs
 //! and directories, writing files, renaming, linking and removing. Plain async Rust, like the
 //! rest of the core; the FUSE adapter only decodes and replies.
 //!

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::cache::CacheDir;
 use crate::cas::Progress;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
-use crate::fs::cache::CacheDir;
 use crate::ids::{Digest, Name};
 use crate::layout;
 use crate::runs::Runs;
@@ -155,13 +155,13 @@ async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckRep
             let range = (block < meta.block_hashes.len() as u64).then(|| meta.block_range(block));
             let sound = range.is_some_and(|r| r.end - r.start == size)
                 && file.as_ref().is_some_and(|file| {
-                    crate::fs::cache::read_block_verified(file, &meta, block).is_some()
+                    crate::cache::read_block_verified(file, &meta, block).is_some()
                 });
             if sound {
                 continue;
             }
             let repaired =
-                repair && crate::fs::cache::drop_block_file(&cache, &f.hash, block, size).is_ok();
+                repair && crate::cache::drop_block_file(&cache, &f.hash, block, size).is_ok();
             report.add(
                 "corrupt_cache_block",
                 f.path.display().to_string(),

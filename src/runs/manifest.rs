@@ -1,7 +1,7 @@
 //! The run manifest (`manifests/<run_id>.json`), the source of truth for a run, and the types
 //! it is made of: run types, storage modes (views), file entries and view pointers.
 //!
-//! The JSON is exactly PRODUCT.md §2. Parsing a manifest validates everything a reader will
+//! The JSON is docs/STORE.md, "Manifests". Parsing a manifest validates everything a reader will
 //! follow: identifiers, file paths, hashes, formats, that the run id matches the key it was
 //! read from, and that every storage mode has the key it needs. A manifest that fails is
 //! refused with the reason, never half-used.

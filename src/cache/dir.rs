@@ -8,7 +8,7 @@
 //! chose. So the directory is a [`TrustedDir`] (owned by root or us, writable by no one else,
 //! refused otherwise; docs/SECURITY.md) and every file in it is opened from it without
 //! following links, and checked before it is written. Nothing here knows about blocks or LRU
-//! order: that is `cache.rs`.
+//! order: that is `cache/mod.rs`.
 
 use std::fs::File;
 use std::io::{self, Read, Write};

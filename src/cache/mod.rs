@@ -34,7 +34,9 @@ use crate::cas::metadata::ObjectMetadata;
 use crate::ids::Digest;
 use crate::trusted::Open;
 
-pub use super::cache_dir::{CacheDir, CachedFile};
+pub mod dir;
+
+pub use dir::{CacheDir, CachedFile};
 
 type BlockKey = (Digest, u64);
 
