@@ -1,0 +1,228 @@
+//! The filesystem core driven without FUSE, over the in-memory and fault-injecting stores:
+//! lookups, listings, making a run, writing and committing files, renames and removals, other
+//! writers' changes after the refresh interval, and a store that fails. It runs in
+//! milliseconds; the mount tests check what only a kernel shows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mltrack::cas::DataStore;
+use mltrack::error::{Error, Kind};
+use mltrack::fs::{FileType, ROOT_INO, Tree, TreeOptions};
+use mltrack::ids::RunId;
+use mltrack::runs::Runs;
+use mltrack::runs::manifest::{RunType, StorageMode};
+use mltrack::storage::DynStore;
+use mltrack::storage::faulty::{FaultyStore, Op};
+use mltrack::storage::memory::MemoryStore;
+use mltrack::trusted::{Policy, TrustedDir};
+
+struct Core {
+    tree: Tree,
+    runs: Runs,
+    store: DynStore,
+    _spool: tempfile::TempDir,
+}
+
+fn core_over(store: DynStore) -> Core {
+    let spool = tempfile::tempdir().expect("spool dir");
+    let dir = TrustedDir::open(&spool.path().join("spool"), Policy::Private, true, "")
+        .expect("trusted spool");
+    let runs = Runs::new(DataStore::new(store.clone()));
+    let opts = TreeOptions {
+        refresh: Duration::from_millis(200),
+        spool: Arc::new(dir),
+        default_run_type: RunType::Experiment,
+        default_modes: vec![StorageMode::ByProject],
+        read_only: false,
+    };
+    Core {
+        tree: Tree::new(runs.clone(), opts, None),
+        runs,
+        store,
+        _spool: spool,
+    }
+}
+
+fn core() -> Core {
+    core_over(Arc::new(MemoryStore::new()))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+impl Core {
+    /// The inode at `path` (names separated by `/`), or `None` if some name is not there.
+    async fn ino(&self, path: &str) -> Option<u64> {
+        let mut ino = ROOT_INO;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            ino = self.tree.lookup(ino, name).await.expect("lookup")?.ino;
+        }
+        Some(ino)
+    }
+
+    async fn names(&self, path: &str) -> Vec<String> {
+        let ino = self.ino(path).await.expect("directory exists");
+        let mut names: Vec<String> = self
+            .tree
+            .readdir(ino)
+            .await
+            .expect("readdir")
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn mkdir(&self, parent: &str, name: &str) {
+        let ino = self.ino(parent).await.expect("parent exists");
+        self.tree.mkdir(ino, name).await.expect("mkdir");
+    }
+
+    /// Creates `dir/name`, writes `data` and closes it; the close's result.
+    async fn write(&self, dir: &str, name: &str, data: &[u8]) -> Result<(), Error> {
+        let parent = self.ino(dir).await.expect("parent exists");
+        let (_, file) = self.tree.create(parent, name, 0o644).await?;
+        self.tree.write(&file, 0, data).await?;
+        let committed = self.tree.commit(&file).await;
+        self.tree.release(&file).await;
+        committed
+    }
+
+    async fn files(&self, run: &str) -> Vec<(String, String)> {
+        let run = RunId::parse("run id", run).expect("run id");
+        let (m, _) = self.runs.load(&run).await.expect("manifest");
+        m.files
+            .iter()
+            .map(|(p, e)| (p.to_string(), e.hash.to_string()))
+            .collect()
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[test]
+fn the_tree_has_its_roots_and_every_view() {
+    block_on(async {
+        let c = core();
+        assert_eq!(c.names("").await, ["data", "manifests", "runs"]);
+        assert_eq!(
+            c.names("runs").await,
+            ["by_date", "by_model", "by_project", "by_type", "flat"]
+        );
+        assert!(c.ino("runs/nonsense").await.is_none());
+    });
+}
+
+#[test]
+fn mkdir_makes_a_run_and_a_closed_file_is_in_its_manifest() {
+    block_on(async {
+        let c = core();
+        c.mkdir("runs/by_project", "churn").await;
+        c.mkdir("runs/by_project/churn", "core_r1").await;
+        assert_eq!(
+            c.names("runs/by_project/churn/core_r1").await,
+            ["inputs", "outputs"]
+        );
+        c.write("runs/by_project/churn/core_r1/outputs", "a.bin", b"alpha")
+            .await
+            .expect("close");
+        assert_eq!(
+            c.files("core_r1").await,
+            [("outputs/a.bin".to_string(), sha256_hex(b"alpha"))]
+        );
+        let h = sha256_hex(b"alpha");
+        let key = format!("data/{}/{h}/used_by/core_r1", &h[..2]);
+        assert!(c.store.head(&key).await.expect("head").is_some(), "marker");
+        // The same run through another view it has not got: not there.
+        assert!(c.ino("runs/flat/core_r1").await.is_none());
+        let attr = c
+            .tree
+            .getattr(
+                c.ino("runs/by_project/churn/core_r1/outputs/a.bin")
+                    .await
+                    .expect("file"),
+            )
+            .await
+            .expect("getattr")
+            .expect("attr");
+        assert_eq!((attr.kind, attr.size), (FileType::File, 5));
+    });
+}
+
+#[test]
+fn rename_and_unlink_are_manifest_changes() {
+    block_on(async {
+        let c = core();
+        c.mkdir("runs/by_project", "p").await;
+        c.mkdir("runs/by_project/p", "core_r2").await;
+        let out = "runs/by_project/p/core_r2/outputs";
+        c.write(out, "a", b"one").await.expect("close a");
+        c.write(out, "b", b"two").await.expect("close b");
+        let dir = c.ino(out).await.expect("outputs");
+        c.tree
+            .rename(dir, "a", dir, "c", false)
+            .await
+            .expect("rename");
+        c.tree.unlink(dir, "b").await.expect("unlink");
+        assert_eq!(
+            c.files("core_r2").await,
+            [("outputs/c".to_string(), sha256_hex(b"one"))]
+        );
+        assert_eq!(c.names(out).await, ["c"]);
+        let gone = c.tree.unlink(dir, "b").await.expect_err("unlink twice");
+        assert_eq!(gone.kind(), Kind::NotFound, "{gone}");
+    });
+}
+
+#[test]
+fn another_writers_run_appears_after_the_refresh() {
+    block_on(async {
+        let c = core();
+        c.mkdir("runs/by_project", "p").await;
+        assert_eq!(c.names("runs/by_project/p").await, Vec::<String>::new());
+        // Another process (the CLI, another node) makes a run in the same store.
+        let other = Runs::new(DataStore::new(c.store.clone()));
+        other
+            .create(mltrack::runs::RunSpec {
+                run_id: RunId::parse("run id", "core_r3").expect("id"),
+                run_type: RunType::Experiment,
+                project: Some(mltrack::ids::Name::parse("project", "p").expect("name")),
+                model: None,
+                storage_modes: vec![StorageMode::ByProject],
+                tags: Default::default(),
+            })
+            .await
+            .expect("create");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(c.names("runs/by_project/p").await, ["core_r3"]);
+    });
+}
+
+#[test]
+fn a_failing_store_fails_the_close_and_records_nothing() {
+    block_on(async {
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let c = core_over(faulty.clone());
+        c.mkdir("runs/by_project", "p").await;
+        c.mkdir("runs/by_project/p", "core_r4").await;
+        faulty.fail_after(Op::Put, 0);
+        let out = "runs/by_project/p/core_r4/outputs";
+        let e = c.write(out, "a", b"lost").await.expect_err("close fails");
+        assert_eq!(e.kind(), Kind::Failed, "{e}");
+        faulty.heal();
+        assert!(c.files("core_r4").await.is_empty(), "nothing recorded");
+        c.write(out, "a", b"kept").await.expect("close once healed");
+        assert_eq!(c.files("core_r4").await.len(), 1);
+    });
+}
