@@ -27,6 +27,12 @@ pub enum Error {
     AmbiguousPrefix { prefix: String, count: usize },
     #[error("run {0} does not exist")]
     RunNotFound(RunId),
+    /// A path in the mounted tree that is not there.
+    #[error("{0} does not exist")]
+    NoSuchPath(String),
+    /// An inode the kernel asked about after this mount forgot it.
+    #[error("inode {0} is not known to this mount")]
+    Stale(u64),
     #[error("run {0} already exists")]
     RunExists(RunId),
     #[error("{key} is corrupt: {reason}")]
@@ -74,6 +80,7 @@ pub enum Kind {
     NotPermitted,
     IsDirectory,
     NotDirectory,
+    Stale,
     /// The store, the disk or the data failed: nothing the caller asked was wrong.
     Failed,
 }
@@ -83,7 +90,8 @@ impl Error {
     /// classified here.
     pub fn kind(&self) -> Kind {
         match self {
-            Error::RunNotFound(_) | Error::DataNotFound(_) => Kind::NotFound,
+            Error::RunNotFound(_) | Error::DataNotFound(_) | Error::NoSuchPath(_) => Kind::NotFound,
+            Error::Stale(_) => Kind::Stale,
             Error::Storage(StorageError::NotFound { .. }) => Kind::NotFound,
             Error::Invalid(id) if id.is_too_long() => Kind::NameTooLong,
             Error::Storage(StorageError::InvalidKey { .. })

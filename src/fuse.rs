@@ -148,6 +148,17 @@ pub struct MltrackFs {
     gid: u32,
 }
 
+/// A name the kernel hands over for something that should exist. Run paths are UTF-8
+/// (docs/SEMANTICS.md), so a name that is not cannot exist here: `ENOENT`.
+fn existing_name(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::ENOENT)
+}
+
+/// A name for something to be made: one that is not UTF-8 cannot be recorded, `EINVAL`.
+fn new_name(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
 /// The error number a user sees for a domain error; logged once here with its cause.
 pub fn errno(op: &str, e: &Error) -> Errno {
     let code = match e.kind() {
@@ -161,6 +172,7 @@ pub fn errno(op: &str, e: &Error) -> Errno {
         Kind::NotPermitted => Errno::EPERM,
         Kind::IsDirectory => Errno::EISDIR,
         Kind::NotDirectory => Errno::ENOTDIR,
+        Kind::Stale => Errno::ESTALE,
         Kind::Failed => Errno::EIO,
     };
     tracing::warn!(op, error = %e, "request failed");
@@ -290,8 +302,9 @@ impl Filesystem for MltrackFs {
         if name.len() > crate::ids::MAX_NAME_LEN {
             return reply.error(Errno::ENAMETOOLONG);
         }
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
+        let name = match existing_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         match self.rt.block_on(self.tree.lookup(u64::from(parent), name)) {
             Ok(Some(a)) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
@@ -411,8 +424,9 @@ impl Filesystem for MltrackFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::EINVAL);
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let created = self
             .rt
@@ -449,11 +463,9 @@ impl Filesystem for MltrackFs {
         };
         match self.rt.block_on(self.reader.read(&h.read, offset, size)) {
             Ok(data) => reply.data(&data),
-            Err(e) => {
-                // Any failure to produce verified bytes is an I/O error, never wrong bytes.
-                tracing::error!(error = %e, "read failed");
-                reply.error(Errno::EIO)
-            }
+            // Bytes that fail verification are an error (EIO), never served; the object gone
+            // from the store (collected) is ENOENT, and so on: one map for every handler.
+            Err(e) => reply.error(errno("read", &e)),
         }
     }
 
@@ -591,8 +603,9 @@ impl Filesystem for MltrackFs {
         if kind != libc::S_IFREG && kind != 0 {
             return reply.error(Errno::EPERM);
         }
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::EINVAL);
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let made = self.rt.block_on(self.tree.mknod_file(
             u64::from(parent),
@@ -631,8 +644,9 @@ impl Filesystem for MltrackFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::EINVAL);
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         match self.rt.block_on(self.tree.mkdir(u64::from(parent), name)) {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
@@ -641,8 +655,9 @@ impl Filesystem for MltrackFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
+        let name = match existing_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         match self.rt.block_on(self.tree.unlink(u64::from(parent), name)) {
             Ok(()) => reply.ok(),
@@ -651,8 +666,9 @@ impl Filesystem for MltrackFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
+        let name = match existing_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         match self.rt.block_on(self.tree.rmdir(u64::from(parent), name)) {
             Ok(()) => reply.ok(),
@@ -670,8 +686,9 @@ impl Filesystem for MltrackFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
-            return reply.error(Errno::EINVAL);
+        let (name, newname) = match (existing_name(name), new_name(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         if flags.contains(RenameFlags::RENAME_EXCHANGE)
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
@@ -700,8 +717,9 @@ impl Filesystem for MltrackFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let Some(newname) = newname.to_str() else {
-            return reply.error(Errno::EINVAL);
+        let newname = match new_name(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
         let done = self.rt.block_on(
             self.tree

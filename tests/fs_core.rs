@@ -226,3 +226,34 @@ fn a_failing_store_fails_the_close_and_records_nothing() {
         assert_eq!(c.files("core_r4").await.len(), 1);
     });
 }
+
+#[test]
+fn each_refusal_has_its_own_kind() {
+    block_on(async {
+        let c = core();
+        c.mkdir("runs/by_project", "p").await;
+        c.mkdir("runs/by_project/p", "core_r5").await;
+        let out = "runs/by_project/p/core_r5/outputs";
+        c.write(out, "f", b"file").await.expect("close");
+        let file = c.ino(&format!("{out}/f")).await.expect("file");
+        let dir = c.ino(out).await.expect("dir");
+
+        let e = c.tree.readdir(file).await.expect_err("readdir of a file");
+        assert_eq!(e.kind(), Kind::NotDirectory, "{e}");
+        let Err(e) = c.tree.open(dir).await else {
+            panic!("a directory was opened as a file");
+        };
+        assert_eq!(e.kind(), Kind::IsDirectory, "{e}");
+        let e = c.tree.readlink(file).await.expect_err("readlink of a file");
+        assert_eq!(e.kind(), Kind::Invalid, "{e}");
+        let e = c
+            .tree
+            .getattr(999_999)
+            .await
+            .expect_err("an inode never handed out");
+        assert_eq!(e.kind(), Kind::Stale, "{e}");
+        let e = c.tree.unlink(dir, "missing").await.expect_err("unlink");
+        assert_eq!(e.kind(), Kind::NotFound, "{e}");
+        assert_eq!(e.to_string(), format!("{out}/missing does not exist"));
+    });
+}

@@ -509,3 +509,15 @@ pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Op
     file.read_exact_at(&mut buf, range.start).ok()?;
     (hashing::sha256(&buf) == *expected).then_some(buf)
 }
+
+/// The block cache keeps copies of `metadata.json` for the objects it caches, so that a mount
+/// started again finds them without a GET.
+impl crate::cas::MetadataKeeper for BlockCache {
+    fn kept(&self, h: &Digest) -> Option<Vec<u8>> {
+        self.kept_metadata(h)
+    }
+
+    fn keep(&self, h: &Digest, json: &[u8]) {
+        self.keep_metadata(h, json);
+    }
+}

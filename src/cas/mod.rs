@@ -10,6 +10,7 @@
 //!
 //! This module knows objects, names and `used_by` markers; it knows nothing of manifests.
 
+pub mod described;
 pub mod format;
 pub mod hashing;
 pub mod metadata;
@@ -26,6 +27,8 @@ use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RunId};
 use crate::layout;
 use crate::storage::{Body, DynStore, PutMode, StorageError, list_all};
+use described::MetadataCache;
+pub use described::{Described, MetadataKeeper};
 use format::Format;
 use hashing::ContentHash;
 use metadata::ObjectMetadata;
@@ -49,11 +52,59 @@ pub struct Stored {
 #[derive(Debug, Clone)]
 pub struct DataStore {
     store: DynStore,
+    /// Metadata read or stored by this process (a mount); none for a CLI command.
+    described: Option<Arc<MetadataCache>>,
 }
 
 impl DataStore {
     pub fn new(store: DynStore) -> Self {
-        DataStore { store }
+        DataStore {
+            store,
+            described: None,
+        }
+    }
+
+    /// Keeps the metadata this process reads and stores (see [`described`]), and has `keeper`
+    /// keep copies across restarts.
+    pub fn caching_metadata(mut self, keeper: Option<Arc<dyn MetadataKeeper>>) -> Self {
+        self.described = Some(Arc::new(MetadataCache::new(keeper)));
+        self
+    }
+
+    pub fn is_caching_metadata(&self) -> bool {
+        self.described.is_some()
+    }
+
+    /// The object's metadata as a reader sees it: remembered, kept on the node, or read;
+    /// `None` if the object is not (completely) stored, and also if its `metadata.json` does
+    /// not parse or describes other bytes (skipped with a warning, never served).
+    pub async fn described(&self, h: &Digest) -> Result<Option<Described>> {
+        if let Some(d) = self.described.as_ref().and_then(|c| c.get(h)) {
+            return Ok(Some(d));
+        }
+        let got = match self.store.get(&layout::metadata_key(h), None).await {
+            Ok(g) => g,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = match ObjectMetadata::parse(h, &got.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping object with unreadable metadata");
+                return Ok(None);
+            }
+        };
+        Ok(Some(match &self.described {
+            Some(c) => c.put(meta, got.data),
+            None => Arc::new((meta, got.data)),
+        }))
+    }
+
+    /// Remembers the metadata of an object this process just stored.
+    fn remember(&self, meta: &ObjectMetadata) {
+        if let Some(c) = &self.described {
+            c.put(meta.clone(), Bytes::from(meta.to_json()));
+        }
     }
 
     pub fn backend(&self) -> &DynStore {
@@ -75,7 +126,9 @@ impl DataStore {
             hashing::hash_reader(file, |n| progress(n)).map_err(Error::io(&owned))
         })
         .await?;
-        self.store_hashed(path, name, hash, before).await
+        let stored = self.store_hashed(path, name, hash, before).await?;
+        self.remember(&stored.meta);
+        Ok(stored)
     }
 
     /// Stores the file at `path`, already hashed (by a reader that followed its writer); the
@@ -92,7 +145,9 @@ impl DataStore {
                 path: path.to_path_buf(),
             });
         }
-        self.store_hashed(path, name, hash, before).await
+        let stored = self.store_hashed(path, name, hash, before).await?;
+        self.remember(&stored.meta);
+        Ok(stored)
     }
 
     async fn store_hashed(

@@ -17,15 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::BlockCache;
-use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
+use crate::cas::{DataStore, Described};
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
 use crate::runs::Current;
 use crate::runs::Runs;
 use crate::runs::manifest::{Manifest, RunType, StorageMode};
-use crate::storage::{StorageError, list_all, list_children};
+use crate::storage::{list_all, list_children};
 use spool::{Target, WriteFile};
 
 pub const ROOT_INO: u64 = 1;
@@ -113,9 +113,6 @@ pub struct TreeOptions {
     pub read_only: bool,
 }
 
-/// A parsed document and the exact bytes it was read from (served as the file's content).
-type Parsed<T> = Arc<(T, Vec<u8>)>;
-
 struct Timed<T> {
     value: T,
     at: Instant,
@@ -129,7 +126,6 @@ pub struct Tree {
     cache: Option<Arc<BlockCache>>,
     inodes: Mutex<Inodes>,
     listings: Mutex<HashMap<String, Timed<Arc<Vec<String>>>>>,
-    metadata: Mutex<HashMap<Digest, Parsed<ObjectMetadata>>>,
     /// Files open for writing on this mount, shared by all their open handles.
     writes: Mutex<HashMap<Target, Arc<WriteFile>>>,
     /// Empty directories made in runs on this mount (a manifest records only files).
@@ -161,6 +157,14 @@ impl Tree {
         } else {
             runs.caching(opts.refresh, false)
         };
+        let runs = if runs.data().is_caching_metadata() {
+            runs
+        } else {
+            let keeper = cache
+                .clone()
+                .map(|c| c as Arc<dyn crate::cas::MetadataKeeper>);
+            runs.caching_metadata(keeper)
+        };
         let mut inodes = Inodes {
             next: ROOT_INO + 1,
             ..Default::default()
@@ -179,7 +183,6 @@ impl Tree {
             cache,
             inodes: Mutex::new(inodes),
             listings: Mutex::new(HashMap::new()),
-            metadata: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
             dirs: Mutex::new(BTreeSet::new()),
             keys: Mutex::new(BTreeSet::new()),
@@ -200,7 +203,7 @@ impl Tree {
             .by_ino
             .get(&ino)
             .cloned()
-            .ok_or_else(|| Error::Refused(format!("inode {ino} is unknown")))
+            .ok_or(Error::Stale(ino))
     }
 
     fn intern(&self, parent: &Node, name: &str, kind: Kind) -> Arc<Node> {
@@ -322,43 +325,9 @@ impl Tree {
         self.runs.current(run).await
     }
 
-    /// The object's metadata, cached for the life of the mount; `None` if not stored.
-    pub async fn metadata(&self, h: &Digest) -> Result<Option<Parsed<ObjectMetadata>>> {
-        if let Some(m) = lock(&self.metadata).get(h) {
-            return Ok(Some(m.clone()));
-        }
-        // metadata.json never changes: a copy kept by an earlier mount saves a GET.
-        if let Some(cache) = &self.cache
-            && let Some(bytes) = cache.kept_metadata(h)
-            && let Ok(meta) = ObjectMetadata::parse(h, &bytes)
-        {
-            let value = Arc::new((meta, bytes));
-            lock(&self.metadata).insert(*h, value.clone());
-            return Ok(Some(value));
-        }
-        let got = match self
-            .data()
-            .backend()
-            .get(&layout::metadata_key(h), None)
-            .await
-        {
-            Ok(g) => g,
-            Err(StorageError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let meta = match ObjectMetadata::parse(h, &got.data) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping object with unreadable metadata");
-                return Ok(None);
-            }
-        };
-        if let Some(cache) = &self.cache {
-            cache.keep_metadata(h, &got.data);
-        }
-        let value = Arc::new((meta, got.data.to_vec()));
-        lock(&self.metadata).insert(*h, value.clone());
-        Ok(Some(value))
+    /// The object's metadata, as `cas` keeps it; `None` if not stored or unreadable.
+    pub async fn metadata(&self, h: &Digest) -> Result<Option<Described>> {
+        self.data().described(h).await
     }
 
     /// Whether the run's manifest puts it in view `mode` under `key`.
@@ -499,7 +468,7 @@ impl Tree {
             | Kind::UsedByLink(..)
             | Kind::RunFile(..)
             | Kind::ManifestFile(_) => {
-                return Err(Error::Refused(format!("{} is not a directory", node.path)));
+                return Err(Error::NotDirectory(node.path.clone()));
             }
         }
         Ok(out)
@@ -752,7 +721,10 @@ impl Tree {
     /// the link (`data/<hh>/<h>/used_by/<run>` is four levels deep).
     async fn readlink_of(&self, node: &Node) -> Result<String> {
         let Kind::UsedByLink(_, run) = &node.kind else {
-            return Err(Error::Refused(format!("{} is not a symlink", node.path)));
+            return Err(Error::BadRequest(format!(
+                "{} is not a symbolic link",
+                node.path
+            )));
         };
         let Some(m) = self.manifest(run).await? else {
             return Ok(format!("../../../../manifests/{run}.json"));
@@ -845,14 +817,14 @@ impl Tree {
                 }
             }
             Kind::MetadataFile(h) => match self.metadata(h).await? {
-                Some(m) => Ok(Content::Bytes(bytes::Bytes::copy_from_slice(&m.1))),
+                Some(m) => Ok(Content::Bytes(m.1.clone())),
                 None => Err(Error::DataNotFound(h.to_string())),
             },
             Kind::ManifestFile(run) => match self.manifest(run).await? {
                 Some(m) => Ok(Content::Bytes(m.1.clone())),
                 None => Err(Error::RunNotFound(run.clone())),
             },
-            _ => Err(Error::Refused(format!("{} is not a file", node.path))),
+            _ => Err(Error::IsDirectory(node.path.clone())),
         }
     }
 }

@@ -116,15 +116,6 @@ impl Tree {
         }
     }
 
-    /// Keeps a manifest this mount just committed, so its own changes are visible at once.
-    fn remember_metadata(&self, meta: &ObjectMetadata) {
-        let json = meta.to_json();
-        if let Some(cache) = &self.cache {
-            cache.keep_metadata(&meta.hash, &json);
-        }
-        lock(&self.metadata).insert(meta.hash, Arc::new((meta.clone(), json)));
-    }
-
     /// Forgets cached view listings, after a run was made or deleted.
     fn forget_views(&self) {
         lock(&self.listings).retain(|prefix, _| !prefix.starts_with(crate::layout::RUNS));
@@ -139,7 +130,7 @@ impl Tree {
     async fn attr_or_gone(&self, node: &Node) -> Result<Attr> {
         self.attr_of(node)
             .await?
-            .ok_or_else(|| Error::Refused(format!("{} vanished as it was made", node.path)))
+            .ok_or_else(|| Error::NoSuchPath(node.path.clone()))
     }
 
     // ---- mkdir ------------------------------------------------------------------------------
@@ -466,7 +457,6 @@ impl Tree {
         self.runs
             .record(&target.run, &target.path, entry.clone())
             .await?;
-        self.remember_metadata(&meta);
         st.dirty = false;
         st.committed = Some(entry);
         tracing::debug!(run = %target.run, path = %target.path, hash = %meta.hash, "committed");
@@ -497,13 +487,12 @@ impl Tree {
             }
         }
         let st = file.state.lock().await;
-        let meta = st
-            .committed
-            .as_ref()
-            .and_then(|e| lock(&self.metadata).get(&e.hash).cloned());
-        if let (Some(cache), Some(entry), false, None, Some(meta)) =
-            (&self.cache, &st.committed, st.dirty, &st.reference, meta)
+        // A spool holding exactly what was committed becomes the object's cache file. Its
+        // metadata was remembered when it was stored.
+        if let (Some(cache), Some(entry), false, None) =
+            (&self.cache, &st.committed, st.dirty, &st.reference)
             && entry.size == file.size()
+            && let Ok(Some(meta)) = self.metadata(&entry.hash).await
         {
             let cache = cache.clone();
             let file = file.clone();
@@ -579,7 +568,7 @@ impl Tree {
                             }
                             Ok(())
                         }
-                        None => Err(Error::DataNotFound(format!("{run}/{path}"))),
+                        None => Err(Error::NoSuchPath(format!("{run}/{path}"))),
                     })
                     .await?;
             }
@@ -610,7 +599,7 @@ impl Tree {
             .by_file
             .remove(&(run.clone(), path.clone()));
         if !found {
-            return Err(Error::DataNotFound(format!("{}/{name}", node.path)));
+            return Err(Error::NoSuchPath(format!("{}/{name}", node.path)));
         }
         Ok(())
     }
@@ -650,7 +639,7 @@ impl Tree {
         self.refuse_read_only(&node)?;
         let found = self.list(&node).await?.into_iter().find(|(n, _)| n == name);
         let Some((_, kind)) = found else {
-            return Err(Error::DataNotFound(format!("{}/{name}", node.path)));
+            return Err(Error::NoSuchPath(format!("{}/{name}", node.path)));
         };
         let shown = format!("{}/{name}", node.path);
         match kind {
@@ -773,7 +762,7 @@ impl Tree {
             });
             Ok(())
         } else {
-            Err(Error::DataNotFound(format!("{}/{name}", from_node.path)))
+            Err(Error::NoSuchPath(format!("{}/{name}", from_node.path)))
         }
     }
 

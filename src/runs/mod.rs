@@ -108,6 +108,16 @@ impl Runs {
         self
     }
 
+    /// Has the data store keep the metadata this process reads and stores (see
+    /// [`crate::cas::described`]).
+    pub fn caching_metadata(
+        mut self,
+        keeper: Option<std::sync::Arc<dyn crate::cas::MetadataKeeper>>,
+    ) -> Self {
+        self.data = self.data.caching_metadata(keeper);
+        self
+    }
+
     pub fn is_caching(&self) -> bool {
         self.cache.is_some()
     }
