@@ -14,6 +14,8 @@
 //!   the fix. A symbolic link naming it is followed only if the link belongs to root or us.
 //! - Subdirectories are opened with `O_DIRECTORY | O_NOFOLLOW` and checked the same way;
 //!   missing ones are made with `mkdirat`, then opened and checked (never "exists, then act").
+//!   One of ours that others can write (made by an older mltrack under umask 0002) has that
+//!   write access taken away with `fchmod` on the open descriptor.
 //! - Files are opened with `O_NOFOLLOW | O_CLOEXEC` (and `O_NONBLOCK`, so a planted FIFO
 //!   cannot hang us), then checked with `fstat`: a regular file, owned by root or us, and, when
 //!   opened for writing, with one link. Renames, links and removals are `*at` calls on the
@@ -223,7 +225,16 @@ impl TrustedDir {
                 other => other,
             }
             .map_err(|e| not_followed_dir(e, at, name, &path))?;
-            let st = rustix::fs::fstat(&next)?;
+            let mut st = rustix::fs::fstat(&next)?;
+            if st.st_uid == euid() && st.st_mode & 0o022 != 0 {
+                // Ours, made group- or world-writable by an older mltrack under a loose umask
+                // (0002 is common): closed again through the descriptor, so nothing can swap
+                // it between the check and the change.
+                let mode = st.st_mode & 0o7777 & !0o022;
+                rustix::fs::fchmod(&next, Mode::from_raw_mode(mode))?;
+                tracing::info!(dir = %path.display(), mode = format!("{mode:04o}"), "took write access from group and others");
+                st = rustix::fs::fstat(&next)?;
+            }
             if !owned_by_us_or_root(&st) || st.st_mode & 0o022 != 0 {
                 return Err(refused(format!(
                     "{} belongs to uid {} with mode {:04o}: mltrack does not use a directory another user can change",
@@ -485,6 +496,17 @@ mod tests {
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(!t.path().join("x").exists());
         assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn our_own_open_subdirectories_are_closed_again() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("store");
+        let dir = TrustedDir::open(&root, Policy::Private, true, "hint").unwrap();
+        std::fs::create_dir(root.join("old")).unwrap();
+        std::fs::set_permissions(root.join("old"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        dir.subdir("old", false).unwrap();
+        assert_eq!(mode_of(&root.join("old")), 0o755);
     }
 
     #[test]
