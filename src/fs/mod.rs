@@ -16,6 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt;
+
 use crate::cache::BlockCache;
 use crate::cas::metadata::ObjectMetadata;
 use crate::cas::{DataStore, Described};
@@ -30,6 +32,9 @@ use spool::{Target, WriteFile};
 
 pub const ROOT_INO: u64 = 1;
 /// Attribute and entry lifetime of immutable things (objects and their metadata).
+/// Manifests read at once when a view is listed.
+const PREFETCH_CONCURRENCY: usize = 32;
+
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What a path of the mounted tree is.
@@ -575,7 +580,17 @@ impl Tree {
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
         let mut entries = Vec::new();
-        for (name, kind) in self.list(&node).await? {
+        let listed = self.list(&node).await?;
+        if matches!(
+            node.kind,
+            Kind::ViewKey(..) | Kind::ViewRoot(StorageMode::Flat)
+        ) {
+            self.prefetch_manifests(listed.iter().filter_map(|(_, k)| match k {
+                Kind::RunDir(run) => Some(run.clone()),
+                _ => None,
+            }));
+        }
+        for (name, kind) in listed {
             let child = self.intern(&node, &name, kind);
             entries.push(DirEntry {
                 ino: child.ino,
@@ -584,6 +599,30 @@ impl Tree {
             });
         }
         Ok(entries)
+    }
+
+    /// Reads the manifests of the runs a view lists, [`PREFETCH_CONCURRENCY`] at a time, in the
+    /// background: `ls -l` and `ls -lR` look each run up next, one request at a time, and then
+    /// find its manifest in `runs`' cache instead of waiting for one GET after another. The
+    /// listing itself returns at once.
+    fn prefetch_manifests(&self, ids: impl Iterator<Item = RunId>) {
+        let ids: Vec<RunId> = ids.collect();
+        if ids.is_empty() {
+            return;
+        }
+        let runs = self.runs.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(ids)
+                .for_each_concurrent(PREFETCH_CONCURRENCY, |run| {
+                    let runs = runs.clone();
+                    async move {
+                        if let Err(e) = runs.current(&run).await {
+                            tracing::debug!(%run, error = %e, "could not read a listed run's manifest ahead");
+                        }
+                    }
+                })
+                .await;
+        });
     }
 
     /// The child `name` of directory `parent`, or `None`.

@@ -279,10 +279,10 @@ impl ViewPointer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Manifest {
+    pub(crate) fn sample() -> Manifest {
         let json = r#"{
           "schema_version": 1, "run_id": "prod_001", "run_type": "production",
           "project": "customer_churn", "model": "xgb-v3",

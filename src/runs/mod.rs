@@ -125,11 +125,7 @@ impl Runs {
     /// Remembers what this process just committed (its reads see it at once).
     fn committed(&self, m: &Manifest, json: Bytes, etag: String) {
         if let Some(c) = &self.cache {
-            c.put(
-                &m.run_id,
-                std::sync::Arc::new((m.clone(), json)),
-                Some(etag),
-            );
+            c.committed(&m.run_id, std::sync::Arc::new((m.clone(), json)), etag);
         }
     }
 
@@ -146,28 +142,23 @@ impl Runs {
         if let Some(c) = self.cache.as_ref().and_then(|c| c.fresh(run)) {
             return Ok(Some(c));
         }
+        let started = std::time::Instant::now();
         let key = layout::manifest_key(run);
-        let got = match self.store().get(&key, None).await {
-            Ok(g) => g,
-            Err(StorageError::NotFound { .. }) => {
-                self.forget(run);
-                return Ok(None);
-            }
+        let (current, etag) = match self.store().get(&key, None).await {
+            Ok(got) => match Manifest::parse(run.as_str(), &key, &got.data) {
+                Ok(m) => (Some(std::sync::Arc::new((m, got.data))), got.etag),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping run with an unreadable manifest");
+                    (None, None)
+                }
+            },
+            Err(StorageError::NotFound { .. }) => (None, None),
             Err(e) => return Err(e.into()),
         };
-        let m = match Manifest::parse(run.as_str(), &key, &got.data) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping run with an unreadable manifest");
-                self.forget(run);
-                return Ok(None);
-            }
-        };
-        let current = std::sync::Arc::new((m, got.data));
         if let Some(c) = &self.cache {
-            c.put(run, current.clone(), got.etag);
+            c.read(run, current.clone(), etag, started);
         }
-        Ok(Some(current))
+        Ok(current)
     }
 
     pub fn data(&self) -> &DataStore {
