@@ -60,7 +60,27 @@ pub async fn run(config: &Config, runs: &Runs) -> Vec<Check> {
     }
     checks.push(check_fuse());
     checks.push(check_cache_dir(&config.cache_dir));
+    checks.push(check_lock_dir());
     checks
+}
+
+/// The run lock directory, opened as a write opens it (docs/SECURITY.md).
+fn check_lock_dir() -> Check {
+    let name = "run locks";
+    let dir = crate::runs::lock::lock_dir();
+    let hint = "set MLTRACK_LOCK_DIR to a directory of your own";
+    match crate::trusted::TrustedDir::open(&dir, crate::trusted::Policy::Locks, true, hint) {
+        Ok(_) => Check {
+            name,
+            status: Status::Ok,
+            detail: format!("{} is safe from other users", dir.display()),
+        },
+        Err(e) => Check {
+            name,
+            status: Status::Fail,
+            detail: format!("{} cannot be used: {e}", dir.display()),
+        },
+    }
 }
 
 /// Lists, writes, reads back and deletes a scratch object.

@@ -350,9 +350,13 @@ fn doctor_reports_conditional_writes(kind: Kind) {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["store", "conditional writes", "fuse", "cache"]);
+    assert_eq!(
+        names,
+        vec!["store", "conditional writes", "fuse", "cache", "run locks"]
+    );
     assert_eq!(checks[0]["status"], "ok");
     assert_eq!(checks[1]["status"], "ok", "{checks}");
+    assert_eq!(checks[4]["status"], "ok", "{checks}");
     assert!(
         t.keys().is_empty(),
         "doctor leaves nothing behind: {:?}",

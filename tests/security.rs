@@ -154,6 +154,11 @@ fn planted_run_locks_are_not_followed() {
     let out = add_with_locks_in(&theirs);
     refused(&out, "belongs to uid 65534", "lock dir of another user");
     refused(&out, "MLTRACK_LOCK_DIR", "lock dir of another user");
+    let doctor = with_env(&t, &[("MLTRACK_LOCK_DIR", &theirs)], &["--json", "doctor"]);
+    assert!(
+        String::from_utf8_lossy(&doctor.stdout).contains("belongs to uid 65534"),
+        "doctor: {doctor:?}"
+    );
 
     let open = t.dir.path().join("open-locks");
     std::fs::create_dir(&open).expect("mkdir");

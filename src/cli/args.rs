@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Check FUSE, store access, conditional writes and the cache directory
+    /// Check FUSE, store access, conditional writes, the cache and the run lock directory
     Doctor,
 }
 
