@@ -68,8 +68,7 @@ pub async fn run(config: &Config, runs: &Runs) -> Vec<Check> {
 fn check_lock_dir() -> Check {
     let name = "run locks";
     let dir = crate::runs::lock::lock_dir();
-    let hint = "set MLTRACK_LOCK_DIR to a directory of your own";
-    match crate::trusted::TrustedDir::open(&dir, crate::trusted::Policy::Locks, true, hint) {
+    match crate::runs::lock::open_lock_dir() {
         Ok(_) => Check {
             name,
             status: Status::Ok,

@@ -192,10 +192,6 @@ impl TrustedDir {
         &self.path
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     fn file_mode(&self) -> Mode {
         Mode::from_raw_mode(0o600 | self.share)
     }
@@ -302,6 +298,14 @@ impl TrustedDir {
         // Back to blocking reads and writes: O_NONBLOCK was only for the open.
         rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? & !OFlags::NONBLOCK)?;
         Ok(File::from(fd))
+    }
+
+    /// Opens the file `name` as [`TrustedDir::open_file`] does and takes an exclusive `flock`
+    /// on it, waiting for it; the lock is released when the file is closed.
+    pub fn lock_exclusive(&self, name: impl AsRef<OsStr>, how: Open) -> io::Result<File> {
+        let file = self.open_file(name, how)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(file)
     }
 
     /// Opens an anonymous file (`O_TMPFILE`) in this directory, read-write, mode `0600`.

@@ -59,10 +59,6 @@ impl CacheDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        self.root.path()
-    }
-
     /// The spool directory, where files being written live until they are stored.
     pub fn spool(&self) -> io::Result<TrustedDir> {
         self.root.subdir("spool", true)
@@ -93,9 +89,9 @@ impl CacheDir {
         self.root.path().join("mount.log")
     }
 
-    /// The directory lock file (read-write, created if missing).
-    pub fn lock_file(&self) -> io::Result<File> {
-        self.root.open_file("lock", Open::ReadWriteCreate)
+    /// The directory lock file (read-write, created if missing), locked exclusively.
+    pub fn lock(&self) -> io::Result<File> {
+        self.root.lock_exclusive("lock", Open::ReadWriteCreate)
     }
 
     fn fanout(&self, h: &Digest, create: bool) -> io::Result<TrustedDir> {
@@ -125,10 +121,6 @@ impl CacheDir {
 
     pub fn remove_object(&self, h: &Digest) -> io::Result<()> {
         self.fanout(h, false)?.remove_file(h.to_hex())
-    }
-
-    pub fn object_path(&self, h: &Digest) -> PathBuf {
-        self.objects.path().join(h.fanout()).join(h.to_hex())
     }
 
     /// The `metadata.json` of object `h` as an earlier mount kept it, if it did.

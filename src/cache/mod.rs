@@ -191,20 +191,6 @@ impl BlockCache {
         Ok(())
     }
 
-    /// The `metadata.json` of object `h` as an earlier mount kept it, if it did. The caller
-    /// parses it, which checks it describes `h`.
-    pub fn kept_metadata(&self, h: &Digest) -> Option<Vec<u8>> {
-        self.dir.kept_metadata(h)
-    }
-
-    /// Keeps a copy of the object's `metadata.json` (best effort; a few hundred bytes per
-    /// object, not counted against the limit).
-    pub fn keep_metadata(&self, h: &Digest, bytes: &[u8]) {
-        if let Err(e) = self.dir.keep_metadata(h, bytes) {
-            tracing::debug!(hash = %h, error = %e, "could not keep a copy of metadata.json");
-        }
-    }
-
     /// Makes `file`, holding exactly the bytes of `meta` (a spool that was just hashed into
     /// it), the object's cache file. Nothing happens if the object is already (partly) cached
     /// or cannot fit. Returns whether it was adopted.
@@ -354,12 +340,7 @@ impl BlockCache {
     }
 
     fn dir_lock(&self) -> io::Result<DirLock> {
-        let f = self.dir.lock_file()?;
-        // SAFETY: flock on a descriptor we own; released when it closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(DirLock(f))
+        self.dir.lock().map(DirLock)
     }
 }
 
@@ -510,14 +491,17 @@ pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Op
     (hashing::sha256(&buf) == *expected).then_some(buf)
 }
 
-/// The block cache keeps copies of `metadata.json` for the objects it caches, so that a mount
-/// started again finds them without a GET.
+/// The block cache keeps copies of `metadata.json` (`<cache-dir>/metadata/`, a few hundred
+/// bytes per object, not counted against the limit), so that a mount started again finds
+/// them without a GET.
 impl crate::cas::MetadataKeeper for BlockCache {
     fn kept(&self, h: &Digest) -> Option<Vec<u8>> {
-        self.kept_metadata(h)
+        self.dir.kept_metadata(h)
     }
 
     fn keep(&self, h: &Digest, json: &[u8]) {
-        self.keep_metadata(h, json);
+        if let Err(e) = self.dir.keep_metadata(h, json) {
+            tracing::debug!(hash = %h, error = %e, "could not keep a copy of metadata.json");
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! and kept for the life of the mount (so a path keeps its inode number). Nothing is listed at
 //! mount time: a directory's children come from the store (the S3 prefixes of docs/STORE.md)
 //! when it is first read, and again once they are older than the refresh interval. Manifests
-//! are cached for the same interval; object metadata, which never changes, for the life of
-//! the mount. Reads go through [`reader::Reader`] and the verified block cache.
+//! come from `runs` (cached there for the same interval) and object metadata from `cas`
+//! (cached for the life of the mount: it never changes). Reads go through [`reader::Reader`]
+//! and the verified block cache.
 
 pub mod reader;
 pub mod spool;
@@ -32,10 +33,9 @@ use spool::{Target, WriteFile};
 
 pub const ROOT_INO: u64 = 1;
 /// Attribute and entry lifetime of immutable things (objects and their metadata).
+pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Manifests read at once when a view is listed.
 const PREFETCH_CONCURRENCY: usize = 32;
-
-pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What a path of the mounted tree is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -230,20 +230,17 @@ impl Tree {
 
     // ---- files: create, open, write, commit, release ---------------------------------------
 
-    /// Creates (or truncates) the file `name` in a run directory and opens it for writing.
     /// `mknod` of a regular file: an empty file, recorded at once (there is no handle whose
     /// close would record it).
     pub async fn mknod_file(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
-        let (_, file) = self.create(parent, name, mode).await?;
+        let (attr, file) = self.create(parent, name, mode).await?;
         let committed = self.commit(&file).await;
         self.release(&file).await;
         committed?;
-        let node = self.node(parent)?;
-        let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
-        let child = self.intern(&node, name, Kind::RunFile(run, join(&prefix, name)?));
-        self.attr_or_gone(&child).await
+        self.attr_or_gone(&*self.node(attr.ino)?).await
     }
 
+    /// Creates (or truncates) the file `name` in a run directory and opens it for writing.
     pub async fn create(
         &self,
         parent: u64,

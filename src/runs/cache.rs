@@ -5,8 +5,8 @@
 //! process committed (when the store honours `If-Match`, which catches anyone who wrote since).
 //!
 //! What it does not do: decide what a missing or unreadable manifest means (that is
-//! [`super::Runs::current`]), or cache view listings and object metadata (the filesystem core
-//! still keeps those).
+//! [`super::Runs::current`]), cache object metadata (`cas` does), or cache view listings (the
+//! filesystem core still does).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -12,7 +12,6 @@
 //! writes. The lock is released when the guard drops, and by the kernel if the process dies.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -38,6 +37,13 @@ pub fn lock_dir() -> PathBuf {
     }
 }
 
+/// Opens this process's run lock directory (see [`lock_dir`]), creating it, and checks that no
+/// other user can change it.
+pub fn open_lock_dir() -> std::io::Result<TrustedDir> {
+    let hint = "set MLTRACK_LOCK_DIR to a directory of your own";
+    TrustedDir::open(&lock_dir(), Policy::Locks, true, hint)
+}
+
 impl RunLock {
     /// Blocks until this process holds the lock of `run` in the store described by `store`.
     pub async fn acquire(store: &str, run: &RunId) -> Result<RunLock> {
@@ -45,16 +51,10 @@ impl RunLock {
         let name = crate::cas::hashing::sha256(format!("{store}\n{run}").as_bytes()).to_hex()[..32]
             .to_string();
         crate::cas::blocking(move || {
-            let hint = "set MLTRACK_LOCK_DIR to a directory of your own";
-            let locks =
-                TrustedDir::open(&dir, Policy::Locks, true, hint).map_err(Error::in_dir(&dir))?;
+            let locks = open_lock_dir().map_err(Error::in_dir(&dir))?;
             let file = locks
-                .open_file(&name, Open::Lock)
+                .lock_exclusive(&name, Open::Lock)
                 .map_err(Error::in_dir(dir.join(&name)))?;
-            // SAFETY: flock on a descriptor we own; released when the file is closed.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(Error::io(&dir.join(&name))(std::io::Error::last_os_error()));
-            }
             Ok(RunLock { _file: file })
         })
         .await

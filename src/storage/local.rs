@@ -17,7 +17,6 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::{Deref, Range};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -380,12 +379,8 @@ struct KeyLock {
 
 impl KeyLock {
     fn acquire(locks: &TrustedDir, name: &str) -> io::Result<Self> {
-        let f = locks.open_file(name, Open::Lock)?;
-        // SAFETY: flock on a descriptor we own; it is released when the file closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(KeyLock { _file: f })
+        let file = locks.lock_exclusive(name, Open::Lock)?;
+        Ok(KeyLock { _file: file })
     }
 }
 
