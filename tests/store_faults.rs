@@ -205,3 +205,36 @@ fn a_server_that_goes_away_fails_operations_and_the_mount_recovers() {
     }
     drop(m);
 }
+
+/// A GET body that breaks off or arrives damaged is retried like any other transient fault,
+/// with the same bound, on the mount and in the CLI: a torn transfer is the network's fault,
+/// not a reason to fail a training job's read.
+#[test]
+fn torn_and_damaged_get_bodies_are_retried() {
+    let t = TestStore::new(Kind::S3);
+    let faults = &t.server().faults;
+    let stored = bytes(4, 3 * 1024 * 1024 + 17);
+    let f = t.file("stored.bin", &stored);
+    t.ok(&["put", path_str(&f)]);
+    let h = sha256_hex(&stored);
+    let rel = format!("data/{}/{h}/data.bin", &h[..2]);
+    // More in a row than was absorbed before: a torn body was tried 5 times, a damaged one
+    // twice.
+    for (fault, times) in [(Fault::TruncateBody, 8), (Fault::CorruptBody, 4)] {
+        faults.inject(Target::DataGet, fault, times);
+        let out = t.dir.path().join(format!("got-{fault:?}"));
+        t.ok(&["get", &h, "-o", path_str(&out)]);
+        assert_eq!(faults.pending(), 0, "{fault:?} was never met by the CLI");
+        assert!(
+            std::fs::read(&out).expect("read got") == stored,
+            "{fault:?}"
+        );
+
+        let m = t.mount(&t.dir.path().join(format!("cache-{fault:?}")), &[]);
+        faults.inject(Target::DataGet, fault, times);
+        let back =
+            std::fs::read(m.path(&rel)).unwrap_or_else(|e| panic!("read under {fault:?}: {e}"));
+        assert_eq!(faults.pending(), 0, "{fault:?} was never met by the mount");
+        assert!(back == stored, "wrong bytes under {fault:?}");
+    }
+}

@@ -40,6 +40,9 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 const BLOCKS_PER_GET: u64 = 8;
 /// GETs in flight when exporting an object.
 const GETS_IN_FLIGHT: usize = 4;
+/// Fetches of a block range whose bytes fail verification before the read fails: a transfer
+/// damaged on the way is fetched again; bytes damaged in the store fail within about 1.5 s.
+const FETCHES_OF_A_BAD_BLOCK: u32 = 5;
 
 /// The result of storing a file.
 #[derive(Debug, Clone)]
@@ -297,8 +300,9 @@ impl DataStore {
         }
     }
 
-    /// Fetches block range `blocks` of the object and verifies every block; a block that fails
-    /// is fetched once more before the read fails.
+    /// Fetches block range `blocks` of the object and verifies every block. Bytes damaged on
+    /// the way are fetched again, up to `FETCHES_OF_A_BAD_BLOCK` times with a growing pause;
+    /// a block still wrong then is damaged in the store, and the read fails.
     pub async fn read_blocks(
         &self,
         meta: &ObjectMetadata,
@@ -306,12 +310,15 @@ impl DataStore {
     ) -> Result<Bytes> {
         let start = meta.block_range(blocks.start).start;
         let end = meta.block_range(blocks.end - 1).end;
-        for attempt in 0..2 {
+        let mut attempt = 1;
+        loop {
             let got = self.store.get(&meta.data_key(), Some(start..end)).await?;
             match verify(meta, blocks.clone(), &got.data) {
                 Ok(()) => return Ok(got.data),
-                Err(bad) if attempt == 0 => {
-                    tracing::warn!(hash = %meta.hash, block = bad, "block failed verification; fetching again");
+                Err(bad) if attempt < FETCHES_OF_A_BAD_BLOCK => {
+                    tracing::warn!(hash = %meta.hash, block = bad, attempt, "block failed verification; fetching again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                    attempt += 1;
                 }
                 Err(bad) => {
                     return Err(Error::BadBlock {
@@ -321,7 +328,6 @@ impl DataStore {
                 }
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     /// Writes the whole object to `out`, verified, with a few ranged GETs in flight.

@@ -8,9 +8,11 @@
 //! assumed here. Throttling, 5xx and dropped connections are retried by the SDK's standard
 //! policy, up to `MAX_ATTEMPTS` tries with jittered backoff capped at `MAX_BACKOFF`, and
 //! without its retry quota (which stops retrying altogether after a burst of failures: on a
-//! mount, that turns a flaky minute into failed training jobs). A GET body that breaks off is
-//! retried here. Connect and read timeouts keep a dead server from hanging a caller: an
-//! operation on a server that is down fails within about `MAX_ATTEMPTS * MAX_BACKOFF / 2`.
+//! mount, that turns a flaky minute into failed training jobs). A GET whose body breaks off or
+//! fails the SDK's checksum, or whose retry finds its pooled connection closed, is retried
+//! here with the same bound and backoff, and each such retry is logged. Connect and read
+//! timeouts keep a dead server from hanging a caller: an operation on a server that is down
+//! fails within about `MAX_ATTEMPTS * MAX_BACKOFF / 2`.
 //! Payloads are not SigV4-signed (the SDK would hash every byte once more to sign it) and the
 //! SDK's own streaming checksum is off (it made uploads CPU-bound at 50 MB/s); instead each
 //! PUT and part carries a CRC32C computed here with the CPU's CRC instruction, which the server
@@ -53,8 +55,18 @@ const READ_BUFFER: usize = 256 * 1024;
 const MAX_ATTEMPTS: u32 = 10;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Tries of a GET whose body breaks off or fails its checksum.
-const BODY_ATTEMPTS: u32 = 5;
+
+/// The wait before try `attempt + 1`: the SDK's standard policy, exponential from
+/// `INITIAL_BACKOFF`, capped at `MAX_BACKOFF`, with full jitter.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = INITIAL_BACKOFF
+        .saturating_mul(1 << attempt.min(16))
+        .min(MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    ceiling.mul_f64(f64::from(nanos % 1000) / 1000.0)
+}
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -368,11 +380,23 @@ impl S3Store {
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
         // The SDK retries failed requests, but not a body that breaks off or fails its
-        // checksum after the response started: retry those here.
+        // checksum after the response started, nor a request that then finds its pooled
+        // connection closed under it: retry those here, with the SDK's bound and backoff.
         let mut attempt = 1;
         loop {
-            let out = match req.clone().send().await {
-                Ok(out) => out,
+            let failure = match req.clone().send().await {
+                Ok(out) => {
+                    let etag = out.e_tag().map(str::to_string);
+                    match out.body.collect().await {
+                        Ok(data) => {
+                            return Ok(GetResult {
+                                data: data.into_bytes(),
+                                etag,
+                            });
+                        }
+                        Err(e) => remote("read body of", key, &error_chain(&e)),
+                    }
+                }
                 // A range starting past the end: like the other backends, nothing.
                 Err(e) if e.raw_response().map(HttpStatus::status) == Some(416) => {
                     return Ok(GetResult {
@@ -380,23 +404,20 @@ impl S3Store {
                         etag: None,
                     });
                 }
+                Err(SdkError::DispatchFailure(d)) if d.is_other() => {
+                    let why = d
+                        .as_connector_error()
+                        .map_or_else(|| "dispatch failure".to_string(), |c| error_chain(c));
+                    remote("get", key, &why)
+                }
                 Err(e) => return Err(classify("get", key, e)),
             };
-            let etag = out.e_tag().map(str::to_string);
-            match out.body.collect().await {
-                Ok(data) => {
-                    return Ok(GetResult {
-                        data: data.into_bytes(),
-                        etag,
-                    });
-                }
-                Err(e) if attempt < BODY_ATTEMPTS => {
-                    tracing::debug!(key, attempt, error = %error_chain(&e), "retrying a broken GET body");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                }
-                Err(e) => return Err(remote("read body of", key, &error_chain(&e))),
+            if attempt >= MAX_ATTEMPTS {
+                return Err(failure);
             }
+            tracing::warn!(key, attempt, error = %failure, "retrying a GET whose body broke off");
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
         }
     }
 

@@ -38,6 +38,9 @@ pub enum Fault {
     /// The request is served, but a GET's body stops halfway and the connection drops.
     /// (On any other request it acts as `Reset`.)
     TruncateBody,
+    /// The request is served, but one byte of a GET's body is flipped on the way (headers,
+    /// checksums included, as the server sent them). Not drawn at random.
+    CorruptBody,
 }
 
 impl Fault {
@@ -225,6 +228,19 @@ async fn truncated(res: hyper::Response<s3s::Body>) -> hyper::Response<s3s::Body
     hyper::Response::from_parts(parts, s3s::Body::http_body(body))
 }
 
+async fn corrupted(res: hyper::Response<s3s::Body>) -> hyper::Response<s3s::Body> {
+    let (parts, body) = res.into_parts();
+    let Ok(all) = http_body_util::BodyExt::collect(body).await else {
+        return hyper::Response::from_parts(parts, s3s::Body::empty());
+    };
+    let mut all = all.to_bytes().to_vec();
+    let middle = all.len() / 2;
+    if let Some(b) = all.get_mut(middle) {
+        *b ^= 0x5a;
+    }
+    hyper::Response::from_parts(parts, s3s::Body::from(bytes::Bytes::from(all)))
+}
+
 pub struct S3Server {
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
@@ -269,6 +285,9 @@ impl S3Server {
                         drop(socket);
                         continue;
                     }
+                    // Without it, Nagle's algorithm and delayed ACKs stall small answers by
+                    // 40 ms, which no real S3 server does (docs/PERFORMANCE.md).
+                    let _ = socket.set_nodelay(true);
                     let svc = service.clone();
                     let f2 = f.clone();
                     let writes = writes.clone();
@@ -299,7 +318,7 @@ impl S3Server {
                                             "connection dropped (test fault)".into(),
                                         ));
                                     }
-                                    Some(Fault::TruncateBody)
+                                    Some(Fault::TruncateBody | Fault::CorruptBody)
                                         if req.method() != hyper::Method::GET =>
                                     {
                                         return Err(s3s::HttpError::new(
@@ -309,6 +328,10 @@ impl S3Server {
                                     Some(Fault::TruncateBody) => {
                                         let res = hyper::service::Service::call(&svc, req).await?;
                                         return Ok(truncated(res).await);
+                                    }
+                                    Some(Fault::CorruptBody) => {
+                                        let res = hyper::service::Service::call(&svc, req).await?;
+                                        return Ok(corrupted(res).await);
                                     }
                                     Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
                                     None => {}
