@@ -331,6 +331,10 @@ impl Filesystem for MltrackFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC arrives with the open, so a truncating open never copies the old bytes.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // A shared writable mapping of a file being written (numpy `memmap`, SQLite's WAL
+        // index) needs pages, which direct I/O alone does not give: since Linux 6.6 the kernel
+        // may map such a file and writes the dirty pages back here, into the spool.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         // Passthrough where the kernel has it: a fully cached object is then read by the kernel
         // straight from its cache file. Without it, every read goes through `read` below.
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -523,6 +527,21 @@ impl Filesystem for MltrackFs {
             Some(w) => self.commit("fsync", w, reply),
             None => reply.ok(),
         }
+    }
+
+    /// A directory's entries are its run's manifest, and every change to them is committed
+    /// before its reply (an empty directory lives in memory until a file is put in it, as
+    /// docs/SEMANTICS.md says): there is nothing left to sync. SQLite syncs its journal's
+    /// directory.
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
     }
 
     fn release(

@@ -1,8 +1,8 @@
 //! POSIX tools on the mount. `fsx` (the File System eXerciser, `cargo install fsx`) on a file
-//! in a run directory, on both backends: random reads, writes, truncates, fsyncs, close/reopen, `copy_file_range`,
-//! `sendfile` and `posix_fadvise`, each checked against an in-memory model of the file.
-//! Shared writable `mmap` and `fallocate` are not supported on run files (docs/SEMANTICS.md),
-//! so their weights are zero. `MLTRACK_FSX_OPS` sets the operations (default 2000;
+//! in a run directory, on both backends: random reads, writes, truncates, fsyncs, close/reopen,
+//! `copy_file_range`, `sendfile`, `posix_fadvise` and shared `mmap` reads and writes, each
+//! checked against an in-memory model of the file. `fallocate` is not supported on run files
+//! (docs/SEMANTICS.md), so its weights are zero. `MLTRACK_FSX_OPS` sets the operations (default 2000;
 //! `scripts/reliability` runs more). pjdfstest (`cargo install pjdfstest`) on a run directory,
 //! with its expected failures in `tests/pjdfstest.toml`. `scripts/test` installs both tools.
 
@@ -23,8 +23,8 @@ fdatasync = 1.0
 copy_file_range = 1.0
 sendfile = 1.0
 posix_fadvise = 1.0
-mapread = 0.0
-mapwrite = 0.0
+mapread = 1.0
+mapwrite = 1.0
 posix_fallocate = 0.0
 punch_hole = 0.0
 invalidate = 0.0
