@@ -380,9 +380,11 @@ impl S3Store {
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
         // The SDK retries failed requests, but not a body that breaks off or fails its
-        // checksum after the response started, nor a request that then finds its pooled
-        // connection closed under it: retry those here, with the SDK's bound and backoff.
+        // checksum after the response started, nor the next try when it finds the connection
+        // closed under it: retry those here, with the SDK's bound and backoff. A request that
+        // fails before any body arrived (a server that is down) is left to the SDK's policy.
         let mut attempt = 1;
+        let mut body_broke = false;
         loop {
             let failure = match req.clone().send().await {
                 Ok(out) => {
@@ -394,7 +396,10 @@ impl S3Store {
                                 etag,
                             });
                         }
-                        Err(e) => remote("read body of", key, &error_chain(&e)),
+                        Err(e) => {
+                            body_broke = true;
+                            remote("read body of", key, &error_chain(&e))
+                        }
                     }
                 }
                 // A range starting past the end: like the other backends, nothing.
@@ -404,7 +409,7 @@ impl S3Store {
                         etag: None,
                     });
                 }
-                Err(SdkError::DispatchFailure(d)) if d.is_other() => {
+                Err(SdkError::DispatchFailure(d)) if body_broke && d.is_other() => {
                     let why = d
                         .as_connector_error()
                         .map_or_else(|| "dispatch failure".to_string(), |c| error_chain(c));
