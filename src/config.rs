@@ -32,12 +32,12 @@ impl StoreUrl {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
                 });
             if !valid_bucket {
-                return Err(Error::Refused(format!(
+                return Err(Error::BadRequest(format!(
                     "{s:?} does not name a valid S3 bucket"
                 )));
             }
             if prefix.split('/').any(|c| c == "." || c == "..") {
-                return Err(Error::Refused(format!(
+                return Err(Error::BadRequest(format!(
                     "{s:?}: the prefix may not contain `.` or `..`"
                 )));
             }
@@ -53,7 +53,7 @@ impl StoreUrl {
         }
         let path = s.strip_prefix("file://").unwrap_or(s);
         if path.is_empty() || s.contains("://") && !s.starts_with("file://") {
-            return Err(Error::Refused(format!(
+            return Err(Error::BadRequest(format!(
                 "{s:?} is not a store: use s3://bucket/prefix, file:///path or a path"
             )));
         }
@@ -103,10 +103,10 @@ impl Config {
         let store = match (store_flag, env("MLTRACK_STORE"), env("MLTRACK_S3_BUCKET")) {
             (Some(s), _, _) => StoreUrl::parse(s)?,
             (None, Some(s), _) => {
-                StoreUrl::parse(&s).map_err(|e| Error::Refused(format!("MLTRACK_STORE: {e}")))?
+                StoreUrl::parse(&s).map_err(|e| Error::BadRequest(format!("MLTRACK_STORE: {e}")))?
             }
             (None, None, Some(b)) => StoreUrl::parse(&format!("s3://{b}/{DEFAULT_PREFIX}"))
-                .map_err(|e| Error::Refused(format!("MLTRACK_S3_BUCKET: {e}")))?,
+                .map_err(|e| Error::BadRequest(format!("MLTRACK_S3_BUCKET: {e}")))?,
             (None, None, None) => {
                 StoreUrl::Local(home_dir("XDG_DATA_HOME", ".local/share").join("mltrack/store"))
             }
@@ -114,12 +114,12 @@ impl Config {
         let default_run_type = match env("MLTRACK_DEFAULT_RUN_TYPE") {
             Some(t) => t
                 .parse()
-                .map_err(|e| Error::Refused(format!("MLTRACK_DEFAULT_RUN_TYPE: {e}")))?,
+                .map_err(|e| Error::BadRequest(format!("MLTRACK_DEFAULT_RUN_TYPE: {e}")))?,
             None => RunType::Experiment,
         };
         let default_storage_modes = match env("MLTRACK_DEFAULT_STORAGE_MODE") {
             Some(m) => StorageMode::parse_list(&m)
-                .map_err(|e| Error::Refused(format!("MLTRACK_DEFAULT_STORAGE_MODE: {e}")))?,
+                .map_err(|e| Error::BadRequest(format!("MLTRACK_DEFAULT_STORAGE_MODE: {e}")))?,
             None => vec![StorageMode::ByProject],
         };
         let cache_dir = env("MLTRACK_CACHE_DIR")
@@ -127,7 +127,7 @@ impl Config {
             .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache").join("mltrack"));
         let cache_size = match env("MLTRACK_CACHE_SIZE") {
             Some(s) => crate::units::parse_size(&s)
-                .map_err(|e| Error::Refused(format!("MLTRACK_CACHE_SIZE: {e}")))?,
+                .map_err(|e| Error::BadRequest(format!("MLTRACK_CACHE_SIZE: {e}")))?,
             None => DEFAULT_CACHE_SIZE,
         };
         Ok(Config {

@@ -97,7 +97,7 @@ async fn probe_access(runs: &Runs) -> crate::error::Result<()> {
     let got = store.get(&key, None).await?;
     store.delete(&key).await?;
     if &got.data[..] != b"doctor" {
-        return Err(crate::error::Error::Refused(
+        return Err(crate::error::Error::Failed(
             "the store returned other bytes than were written".into(),
         ));
     }

@@ -41,8 +41,17 @@ pub enum Error {
     Changed { path: PathBuf },
     #[error("block {block} of object {hash} does not match its recorded hash")]
     BadBlock { hash: Digest, block: u64 },
+    /// A directory mltrack writes in that it will not trust (docs/SECURITY.md): the message
+    /// is a whole sentence naming the path and the setting to change.
     #[error("{0}")]
-    Refused(String),
+    Untrusted(String),
+    /// One failure met by several waiters (a block fetch shared by concurrent readers).
+    #[error("{0}")]
+    Shared(std::sync::Arc<Error>),
+    /// Something that should not happen did (a worker task that died, a store that answers
+    /// with other bytes than were written); the message says what.
+    #[error("{0}")]
+    Failed(String),
     /// Filesystem refusals, each with its own error number (see `fuse::errno`).
     #[error("{0} already exists")]
     Exists(String),
@@ -52,6 +61,8 @@ pub enum Error {
     ReadOnly(String),
     #[error("{0}")]
     NotPermitted(String),
+    /// What was asked for is not valid (a flag, a setting, a value, a key for a view): one
+    /// sentence naming the value; `EINVAL` on the mount.
     #[error("{0}")]
     BadRequest(String),
     #[error("{0} is a directory")]
@@ -90,6 +101,7 @@ impl Error {
     /// classified here.
     pub fn kind(&self) -> Kind {
         match self {
+            Error::Shared(e) => e.kind(),
             Error::RunNotFound(_) | Error::DataNotFound(_) | Error::NoSuchPath(_) => Kind::NotFound,
             Error::Stale(_) => Kind::Stale,
             Error::Storage(StorageError::NotFound { .. }) => Kind::NotFound,
@@ -114,7 +126,8 @@ impl Error {
             | Error::Changed { .. }
             | Error::AmbiguousPrefix { .. }
             | Error::Contention { .. }
-            | Error::Refused(_) => Kind::Failed,
+            | Error::Untrusted(_)
+            | Error::Failed(_) => Kind::Failed,
         }
     }
 
@@ -129,7 +142,7 @@ impl Error {
         let path = path.into();
         move |source| {
             if source.get_ref().is_some() {
-                Error::Refused(source.to_string())
+                Error::Untrusted(source.to_string())
             } else {
                 Error::Io { path, source }
             }

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RunId};
 use crate::layout;
-use crate::storage::{Body, DynStore, PutMode, StorageError, list_all};
+use crate::storage::{Body, DynStore, Listings, PutMode, StorageError, list_all, list_children};
 use described::MetadataCache;
 pub use described::{Described, MetadataKeeper};
 use format::Format;
@@ -57,6 +57,8 @@ pub struct DataStore {
     store: DynStore,
     /// Metadata read or stored by this process (a mount); none for a CLI command.
     described: Option<Arc<MetadataCache>>,
+    /// Listings of `data/` kept for a while (a mount); none for a CLI command.
+    listings: Option<Arc<Listings>>,
 }
 
 impl DataStore {
@@ -64,6 +66,7 @@ impl DataStore {
         DataStore {
             store,
             described: None,
+            listings: None,
         }
     }
 
@@ -72,6 +75,47 @@ impl DataStore {
     pub fn caching_metadata(mut self, keeper: Option<Arc<dyn MetadataKeeper>>) -> Self {
         self.described = Some(Arc::new(MetadataCache::new(keeper)));
         self
+    }
+
+    /// Keeps the listings of `data/` and its fan-out directories for `ttl`.
+    pub fn caching_listings(mut self, ttl: std::time::Duration) -> Self {
+        self.listings = Some(Arc::new(Listings::new(ttl)));
+        self
+    }
+
+    /// The names directly under `prefix`, kept for a while if this store keeps listings.
+    async fn children(&self, prefix: &str) -> Result<Arc<Vec<String>>> {
+        Ok(match &self.listings {
+            Some(l) => l.children(self.store.as_ref(), prefix).await?,
+            None => Arc::new(list_children(self.store.as_ref(), prefix).await?),
+        })
+    }
+
+    /// The fan-out directories of `data/` (`00` to `ff`) that hold objects.
+    pub async fn fanouts(&self) -> Result<Vec<String>> {
+        Ok(self
+            .children(layout::DATA)
+            .await?
+            .iter()
+            .filter(|f| {
+                f.len() == 2
+                    && f.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// The objects under fan-out directory `fan`; names that are not hashes of that fan-out
+    /// are left out.
+    pub async fn objects_in(&self, fan: &str) -> Result<Vec<Digest>> {
+        Ok(self
+            .children(&format!("{}{fan}/", layout::DATA))
+            .await?
+            .iter()
+            .filter_map(|name| name.parse::<Digest>().ok())
+            .filter(|h| h.fanout() == fan)
+            .collect())
     }
 
     pub fn is_caching_metadata(&self) -> bool {
@@ -279,7 +323,7 @@ impl DataStore {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !hex || text.len() > 64 {
-            return Err(Error::Refused(format!(
+            return Err(Error::BadRequest(format!(
                 "{text:?} is not a hash: give the 64 lowercase hex digits or a unique prefix of at least 4"
             )));
         }
@@ -418,7 +462,7 @@ async fn describe(path: &Path, name: Option<&Name>, hash: &ContentHash) -> Resul
 fn identity(path: &Path) -> Result<(u64, u64, i64, i64)> {
     let m = std::fs::metadata(path).map_err(Error::io(path))?;
     if !m.is_file() {
-        return Err(Error::Refused(format!(
+        return Err(Error::BadRequest(format!(
             "{} is not a regular file",
             path.display()
         )));
@@ -432,7 +476,7 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(Error::Refused(format!("internal task failed: {e}"))))
+        .unwrap_or_else(|e| Err(Error::Failed(format!("internal task failed: {e}"))))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             config.cache_dir = dir.clone();
         }
         if let Some(size) = cache_size {
-            config.cache_size = crate::units::parse_size(size).map_err(Error::Refused)?;
+            config.cache_size = crate::units::parse_size(size).map_err(Error::BadRequest)?;
         }
     }
     let store = open_store(&config.store).await?;
@@ -55,7 +55,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             ..
         } => {
             if !(refresh.is_finite() && refresh >= 0.0) {
-                return Err(Error::Refused(format!(
+                return Err(Error::BadRequest(format!(
                     "--refresh {refresh} is not a number of seconds"
                 ))
                 .into());
@@ -116,7 +116,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Fsck { repair } => fsck(&runs, json, repair, &config.cache_dir).await,
         Command::Gc { grace, dry_run } => {
-            let grace = parse_duration(&grace).map_err(Error::Refused)?;
+            let grace = parse_duration(&grace).map_err(Error::BadRequest)?;
             let total = if Bar::wanted(json) {
                 maint::data_bytes(&runs).await?
             } else {
@@ -178,7 +178,7 @@ async fn put(
         Some(n) => Name::parse("name", &n)?,
         None => {
             let base = file.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                Error::Refused(format!(
+                Error::BadRequest(format!(
                     "{} has no usable file name; give one with --name",
                     file.display()
                 ))
@@ -326,7 +326,7 @@ async fn run_command(
             let run_type = run_type.map(|t| t.parse::<RunType>()).transpose()?;
             if let Some(d) = &date {
                 chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                    Error::Refused(format!("date {d:?} is not of the form YYYY-MM-DD"))
+                    Error::BadRequest(format!("date {d:?} is not of the form YYYY-MM-DD"))
                 })?;
             }
             let listing = runs.list().await?;
@@ -400,9 +400,9 @@ async fn add_file(runs: &Runs, json: bool, dir: &str, args: AddFile) -> Result<E
 fn parse_tags(tags: &[String]) -> Result<BTreeMap<Name, String>, Error> {
     tags.iter()
         .map(|t| {
-            let (k, v) = t
-                .split_once('=')
-                .ok_or_else(|| Error::Refused(format!("tag {t:?} is not of the form KEY=VALUE")))?;
+            let (k, v) = t.split_once('=').ok_or_else(|| {
+                Error::BadRequest(format!("tag {t:?} is not of the form KEY=VALUE"))
+            })?;
             Ok((Name::parse("tag key", k)?, v.to_string()))
         })
         .collect()

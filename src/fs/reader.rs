@@ -140,7 +140,7 @@ impl Reader {
                 None => self.fetch(meta.clone(), b).await,
             },
         }
-        .map_err(|e| Error::Refused(e.to_string()))?;
+        .map_err(Error::Shared)?;
         lock(&self.recent).put((meta.hash, b), data.clone());
         Ok(data)
     }

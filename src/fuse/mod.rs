@@ -1,39 +1,49 @@
 //! The FUSE adapter: a thin layer that decodes kernel requests, calls the filesystem core
-//! ([`crate::fs`]) on the async runtime, and replies. [`errno`] is the one place where domain
-//! errors become error numbers.
+//! ([`crate::fs`]) on the async runtime, and replies. This file holds the handlers and the
+//! open handles; `errno` is the one place where domain errors become error numbers,
+//! `closers` decides whose `close()` commits a written file, and `passthrough` hands fully
+//! cached objects to the kernel (read without coming here).
 //!
 //! fuser dispatches on several threads (`Config::n_threads`), so parallel readers do not
 //! queue behind each other; each request blocks its dispatch thread on the runtime while the
-//! core works. A fully cached object is opened with FUSE passthrough where the kernel supports
-//! it: its cache file, verified and pinned, is read by the kernel without coming here.
+//! core works.
 //!
 //! Files open for writing, and files being written, are opened with `FOPEN_DIRECT_IO`: every
-//! write reaches the spool and every read sees it, with no page cache to keep coherent. A
-//! stored object keeps its page cache between opens only while the inode still shows the same
-//! object (a run file that was rewritten is read afresh). `flush` (every `close()`) and `fsync`
-//! commit a written file and return its error, so `close()` fails with `EIO` if the bytes are
-//! not stored. A close by a process that neither opened the file nor wrote through it (a
-//! forked child closing the copy of the descriptor it inherited) commits nothing: see
-//! [`Closers`].
+//! write reaches the spool and every read sees it, with no page cache to keep coherent; a
+//! shared mapping of such a file still gets pages (`FUSE_DIRECT_IO_ALLOW_MMAP`), written back
+//! here. A stored object keeps its page cache between opens only while the inode still shows
+//! the same object (a run file that was rewritten is read afresh). `flush` (every `close()`)
+//! and `fsync` commit a written file and return its error, so `close()` fails with `EIO` if
+//! the bytes are not stored. A close by a process that neither opened the file nor wrote
+//! through it (a forked child closing the copy of the descriptor it inherited) commits
+//! nothing (`closers`).
+
+mod closers;
+mod errno;
+mod passthrough;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{
-    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::error::{Error, Kind};
+use crate::error::Error;
 use crate::fs::reader::{OpenFile, Reader};
 use crate::fs::spool::WriteFile;
 use crate::fs::{Attr, Content, FileType, Tree};
 use crate::ids::Digest;
+use closers::Closers;
+pub use errno::errno;
+use errno::{existing_name, new_name};
+use passthrough::Passthrough;
 
 /// An open file: what it reads, and the file it writes if it was opened for writing.
 struct Handle {
@@ -41,92 +51,6 @@ struct Handle {
     write: Option<Arc<WriteFile>>,
     /// For a written file: whose close commits it.
     closers: Closers,
-}
-
-/// Whose `close()` of a written handle commits it.
-///
-/// Every fork copies the parent's descriptors, and the child's close of its copy (at `exec`,
-/// or when it exits) reaches `flush` like any other close. Committing then would record the
-/// file as it stands, empty or half written, for other nodes to see; and a training script
-/// that forks loader workers or runs tools while writing a large file would have it hashed
-/// and uploaded again at every fork. So a close commits when it comes from the process
-/// that opened the handle or from one that wrote through it. Writers are told apart by the
-/// kernel's lock owner, which names a descriptor table: the threads of a process share one,
-/// a forked child has its own. A close whose process cannot be told commits, to be safe; and
-/// the last close of all (`release`) commits whatever is left.
-#[derive(Default)]
-struct Closers {
-    /// The process (thread group) that opened the handle, if known.
-    opener: Option<u32>,
-    wrote: Mutex<Writers>,
-}
-
-#[derive(Default)]
-struct Writers {
-    /// Lock owners of the writes through the handle.
-    owners: Vec<u64>,
-    /// Processes that changed the file by other requests (truncate, copy), which carry none.
-    processes: Vec<u32>,
-    /// More writers than are kept: every close commits.
-    many: bool,
-}
-
-/// Writers kept per handle; past this, every close commits.
-const MAX_WRITERS: usize = 32;
-
-impl Closers {
-    fn opened_by(req: &Request) -> Closers {
-        Closers {
-            opener: process_of(req.pid()),
-            wrote: Mutex::default(),
-        }
-    }
-
-    /// Records who wrote through the handle: the lock owner if the request has one.
-    fn wrote(&self, req: &Request, owner: Option<LockOwner>) {
-        let mut w = self.wrote.lock().unwrap_or_else(|p| p.into_inner());
-        if w.many {
-            return;
-        }
-        match owner {
-            Some(o) if w.owners.contains(&o.0) => {}
-            Some(o) if w.owners.len() < MAX_WRITERS => w.owners.push(o.0),
-            Some(_) => w.many = true,
-            None => match process_of(req.pid()) {
-                Some(p) if w.processes.contains(&p) => {}
-                Some(p) if w.processes.len() < MAX_WRITERS => w.processes.push(p),
-                // Too many, or a process that cannot be named: every close commits.
-                _ => w.many = true,
-            },
-        }
-    }
-
-    /// Whether a close by `req`'s process, through descriptor table `owner`, commits.
-    fn commit_on_close(&self, req: &Request, owner: LockOwner) -> bool {
-        let w = self.wrote.lock().unwrap_or_else(|p| p.into_inner());
-        if w.many || w.owners.contains(&owner.0) {
-            return true;
-        }
-        match (self.opener, process_of(req.pid())) {
-            (Some(opener), Some(p)) => p == opener || w.processes.contains(&p),
-            _ => true,
-        }
-    }
-}
-
-/// The process (thread group) of the thread that made a request, from `/proc/<tid>/status`;
-/// `None` if the kernel could not name it in this PID namespace (0) or it is gone.
-fn process_of(tid: u32) -> Option<u32> {
-    if tid == 0 {
-        return None;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))?
-        .trim()
-        .parse()
-        .ok()
 }
 
 pub struct MltrackFs {
@@ -137,46 +61,9 @@ pub struct MltrackFs {
     /// The object each inode showed at its last open: its page cache is kept only if the same.
     shown: Mutex<HashMap<u64, Digest>>,
     next_handle: AtomicU64,
-    /// Whether the kernel accepted FUSE passthrough at init.
-    passthrough: AtomicBool,
-    /// Backing ids by inode, with the object they show: every open of one inode must reuse
-    /// the same one.
-    backing: Mutex<HashMap<u64, (Digest, Weak<BackingId>)>>,
-    /// Passthrough handles: the backing id and the pinned cache file, kept while open.
-    passthrough_handles: Mutex<HashMap<u64, (Arc<BackingId>, std::fs::File)>>,
+    passthrough: Passthrough,
     uid: u32,
     gid: u32,
-}
-
-/// A name the kernel hands over for something that should exist. Run paths are UTF-8
-/// (docs/SEMANTICS.md), so a name that is not cannot exist here: `ENOENT`.
-fn existing_name(name: &OsStr) -> Result<&str, Errno> {
-    name.to_str().ok_or(Errno::ENOENT)
-}
-
-/// A name for something to be made: one that is not UTF-8 cannot be recorded, `EINVAL`.
-fn new_name(name: &OsStr) -> Result<&str, Errno> {
-    name.to_str().ok_or(Errno::EINVAL)
-}
-
-/// The error number a user sees for a domain error; logged once here with its cause.
-pub fn errno(op: &str, e: &Error) -> Errno {
-    let code = match e.kind() {
-        Kind::NotFound => Errno::ENOENT,
-        Kind::NameTooLong => Errno::ENAMETOOLONG,
-        Kind::Invalid => Errno::EINVAL,
-        Kind::NoSpace => Errno::ENOSPC,
-        Kind::Exists => Errno::EEXIST,
-        Kind::NotEmpty => Errno::ENOTEMPTY,
-        Kind::ReadOnly => Errno::EROFS,
-        Kind::NotPermitted => Errno::EPERM,
-        Kind::IsDirectory => Errno::EISDIR,
-        Kind::NotDirectory => Errno::ENOTDIR,
-        Kind::Stale => Errno::ESTALE,
-        Kind::Failed => Errno::EIO,
-    };
-    tracing::warn!(op, error = %e, "request failed");
-    code
 }
 
 impl MltrackFs {
@@ -190,9 +77,7 @@ impl MltrackFs {
             handles: Mutex::new(HashMap::new()),
             shown: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            passthrough: AtomicBool::new(false),
-            backing: Mutex::new(HashMap::new()),
-            passthrough_handles: Mutex::new(HashMap::new()),
+            passthrough: Passthrough::default(),
             uid,
             gid,
         }
@@ -340,7 +225,7 @@ impl Filesystem for MltrackFs {
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
-            self.passthrough.store(true, Ordering::Relaxed);
+            self.passthrough.enable();
         }
         Ok(())
     }
@@ -354,7 +239,7 @@ impl Filesystem for MltrackFs {
                     let fh = self.add_handle(
                         Content::Spool(w.clone()),
                         Some(w),
-                        Closers::opened_by(req),
+                        Closers::opened_by(req.pid()),
                     );
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
                 }
@@ -371,7 +256,7 @@ impl Filesystem for MltrackFs {
             return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         };
         let same = self.same_as_shown(ino, meta.hash);
-        if self.passthrough.load(Ordering::Relaxed) {
+        if self.passthrough.enabled() {
             let cache = self.reader.cache().clone();
             let m = meta.clone();
             let pinned = self.rt.block_on(async move {
@@ -380,31 +265,16 @@ impl Filesystem for MltrackFs {
                     .ok()
                     .flatten()
             });
-            if let Some(file) = pinned {
-                let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
-                let id = match backing.get(&ino) {
-                    Some((h, id)) => match id.upgrade() {
-                        Some(id) if *h == meta.hash => Some(id),
-                        // Open on another object (the file was rewritten): not passthrough.
-                        Some(_) => None,
-                        None => reply.open_backing(&file).ok().map(Arc::new),
-                    },
-                    None => reply.open_backing(&file).ok().map(Arc::new),
-                };
-                if let Some(id) = id {
-                    backing.insert(ino, (meta.hash, Arc::downgrade(&id)));
-                    drop(backing);
-                    // In the handle table too, so that a copy from this file
-                    // (copy_file_range) knows its object.
-                    let fh = self.add_handle(content.clone(), None, Closers::default());
-                    tracing::debug!(ino, "opened with passthrough");
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-                    self.passthrough_handles
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(fh, (id, file));
-                    return;
-                }
+            if let Some(file) = pinned
+                && let Some(id) = self.passthrough.backing(&reply, ino, meta.hash, &file)
+            {
+                // In the handle table too, so that a copy from this file (copy_file_range)
+                // knows its object.
+                let fh = self.add_handle(content.clone(), None, Closers::default());
+                tracing::debug!(ino, "opened with passthrough");
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                self.passthrough.opened(fh, id, file);
+                return;
             }
         }
         let fh = self.add_handle(content, None, Closers::default());
@@ -437,8 +307,11 @@ impl Filesystem for MltrackFs {
             .block_on(self.tree.create(u64::from(parent), name, mode & !umask));
         match created {
             Ok((attr, w)) => {
-                let fh =
-                    self.add_handle(Content::Spool(w.clone()), Some(w), Closers::opened_by(req));
+                let fh = self.add_handle(
+                    Content::Spool(w.clone()),
+                    Some(w),
+                    Closers::opened_by(req.pid()),
+                );
                 reply.created(
                     &attr.ttl,
                     &self.file_attr(&attr),
@@ -491,7 +364,7 @@ impl Filesystem for MltrackFs {
         let Some(w) = h.write.clone() else {
             return reply.error(Errno::EBADF);
         };
-        h.closers.wrote(req, lock_owner);
+        h.closers.wrote(req.pid(), lock_owner.map(|o| o.0));
         match self.rt.block_on(self.tree.write(&w, offset, data)) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno("write", &e)),
@@ -513,7 +386,7 @@ impl Filesystem for MltrackFs {
         let Some(w) = h.write.clone() else {
             return reply.ok();
         };
-        if !h.closers.commit_on_close(req, lock_owner) {
+        if !h.closers.commit_on_close(req.pid(), lock_owner.0) {
             let t = w.target();
             tracing::debug!(run = %t.run, path = %t.path, pid = req.pid(),
                 "close by a process that neither opened nor wrote the file: not committed");
@@ -559,10 +432,7 @@ impl Filesystem for MltrackFs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&u64::from(fh));
-        self.passthrough_handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&u64::from(fh));
+        self.passthrough.released(u64::from(fh));
         if let Some(w) = h.and_then(|h| h.write.clone()) {
             self.rt.block_on(self.tree.release(&w));
         }
@@ -593,7 +463,7 @@ impl Filesystem for MltrackFs {
             && w.is_some()
         {
             // `ftruncate`, `fchmod`, `futimens`: a change made through the handle.
-            h.closers.wrote(req, None);
+            h.closers.wrote(req.pid(), None);
         }
         let done =
             self.rt.block_on(
@@ -769,7 +639,7 @@ impl Filesystem for MltrackFs {
         let Some(w) = out.write.clone() else {
             return reply.error(Errno::EBADF);
         };
-        out.closers.wrote(req, None);
+        out.closers.wrote(req.pid(), None);
         // The reply counts in u32: never claim more than fits.
         let len = len.min(0xffff_f000);
         let source = self.handle(fh_in);

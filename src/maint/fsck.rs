@@ -135,9 +135,7 @@ pub async fn fsck(
 
 /// Verifies every block present in the cache directory against its object's block hash.
 async fn check_cache(runs: &Runs, dir: &Path, repair: bool, report: &mut FsckReport) -> Result<()> {
-    let cannot = |e: std::io::Error| {
-        Error::Refused(format!("cannot read the cache in {}: {e}", dir.display()))
-    };
+    let cannot = |e| Error::in_dir(dir)(e);
     let cache = CacheDir::open(dir, false).map_err(cannot)?;
     let files = cache.scan().map_err(cannot)?;
     for f in files {

@@ -59,7 +59,7 @@ impl FromStr for RunType {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         RunType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            Error::Refused(format!(
+            Error::BadRequest(format!(
                 "unknown run type {s:?}: use one of experiment, production, evaluation, development, analysis"
             ))
         })
@@ -116,7 +116,7 @@ impl FromStr for StorageMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         StorageMode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            Error::Refused(format!(
+            Error::BadRequest(format!(
                 "unknown storage mode {s:?}: use one of by_project, by_date, by_type, by_model, flat"
             ))
         })
@@ -207,7 +207,7 @@ impl Manifest {
     /// The key directory of this run in view `mode` (`None` for `flat`), or why it has none.
     pub fn view_key(&self, mode: StorageMode) -> Result<Option<String>> {
         let missing = |field: &str| {
-            Error::Refused(format!(
+            Error::BadRequest(format!(
                 "run {}: storage mode {mode} needs a {field}, and the run has none",
                 self.run_id
             ))

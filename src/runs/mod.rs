@@ -26,11 +26,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
+use crate::cas::metadata::ObjectMetadata;
 use crate::cas::{DataStore, Progress};
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
-use crate::storage::{Body, PutMode, StorageError, list_all};
+use crate::storage::{Body, Listings, PutMode, StorageError, list_all, list_children};
 pub use cache::Current;
 use cache::ManifestCache;
 use lock::RunLock;
@@ -90,11 +91,17 @@ pub struct Runs {
     /// Manifests read and committed by this process (a mount); none for a CLI command, which
     /// reads what is stored each time.
     cache: Option<std::sync::Arc<ManifestCache>>,
+    /// View listings kept for the refresh time (a mount); none for a CLI command.
+    listings: Option<std::sync::Arc<Listings>>,
 }
 
 impl Runs {
     pub fn new(data: DataStore) -> Self {
-        Runs { data, cache: None }
+        Runs {
+            data,
+            cache: None,
+            listings: None,
+        }
     }
 
     /// Keeps the manifests this process reads and commits (see [`cache`]): reads are served
@@ -105,6 +112,8 @@ impl Runs {
             refresh,
             conditional,
         )));
+        self.listings = Some(std::sync::Arc::new(Listings::new(refresh)));
+        self.data = self.data.clone().caching_listings(refresh);
         self
     }
 
@@ -133,6 +142,73 @@ impl Runs {
         if let Some(c) = &self.cache {
             c.forget(run);
         }
+    }
+
+    /// Forgets the kept view listings, after this process made, deleted or re-viewed a run.
+    fn forget_views(&self) {
+        if let Some(l) = &self.listings {
+            l.forget_under(layout::RUNS);
+        }
+    }
+
+    /// The names directly under `prefix`, kept for the refresh time in a mount.
+    async fn children(&self, prefix: &str) -> Result<std::sync::Arc<Vec<String>>> {
+        Ok(match &self.listings {
+            Some(l) => l.children(self.store(), prefix).await?,
+            None => std::sync::Arc::new(list_children(self.store(), prefix).await?),
+        })
+    }
+
+    /// The keys of view `mode` that have runs (`by_project`: the projects), from the view
+    /// pointers alone: one LIST, however many runs. Names that are not valid keys are left out.
+    pub async fn view_keys(&self, mode: StorageMode) -> Result<Vec<String>> {
+        Ok(self
+            .children(&format!("{}{mode}/", layout::RUNS))
+            .await?
+            .iter()
+            .filter(|k| Name::parse("key", k).is_ok())
+            .cloned()
+            .collect())
+    }
+
+    /// The runs with a pointer in view `mode` under `key` (`None` for `flat`), from the
+    /// pointers alone: a pointer is not checked against its run's manifest here (see
+    /// [`Runs::in_view`]).
+    pub async fn runs_in_view(&self, mode: StorageMode, key: Option<&str>) -> Result<Vec<RunId>> {
+        let prefix = match key {
+            Some(key) => format!("{}{mode}/{key}/", layout::RUNS),
+            None => format!("{}{mode}/", layout::RUNS),
+        };
+        Ok(self
+            .children(&prefix)
+            .await?
+            .iter()
+            .filter_map(|r| Name::parse("run id", r).ok())
+            .collect())
+    }
+
+    /// Whether the run's manifest puts it in view `mode` under `key`: a pointer whose run says
+    /// otherwise (stale or hostile) is not followed.
+    pub async fn in_view(&self, run: &RunId, mode: StorageMode, key: Option<&str>) -> Result<bool> {
+        Ok(match self.current(run).await? {
+            Some(m) => {
+                m.0.storage_modes.contains(&mode)
+                    && m.0.view_key(mode).ok().flatten().as_deref() == key
+            }
+            None => false,
+        })
+    }
+
+    /// The ids of every run with a manifest, from one listing; names that are not run ids
+    /// are left out.
+    pub async fn run_ids(&self) -> Result<Vec<RunId>> {
+        let page = list_all(self.store(), layout::MANIFESTS, true).await?;
+        Ok(page
+            .objects
+            .iter()
+            .filter_map(|o| layout::run_of_manifest_key(&o.key))
+            .filter_map(|r| Name::parse("run id", r).ok())
+            .collect())
     }
 
     /// The run's manifest as a reader sees it: from this process's cache if fresh, else read;
@@ -179,7 +255,7 @@ impl Runs {
         modes.sort();
         modes.dedup();
         if modes.is_empty() {
-            return Err(Error::Refused(format!(
+            return Err(Error::BadRequest(format!(
                 "run {} needs at least one storage mode",
                 spec.run_id
             )));
@@ -217,6 +293,7 @@ impl Runs {
         for mode in &manifest.storage_modes {
             self.write_pointer(&manifest, *mode).await?;
         }
+        self.forget_views();
         Ok(manifest)
     }
 
@@ -367,17 +444,31 @@ impl Runs {
                 0o644,
             ),
         };
+        let entry = self.record_object(run, &path, &meta, mtime, mode).await?;
+        Ok((entry, new))
+    }
+
+    /// Records `path` of the run as stored object `meta`, with the file's `mtime` and `mode`:
+    /// the entry is made here, then recorded as [`Runs::record`] does. Returns the entry.
+    pub async fn record_object(
+        &self,
+        run: &RunId,
+        path: &RelPath,
+        meta: &ObjectMetadata,
+        mtime: DateTime<Utc>,
+        mode: u32,
+    ) -> Result<FileEntry> {
         let entry = FileEntry {
             hash: meta.hash,
             size: meta.size,
             format: meta.format.clone(),
-            role: Role::of(&path),
+            role: Role::of(path),
             mtime,
             mode,
             added_at: crate::time::now(),
         };
-        self.record(run, &path, entry.clone()).await?;
-        Ok((entry, new))
+        self.record(run, path, entry.clone()).await?;
+        Ok(entry)
     }
 
     /// Points `path` of the run at stored data: marker, presence check, manifest entry; drops
@@ -458,6 +549,7 @@ impl Runs {
             })
             .await?;
         self.write_pointer(&m, mode).await?;
+        self.forget_views();
         Ok(m)
     }
 
@@ -474,6 +566,7 @@ impl Runs {
         }
         self.store().delete(&layout::manifest_key(run)).await?;
         self.forget(run);
+        self.forget_views();
         Ok(m)
     }
 

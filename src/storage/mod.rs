@@ -178,6 +178,55 @@ pub async fn list_children(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<
         .collect())
 }
 
+/// The names directly under prefixes, as [`list_children`] gives them, each kept for a while.
+/// A mount lists a directory, then looks up each of its names: with this, that is one LIST
+/// per directory and refresh interval, not one per name.
+#[derive(Debug)]
+pub struct Listings {
+    ttl: std::time::Duration,
+    kept: std::sync::Mutex<Kept>,
+}
+
+/// Listings by prefix, with when each was made.
+type Kept = std::collections::HashMap<String, (std::time::Instant, std::sync::Arc<Vec<String>>)>;
+
+impl Listings {
+    pub fn new(ttl: std::time::Duration) -> Listings {
+        Listings {
+            ttl,
+            kept: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The names under `prefix`: kept ones if younger than the time to live, else listed.
+    pub async fn children(
+        &self,
+        store: &dyn ObjectStore,
+        prefix: &str,
+    ) -> Result<std::sync::Arc<Vec<String>>> {
+        if let Some((at, names)) = self.lock().get(prefix)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(names.clone());
+        }
+        let names = std::sync::Arc::new(list_children(store, prefix).await?);
+        self.lock().insert(
+            prefix.to_string(),
+            (std::time::Instant::now(), names.clone()),
+        );
+        Ok(names)
+    }
+
+    /// Forgets every listing of a prefix that starts with `prefix`.
+    pub fn forget_under(&self, prefix: &str) {
+        self.lock().retain(|p, _| !p.starts_with(prefix));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Checks that a key is a relative `/`-path with no empty, `.` or `..` components: keys are
 /// built from validated names, so a bad one is a bug or a hostile listing, never followed.
 pub fn check_key(key: &str) -> Result<()> {

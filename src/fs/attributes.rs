@@ -1,0 +1,256 @@
+//! What `stat`, `readlink`, `getxattr` and `setattr` see and change: sizes, modes and times
+//! from manifest entries and object metadata, mltrack's computed `user.mltrack.*` attributes,
+//! and `chmod`/`touch`/`truncate` as manifest changes (docs/SEMANTICS.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::spool::{Target, WriteFile};
+use super::{Attr, FileType, IMMUTABLE_TTL, Kind, Node, Tree, shown_mode};
+use crate::error::{Error, Result};
+use crate::ids::Digest;
+use crate::runs::manifest::StorageMode;
+
+impl Tree {
+    pub async fn getattr(&self, ino: u64) -> Result<Option<Attr>> {
+        let node = self.node(ino)?;
+        self.attr_of(&node).await
+    }
+
+    pub(super) async fn attr_of(&self, node: &Node) -> Result<Option<Attr>> {
+        let dir = |ttl| Attr {
+            ino: node.ino,
+            kind: FileType::Directory,
+            size: 0,
+            mtime: self.mounted_at,
+            perm: 0o555,
+            ttl,
+        };
+        let file = |size, mtime, perm, ttl| Attr {
+            ino: node.ino,
+            kind: FileType::File,
+            size,
+            mtime,
+            perm,
+            ttl,
+        };
+        Ok(Some(match &node.kind {
+            Kind::DataObject(h) => match self.metadata(h).await? {
+                Some(_) => dir(IMMUTABLE_TTL),
+                None => return Ok(None),
+            },
+            Kind::DataFile(h) => match self.metadata(h).await? {
+                Some(m) => file(m.0.size, m.0.created_at.into(), 0o444, IMMUTABLE_TTL),
+                None => return Ok(None),
+            },
+            Kind::MetadataFile(h) => match self.metadata(h).await? {
+                Some(m) => file(
+                    m.1.len() as u64,
+                    m.0.created_at.into(),
+                    0o444,
+                    IMMUTABLE_TTL,
+                ),
+                None => return Ok(None),
+            },
+            Kind::UsedByLink(..) => Attr {
+                ino: node.ino,
+                kind: FileType::Symlink,
+                size: self.readlink_of(node).await?.len() as u64,
+                mtime: self.mounted_at,
+                perm: 0o777,
+                ttl: self.refresh,
+            },
+            Kind::RunDir(run) | Kind::RunSubdir(run, _) => match self.manifest(run).await? {
+                Some(m) => Attr {
+                    mtime: m.0.updated_at.into(),
+                    perm: if self.opts.read_only { 0o555 } else { 0o755 },
+                    ..dir(self.refresh)
+                },
+                None => return Ok(None),
+            },
+            Kind::RunFile(run, path) => {
+                if let Some(w) = self.writing(run, path) {
+                    let t = w.times();
+                    return Ok(Some(file(
+                        w.size(),
+                        t.mtime().into(),
+                        shown_mode(t.mode),
+                        Duration::ZERO,
+                    )));
+                }
+                match self
+                    .manifest(run)
+                    .await?
+                    .and_then(|m| m.0.files.get(path).cloned())
+                {
+                    Some(e) => file(e.size, e.mtime.into(), shown_mode(e.mode), self.refresh),
+                    None => return Ok(None),
+                }
+            }
+            Kind::ManifestFile(run) => match self.manifest(run).await? {
+                Some(m) => file(m.1.len() as u64, m.0.updated_at.into(), 0o444, self.refresh),
+                None => return Ok(None),
+            },
+            Kind::Root
+            | Kind::DataRoot
+            | Kind::DataFanout(_)
+            | Kind::UsedByDir(_)
+            | Kind::ManifestsRoot => dir(self.refresh),
+            Kind::RunsRoot => dir(self.refresh),
+            Kind::ViewRoot(_) | Kind::ViewKey(..) => Attr {
+                perm: if self.opts.read_only { 0o555 } else { 0o755 },
+                ..dir(self.refresh)
+            },
+        }))
+    }
+
+    /// The target of a `used_by` symlink: the run's directory in its first view, relative to
+    /// the link (`data/<hh>/<h>/used_by/<run>` is four levels deep).
+    pub(super) async fn readlink_of(&self, node: &Node) -> Result<String> {
+        let Kind::UsedByLink(_, run) = &node.kind else {
+            return Err(Error::BadRequest(format!(
+                "{} is not a symbolic link",
+                node.path
+            )));
+        };
+        let Some(m) = self.manifest(run).await? else {
+            return Ok(format!("../../../../manifests/{run}.json"));
+        };
+        let mode =
+            m.0.storage_modes
+                .first()
+                .copied()
+                .unwrap_or(StorageMode::Flat);
+        let view = m.0.view_pointer_key(mode)?;
+        Ok(format!(
+            "../../../../{}",
+            view.trim_end_matches("/run.json")
+        ))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<String> {
+        let node = self.node(ino)?;
+        self.readlink_of(&node).await
+    }
+
+    /// The extended attributes of a node, by name.
+    pub async fn xattrs(&self, ino: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        let node = self.node(ino)?;
+        let file_attrs = |h: &Digest, size: u64, format: &str| {
+            vec![
+                ("user.mltrack.sha256".to_string(), h.to_hex().into_bytes()),
+                (
+                    "user.mltrack.size".to_string(),
+                    size.to_string().into_bytes(),
+                ),
+                (
+                    "user.mltrack.format".to_string(),
+                    format.as_bytes().to_vec(),
+                ),
+            ]
+        };
+        Ok(match &node.kind {
+            Kind::DataFile(h) => match self.metadata(h).await? {
+                Some(m) => file_attrs(h, m.0.size, m.0.format.as_str()),
+                None => vec![],
+            },
+            Kind::RunFile(run, path) => match self
+                .manifest(run)
+                .await?
+                .and_then(|m| m.0.files.get(path).cloned())
+            {
+                Some(e) => file_attrs(&e.hash, e.size, e.format.as_str()),
+                None => vec![],
+            },
+            Kind::RunDir(run) => match self.manifest(run).await? {
+                Some(m) => vec![
+                    (
+                        "user.mltrack.run_id".to_string(),
+                        run.as_str().as_bytes().to_vec(),
+                    ),
+                    (
+                        "user.mltrack.run_type".to_string(),
+                        m.0.run_type.as_str().as_bytes().to_vec(),
+                    ),
+                ],
+                None => vec![],
+            },
+            _ => vec![],
+        })
+    }
+
+    /// `chmod`, `truncate`, `utimens` on a node; `file` is the handle's write file, if any.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        file: Option<Arc<WriteFile>>,
+        mode: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<DateTime<Utc>>,
+    ) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let (run, path) = match &node.kind {
+            Kind::RunFile(run, path) => (run.clone(), path.clone()),
+            // Directories are implied: their mode and times are not kept.
+            Kind::RunDir(_) | Kind::RunSubdir(..) | Kind::ViewKey(..) if size.is_none() => {
+                return self.attr_or_gone(&node).await;
+            }
+            _ => return Err(Self::not_here(&node)),
+        };
+        self.refuse_read_only(&node)?;
+        let file = file.or_else(|| self.writing(&run, &path));
+        if let Some(size) = size {
+            match &file {
+                Some(f) => self.truncate(f, size).await?,
+                None => {
+                    let target = Target {
+                        run: run.clone(),
+                        path: path.clone(),
+                    };
+                    let f = self.open_write(target, 0o644, size == 0).await?;
+                    let result = self.truncate(&f, size).await;
+                    let committed = match result {
+                        Ok(()) => self.commit(&f).await,
+                        Err(e) => Err(e),
+                    };
+                    self.release(&f).await;
+                    committed?;
+                }
+            }
+        }
+        if mode.is_some() || mtime.is_some() {
+            let mut record = true;
+            if let Some(f) = &file {
+                f.set_times(|t| {
+                    if let Some(m) = mode {
+                        t.mode = m & 0o7777;
+                    }
+                    if mtime.is_some() {
+                        t.mtime = mtime;
+                    }
+                });
+                // A dirty file records its mode and times when it commits.
+                record = !f.state.lock().await.dirty;
+            }
+            if record {
+                self.runs
+                    .update(&run, |m| match m.files.get_mut(&path) {
+                        Some(e) => {
+                            if let Some(mode) = mode {
+                                e.mode = mode & 0o7777;
+                            }
+                            if let Some(t) = mtime {
+                                e.mtime = t;
+                            }
+                            Ok(())
+                        }
+                        None => Err(Error::NoSuchPath(format!("{run}/{path}"))),
+                    })
+                    .await?;
+            }
+        }
+        self.attr_or_gone(&node).await
+    }
+}

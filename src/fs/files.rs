@@ -1,0 +1,362 @@
+//! Files: opening, creating (also by `mknod`), writing to the spool, truncating, copying a
+//! stored object by reference, committing on close or `fsync`, releasing, and hard links.
+//!
+//! A file's bytes reach the store only at commit (`close()`, `fsync()`, the last release):
+//! hash, upload unless present, `used_by` marker, then the manifest entry, in that order (see
+//! [`crate::runs`]). A commit that fails leaves the spool dirty, so the error is reported and
+//! a later `close()` or `fsync()` tries again.
+
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::changes::{join, run_dir};
+use super::spool::{State, Target, WriteFile};
+use super::{Attr, Content, Kind, Tree, lock};
+use crate::cas::metadata::ObjectMetadata;
+use crate::error::{Error, Result};
+use crate::ids::{Digest, Name};
+
+pub(super) fn noop() -> crate::cas::Progress {
+    Arc::new(|_| {})
+}
+
+impl Tree {
+    /// What an open of a file reads: the object behind it, or bytes held in memory.
+    pub async fn open(&self, ino: u64) -> Result<Content> {
+        let node = self.node(ino)?;
+        let object = |h: Digest| async move {
+            match self.metadata(&h).await? {
+                Some(m) => Ok(Content::Object(Arc::new(m.0.clone()))),
+                None => Err(Error::DataNotFound(h.to_string())),
+            }
+        };
+        match &node.kind {
+            Kind::DataFile(h) => object(*h).await,
+            Kind::RunFile(run, path) => {
+                if let Some(w) = self.writing(run, path) {
+                    return Ok(Content::Spool(w));
+                }
+                match self
+                    .manifest(run)
+                    .await?
+                    .and_then(|m| m.0.files.get(path).cloned())
+                {
+                    Some(e) => object(e.hash).await,
+                    None => Err(Error::RunNotFound(run.clone())),
+                }
+            }
+            Kind::MetadataFile(h) => match self.metadata(h).await? {
+                Some(m) => Ok(Content::Bytes(m.1.clone())),
+                None => Err(Error::DataNotFound(h.to_string())),
+            },
+            Kind::ManifestFile(run) => match self.manifest(run).await? {
+                Some(m) => Ok(Content::Bytes(m.1.clone())),
+                None => Err(Error::RunNotFound(run.clone())),
+            },
+            _ => Err(Error::IsDirectory(node.path.clone())),
+        }
+    }
+
+    /// `mknod` of a regular file: an empty file, recorded at once (there is no handle whose
+    /// close would record it).
+    pub async fn mknod_file(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
+        let (attr, file) = self.create(parent, name, mode).await?;
+        let committed = self.commit(&file).await;
+        self.release(&file).await;
+        committed?;
+        self.attr_or_gone(&*self.node(attr.ino)?).await
+    }
+
+    /// Creates (or truncates) the file `name` in a run directory and opens it for writing.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+    ) -> Result<(Attr, Arc<WriteFile>)> {
+        let node = self.node(parent)?;
+        self.refuse_read_only(&node)?;
+        let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
+        let path = join(&prefix, name)?;
+        let m = self.require_manifest(&run).await?;
+        if self.is_dir_in(&run, &m.0, path.as_str()) {
+            return Err(Error::IsDirectory(format!("{}/{name}", node.path)));
+        }
+        let file = self
+            .open_write(
+                Target {
+                    run: run.clone(),
+                    path: path.clone(),
+                },
+                mode & 0o7777,
+                true,
+            )
+            .await?;
+        let child = self.intern(&node, name, Kind::RunFile(run, path));
+        Ok((self.attr_or_gone(&child).await?, file))
+    }
+
+    /// Opens the file at inode `ino` for writing (`truncate` for `O_TRUNC`).
+    pub async fn open_for_write(&self, ino: u64, truncate: bool) -> Result<Arc<WriteFile>> {
+        let node = self.node(ino)?;
+        self.refuse_read_only(&node)?;
+        let Kind::RunFile(run, path) = &node.kind else {
+            return Err(Self::not_here(&node));
+        };
+        self.open_write(
+            Target {
+                run: run.clone(),
+                path: path.clone(),
+            },
+            0o644,
+            truncate,
+        )
+        .await
+    }
+
+    pub(super) async fn open_write(
+        &self,
+        target: Target,
+        mode: u32,
+        truncate: bool,
+    ) -> Result<Arc<WriteFile>> {
+        if let Some(file) = self.share_write(&target) {
+            if truncate {
+                self.truncate(&file, 0).await?;
+            }
+            return Ok(file);
+        }
+        let m = self.require_manifest(&target.run).await?;
+        let existing = m.0.files.get(&target.path).cloned();
+        let reference = match (&existing, truncate) {
+            (Some(e), false) => Some(Arc::new(
+                self.metadata(&e.hash)
+                    .await?
+                    .ok_or_else(|| Error::DataNotFound(e.hash.to_string()))?
+                    .0
+                    .clone(),
+            )),
+            _ => None,
+        };
+        let mode = existing.as_ref().map_or(mode, |e| e.mode & 0o7777);
+        let file = Arc::new(WriteFile::create(
+            &self.opts.spool,
+            target.clone(),
+            mode,
+            reference,
+        )?);
+        if let Some(e) = &existing {
+            file.set_times(|t| t.mtime = (!truncate).then_some(e.mtime));
+            file.state.lock().await.committed = Some(e.clone());
+        }
+        let mut writes = lock(&self.pending.writes);
+        // Another open may have made it meanwhile: share theirs.
+        if let Some(theirs) = writes.get(&target) {
+            theirs.opens.fetch_add(1, Ordering::SeqCst);
+            return Ok(theirs.clone());
+        }
+        writes.insert(target, file.clone());
+        Ok(file)
+    }
+
+    pub(super) fn share_write(&self, target: &Target) -> Option<Arc<WriteFile>> {
+        let writes = lock(&self.pending.writes);
+        let file = writes.get(target)?;
+        file.opens.fetch_add(1, Ordering::SeqCst);
+        Some(file.clone())
+    }
+
+    /// Copies the object a reference stands for into the spool, verified.
+    pub(super) async fn materialize(&self, file: &WriteFile, st: &mut State) -> Result<()> {
+        let Some(meta) = st.reference.clone() else {
+            return Ok(());
+        };
+        let mut out = file.file();
+        out.seek(SeekFrom::Start(0))
+            .map_err(Error::io(file.path()))?;
+        out.set_len(0).map_err(Error::io(file.path()))?;
+        self.data().export(&meta, &mut out, noop()).await?;
+        out.set_len(file.size()).map_err(Error::io(file.path()))?;
+        file.materialized_locked(st);
+        Ok(())
+    }
+
+    pub async fn write(&self, file: &WriteFile, offset: u64, data: &[u8]) -> Result<()> {
+        let mut st = file.state.lock().await;
+        self.materialize(file, &mut st).await?;
+        file.write_locked(&mut st, offset, data)
+    }
+
+    pub async fn truncate(&self, file: &WriteFile, size: u64) -> Result<()> {
+        let mut st = file.state.lock().await;
+        if size == file.size() && !st.dirty {
+            return Ok(());
+        }
+        if size == 0 {
+            st.reference = None;
+        } else if let Some(m) = st.reference.clone()
+            && size < file.size()
+        {
+            // Still a reference, only shorter: copied and cut at commit.
+            file.refer_locked(&mut st, m, size);
+            return Ok(());
+        } else {
+            self.materialize(file, &mut st).await?;
+        }
+        file.truncate_locked(&mut st, size)
+    }
+
+    /// A copy of stored data into a file, from the start, in one or more calls (the kernel
+    /// copies at most about 2 GiB per call): recorded as a reference, nothing read or
+    /// uploaded. Returns the bytes copied, or `None` when the copy is not of that shape.
+    pub async fn copy_object(
+        &self,
+        file: &WriteFile,
+        meta: &Arc<ObjectMetadata>,
+        offset_in: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> Result<Option<u64>> {
+        let mut st = file.state.lock().await;
+        let at = file.size();
+        let continues = match &st.reference {
+            Some(m) => m.hash == meta.hash,
+            None => at == 0,
+        };
+        if !continues || offset_in != at || offset_out != at || at >= meta.size {
+            return Ok(None);
+        }
+        let end = meta.size.min(at.saturating_add(len));
+        file.refer_locked(&mut st, meta.clone(), end);
+        Ok(Some(end - at))
+    }
+
+    /// Stores the file's bytes and records them in its run. Returns once both are done.
+    pub async fn commit(&self, file: &WriteFile) -> Result<()> {
+        let mut st = file.state.lock().await;
+        if !st.dirty || st.detached {
+            return Ok(());
+        }
+        let result = self.commit_locked(file, &mut st).await;
+        st.failed = result.is_err();
+        result
+    }
+
+    pub(super) async fn commit_locked(&self, file: &WriteFile, st: &mut State) -> Result<()> {
+        let target = file.target();
+        if st.reference.as_ref().is_some_and(|m| m.size != file.size()) {
+            // Part of an object: its bytes are copied and stored as new data.
+            self.materialize(file, st).await?;
+        }
+        let meta = match &st.reference {
+            Some(m) => (**m).clone(),
+            None => {
+                let name = Name::parse("name", target.path.file_name())?;
+                match file.followed_hash(st).await {
+                    Some(hash) => {
+                        self.data()
+                            .put_hashed(file.path(), Some(&name), hash)
+                            .await?
+                            .meta
+                    }
+                    None => {
+                        self.data()
+                            .put_file(file.path(), Some(&name), noop())
+                            .await?
+                            .meta
+                    }
+                }
+            }
+        };
+        let times = file.times();
+        let entry = self
+            .runs
+            .record_object(&target.run, &target.path, &meta, times.mtime(), times.mode)
+            .await?;
+        st.dirty = false;
+        st.committed = Some(entry);
+        tracing::debug!(run = %target.run, path = %target.path, hash = %meta.hash, "committed");
+        Ok(())
+    }
+
+    /// One handle of the file is gone; the last one commits what is left (an error can only
+    /// be logged here) and hands a clean spool to the cache as the object's cache file.
+    pub async fn release(&self, file: &Arc<WriteFile>) {
+        if file.opens.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let target = file.target();
+        if file.state.lock().await.failed {
+            tracing::warn!(run = %target.run, path = %target.path,
+                "discarding a file whose close failed; nothing was recorded");
+        } else if let Err(e) = self.commit(file).await {
+            tracing::error!(run = %target.run, path = %target.path, error = %e,
+                "the last close of a file could not store it; its bytes are lost");
+        }
+        {
+            let mut writes = lock(&self.pending.writes);
+            if file.opens.load(Ordering::SeqCst) != 0 {
+                return; // opened again meanwhile
+            }
+            if writes.get(&target).is_some_and(|w| Arc::ptr_eq(w, file)) {
+                writes.remove(&target);
+            }
+        }
+        let st = file.state.lock().await;
+        // A spool holding exactly what was committed becomes the object's cache file. Its
+        // metadata was remembered when it was stored.
+        if let (Some(cache), Some(entry), false, None) =
+            (&self.cache, &st.committed, st.dirty, &st.reference)
+            && entry.size == file.size()
+            && let Ok(Some(meta)) = self.metadata(&entry.hash).await
+        {
+            let cache = cache.clone();
+            let file = file.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || cache.adopt(&meta.0, file.spool_file())).await;
+        }
+    }
+
+    /// `ln` of stored data (from `data/` or another run) into a run: a reference, nothing
+    /// read or uploaded.
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> Result<Attr> {
+        let source = self.node(ino)?;
+        let node = self.node(new_parent)?;
+        self.refuse_read_only(&node)?;
+        let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
+        let path = join(&prefix, new_name)?;
+        let (hash, mode, mtime) = match &source.kind {
+            Kind::DataFile(h) => (*h, 0o644, crate::time::now()),
+            Kind::RunFile(r, p) => {
+                let m = self.require_manifest(r).await?;
+                let e = m.0.files.get(p).ok_or_else(|| {
+                    Error::NotPermitted(format!(
+                        "{} has not been closed yet; link it once it is stored",
+                        source.path
+                    ))
+                })?;
+                (e.hash, e.mode, e.mtime)
+            }
+            _ => {
+                return Err(Error::NotPermitted(format!(
+                    "{}: only stored files can be linked",
+                    source.path
+                )));
+            }
+        };
+        let m = self.require_manifest(&run).await?;
+        if m.0.files.contains_key(&path) || self.writing(&run, &path).is_some() {
+            return Err(Error::Exists(format!("{}/{new_name}", node.path)));
+        }
+        let meta = self
+            .metadata(&hash)
+            .await?
+            .ok_or_else(|| Error::DataNotFound(hash.to_string()))?;
+        self.runs
+            .record_object(&run, &path, &meta.0, mtime, mode)
+            .await?;
+        let child = self.intern(&node, new_name, Kind::RunFile(run, path));
+        self.attr_or_gone(&child).await
+    }
+}
