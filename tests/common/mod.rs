@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
