@@ -245,3 +245,26 @@ both_backends!(
     rsync_twice_transfers_nothing,
     tar_and_python_write_into_a_run,
 );
+
+/// `du` counts a run once, however many views show it: its files have one inode number in
+/// every view and a link count of the run's views, as hard links do.
+#[test]
+fn du_counts_a_run_once_across_its_views() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount_with(&t.dir.path().join("cache"), &[], THREE_VIEWS);
+    let run = m.path("runs/by_project/p/du");
+    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::write(run.join("outputs/a.bin"), bytes(1, 3 * 1024 * 1024)).expect("write a");
+    std::fs::write(run.join("inputs/b.bin"), bytes(2, 1024 * 1024 + 5)).expect("write b");
+    let out = Command::new("du")
+        .args(["-sb", path_str(&m.path("runs"))])
+        .output()
+        .expect("du");
+    common::assert_succeeded(&out);
+    let total: u64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a number");
+    assert_eq!(total, 4 * 1024 * 1024 + 5, "du -sb of a run in three views");
+}

@@ -26,6 +26,7 @@ impl Tree {
             size: 0,
             mtime: self.mounted_at,
             perm: 0o555,
+            links: 2,
             ttl,
         };
         let file = |size, mtime, perm, ttl| Attr {
@@ -34,6 +35,7 @@ impl Tree {
             size,
             mtime,
             perm,
+            links: 1,
             ttl,
         };
         Ok(Some(match &node.kind {
@@ -60,6 +62,7 @@ impl Tree {
                 size: self.readlink_of(node).await?.len() as u64,
                 mtime: self.mounted_at,
                 perm: 0o777,
+                links: 1,
                 ttl: self.refresh,
             },
             Kind::RunDir(run) | Kind::RunSubdir(run, _) => match self.manifest(run).await? {
@@ -71,21 +74,27 @@ impl Tree {
                 None => return Ok(None),
             },
             Kind::RunFile(run, path) => {
+                let m = self.manifest(run).await?;
+                let links = m
+                    .as_ref()
+                    .map_or(1, |m| m.0.storage_modes.len().max(1) as u32);
                 if let Some(w) = self.writing(run, path) {
                     let t = w.times();
-                    return Ok(Some(file(
-                        w.size(),
-                        t.mtime().into(),
-                        shown_mode(t.mode),
-                        Duration::ZERO,
-                    )));
+                    return Ok(Some(Attr {
+                        links,
+                        ..file(
+                            w.size(),
+                            t.mtime().into(),
+                            shown_mode(t.mode),
+                            Duration::ZERO,
+                        )
+                    }));
                 }
-                match self
-                    .manifest(run)
-                    .await?
-                    .and_then(|m| m.0.files.get(path).cloned())
-                {
-                    Some(e) => file(e.size, e.mtime.into(), shown_mode(e.mode), self.refresh),
+                match m.and_then(|m| m.0.files.get(path).cloned()) {
+                    Some(e) => Attr {
+                        links,
+                        ..file(e.size, e.mtime.into(), shown_mode(e.mode), self.refresh)
+                    },
                     None => return Ok(None),
                 }
             }

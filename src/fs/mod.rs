@@ -79,6 +79,10 @@ pub struct Attr {
     pub size: u64,
     pub mtime: SystemTime,
     pub perm: u16,
+    /// The link count: 2 for a directory; for a run's file, the number of views its run is
+    /// in, since the file is reached by that many paths with one inode number (so `du` and
+    /// `find` count it once, as hard links); 1 for anything else.
+    pub links: u32,
     /// How long the kernel may keep this attribute and entry.
     pub ttl: Duration,
 }

@@ -98,7 +98,7 @@ impl MltrackFs {
                 FileType::Symlink => fuser::FileType::Symlink,
             },
             perm: a.perm,
-            nlink: if a.kind == FileType::Directory { 2 } else { 1 },
+            nlink: a.links,
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
