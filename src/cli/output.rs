@@ -113,5 +113,11 @@ pub fn run_details(m: &Manifest) -> std::io::Result<()> {
             f.hash
         );
     }
+    if !m.links.is_empty() {
+        println!("links      {}", m.links.len());
+        for (path, l) in &m.links {
+            println!("  {:<40} -> {}", path.as_str(), l.target);
+        }
+    }
     Ok(())
 }

@@ -73,6 +73,24 @@ impl Tree {
                 },
                 None => return Ok(None),
             },
+            Kind::RunLink(run, path) => {
+                let Some(m) = self.manifest(run).await? else {
+                    return Ok(None);
+                };
+                let links = m.0.storage_modes.len().max(1) as u32;
+                match m.0.links.get(path) {
+                    Some(l) => Attr {
+                        ino: node.ino,
+                        kind: FileType::Symlink,
+                        size: l.target.len() as u64,
+                        mtime: l.mtime.into(),
+                        perm: 0o777,
+                        links,
+                        ttl: self.refresh,
+                    },
+                    None => return Ok(None),
+                }
+            }
             Kind::RunFile(run, path) => {
                 let m = self.manifest(run).await?;
                 let links = m
@@ -115,9 +133,17 @@ impl Tree {
         }))
     }
 
-    /// The target of a `used_by` symlink: the run's directory in its first view, relative to
-    /// the link (`data/<hh>/<h>/used_by/<run>` is four levels deep).
+    /// The target of a symbolic link: a run's link as it was written; a `used_by` link's, the
+    /// run's directory in its first view, relative to the link (`data/<hh>/<h>/used_by/<run>`
+    /// is four levels deep).
     pub(super) async fn readlink_of(&self, node: &Node) -> Result<String> {
+        if let Kind::RunLink(run, path) = &node.kind {
+            return self
+                .manifest(run)
+                .await?
+                .and_then(|m| m.0.links.get(path).map(|l| l.target.clone()))
+                .ok_or_else(|| Error::NoSuchPath(node.path.clone()));
+        }
         let Kind::UsedByLink(_, run) = &node.kind else {
             return Err(Error::BadRequest(format!(
                 "{} is not a symbolic link",
@@ -202,6 +228,22 @@ impl Tree {
         let node = self.node(ino)?;
         let (run, path) = match &node.kind {
             Kind::RunFile(run, path) => (run.clone(), path.clone()),
+            // A link keeps its time (`touch -h`, `rsync -a`); its mode is always 0777.
+            Kind::RunLink(run, path) if size.is_none() => {
+                self.refuse_read_only(&node)?;
+                if let Some(t) = mtime {
+                    self.runs
+                        .update(run, |m| match m.links.get_mut(path) {
+                            Some(l) => {
+                                l.mtime = t;
+                                Ok(())
+                            }
+                            None => Err(Error::NoSuchPath(node.path.clone())),
+                        })
+                        .await?;
+                }
+                return self.attr_or_gone(&node).await;
+            }
             // Directories are implied: their mode and times are not kept.
             Kind::RunDir(_) | Kind::RunSubdir(..) | Kind::ViewKey(..) if size.is_none() => {
                 return self.attr_or_gone(&node).await;

@@ -133,7 +133,10 @@ impl Tree {
     /// or a directory made with `mkdir` (which lives in memory until a file is put in it).
     pub(super) fn has_entries(&self, run: &RunId, m: &Manifest, dir: &str) -> bool {
         let under = format!("{dir}/");
-        m.files.keys().any(|p| p.as_str().starts_with(&under))
+        m.files
+            .keys()
+            .chain(m.links.keys())
+            .any(|p| p.as_str().starts_with(&under))
             || lock(&self.pending.writes)
                 .keys()
                 .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
@@ -162,6 +165,7 @@ impl Tree {
             Kind::RunDir(run) => {
                 let m = self.require_manifest(&run).await?;
                 let busy = !m.0.files.is_empty()
+                    || !m.0.links.is_empty()
                     || lock(&self.pending.writes).keys().any(|t| t.run == run)
                     || lock(&self.pending.dirs).iter().any(|(r, _)| r == &run);
                 if busy {
@@ -179,7 +183,7 @@ impl Tree {
                 lock(&self.pending.keys).remove(&(mode, key));
                 Ok(())
             }
-            Kind::RunFile(..) => Err(Error::NotDirectory(shown)),
+            Kind::RunFile(..) | Kind::RunLink(..) => Err(Error::NotDirectory(shown)),
             _ => Err(Self::not_here(&node)),
         }
     }

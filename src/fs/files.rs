@@ -15,7 +15,9 @@ use super::spool::{State, Target, WriteFile};
 use super::{Attr, Content, Kind, Tree, lock};
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
-use crate::ids::{Digest, Name};
+use crate::ids::Digest;
+use crate::runs::Hashing;
+use crate::runs::manifest::LinkEntry;
 
 pub(super) fn noop() -> crate::cas::Progress {
     Arc::new(|_| {})
@@ -249,34 +251,34 @@ impl Tree {
             // Part of an object: its bytes are copied and stored as new data.
             self.materialize(file, st).await?;
         }
-        let meta = match &st.reference {
-            Some(m) => (**m).clone(),
+        let times = file.times();
+        let entry = match &st.reference {
+            Some(meta) => {
+                self.runs
+                    .record_object(&target.run, &target.path, meta, times.mtime(), times.mode)
+                    .await?
+            }
             None => {
-                let name = Name::parse("name", target.path.file_name())?;
-                match file.followed_hash(st).await {
-                    Some(hash) => {
-                        self.data()
-                            .put_hashed(file.path(), Some(&name), hash)
-                            .await?
-                            .meta
-                    }
-                    None => {
-                        self.data()
-                            .put_file(file.path(), Some(&name), noop())
-                            .await?
-                            .meta
-                    }
-                }
+                let hashing = match file.followed_hash(st).await {
+                    Some(hash) => Hashing::Done(hash),
+                    None => Hashing::Pass(noop()),
+                };
+                self.runs
+                    .store_and_record(
+                        &target.run,
+                        &target.path,
+                        file.path(),
+                        hashing,
+                        times.mtime(),
+                        times.mode,
+                    )
+                    .await?
+                    .0
             }
         };
-        let times = file.times();
-        let entry = self
-            .runs
-            .record_object(&target.run, &target.path, &meta, times.mtime(), times.mode)
-            .await?;
+        tracing::debug!(run = %target.run, path = %target.path, hash = %entry.hash, "committed");
         st.dirty = false;
         st.committed = Some(entry);
-        tracing::debug!(run = %target.run, path = %target.path, hash = %meta.hash, "committed");
         Ok(())
     }
 
@@ -357,6 +359,32 @@ impl Tree {
             .record_object(&run, &path, &meta.0, mtime, mode)
             .await?;
         let child = self.intern(&node, new_name, Kind::RunFile(run, path));
+        self.attr_or_gone(&child).await
+    }
+
+    /// `ln -s target name` in a run: a manifest entry with the target as written, never
+    /// followed by mltrack itself.
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+        let node = self.node(parent)?;
+        self.refuse_read_only(&node)?;
+        let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
+        let path = join(&prefix, name)?;
+        let m = self.require_manifest(&run).await?;
+        if m.0.files.contains_key(&path)
+            || m.0.links.contains_key(&path)
+            || self.writing(&run, &path).is_some()
+            || self.is_dir_in(&run, &m.0, path.as_str())
+        {
+            return Err(Error::Exists(format!("{}/{name}", node.path)));
+        }
+        let now = crate::time::now();
+        let link = LinkEntry {
+            target: target.to_string(),
+            mtime: now,
+            added_at: now,
+        };
+        self.runs.record_link(&run, &path, link).await?;
+        let child = self.intern(&node, name, Kind::RunLink(run, path));
         self.attr_or_gone(&child).await
     }
 }

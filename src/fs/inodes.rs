@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Kind, Node, Tree, lock};
+use super::{Kind, Node, Tree, lock, run_entry};
 use crate::error::{Error, Result};
 use crate::ids::{RelPath, RunId};
 
@@ -59,16 +59,17 @@ impl Tree {
         {
             return node.clone();
         }
-        if let Kind::RunFile(run, file) = &kind
+        if let Some((run, file)) = run_entry(&kind)
             && let Some(ino) = inodes.by_file.get(&(run.clone(), file.clone())).copied()
             && let Some(node) = inodes.by_ino.get(&ino).cloned()
+            && node.kind == kind
         {
             inodes.by_path.insert(path, ino);
             return node;
         }
         let ino = inodes.next;
         inodes.next += 1;
-        if let Kind::RunFile(run, file) = &kind {
+        if let Some((run, file)) = run_entry(&kind) {
             inodes.by_file.insert((run.clone(), file.clone()), ino);
         }
         let node = Arc::new(Node {
@@ -104,7 +105,7 @@ impl Tree {
             .values()
             .filter_map(|n| {
                 let (run, rel) = match &n.kind {
-                    Kind::RunFile(r, p) => (r, p.as_str()),
+                    Kind::RunFile(r, p) | Kind::RunLink(r, p) => (r, p.as_str()),
                     Kind::RunSubdir(r, p) => (r, p.as_str()),
                     _ => return None,
                 };
@@ -114,6 +115,7 @@ impl Tree {
                 let new = moved(rel)?;
                 let kind = match &n.kind {
                     Kind::RunFile(..) => Kind::RunFile(to_run.clone(), RelPath::parse(&new).ok()?),
+                    Kind::RunLink(..) => Kind::RunLink(to_run.clone(), RelPath::parse(&new).ok()?),
                     _ => Kind::RunSubdir(to_run.clone(), new.clone()),
                 };
                 Some((n.clone(), kind, format!("{base}/{new}")))
@@ -123,10 +125,10 @@ impl Tree {
             if inodes.by_path.get(&node.path) == Some(&node.ino) {
                 inodes.by_path.remove(&node.path);
             }
-            if let Kind::RunFile(r, p) = &node.kind {
+            if let Some((r, p)) = run_entry(&node.kind) {
                 inodes.by_file.remove(&(r.clone(), p.clone()));
             }
-            if let Kind::RunFile(r, p) = &kind {
+            if let Some((r, p)) = run_entry(&kind) {
                 inodes.by_file.insert((r.clone(), p.clone()), node.ino);
             }
             inodes.by_path.insert(path.clone(), node.ino);

@@ -60,6 +60,8 @@ pub enum Kind {
     /// A directory inside a run: `prefix` is its path relative to the run, without a slash.
     RunSubdir(RunId, String),
     RunFile(RunId, RelPath),
+    /// A symbolic link in a run (an entry of its manifest's `links`).
+    RunLink(RunId, RelPath),
     ManifestsRoot,
     ManifestFile(RunId),
 }
@@ -203,12 +205,20 @@ fn has_files_under<V>(files: &std::collections::BTreeMap<RelPath, V>, dir: &str)
         .any(|p| p.starts_with(&under))
 }
 
+/// The run and path of a run's file or link: what has one inode in every view.
+fn run_entry(kind: &Kind) -> Option<(&RunId, &RelPath)> {
+    match kind {
+        Kind::RunFile(r, p) | Kind::RunLink(r, p) => Some((r, p)),
+        _ => None,
+    }
+}
+
 fn file_type(kind: &Kind) -> FileType {
     match kind {
         Kind::DataFile(_) | Kind::MetadataFile(_) | Kind::RunFile(..) | Kind::ManifestFile(_) => {
             FileType::File
         }
-        Kind::UsedByLink(..) => FileType::Symlink,
+        Kind::UsedByLink(..) | Kind::RunLink(..) => FileType::Symlink,
         _ => FileType::Directory,
     }
 }

@@ -10,7 +10,7 @@ use super::spool::{Target, WriteFile};
 use super::{Tree, lock};
 use crate::error::{Error, Result};
 use crate::ids::{Digest, RelPath, RunId};
-use crate::runs::manifest::{FileEntry, Manifest, Role};
+use crate::runs::manifest::{FileEntry, LinkEntry, Manifest, Role};
 
 impl Tree {
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
@@ -24,7 +24,7 @@ impl Tree {
             found = true;
         }
         let m = self.require_manifest(&run).await?;
-        if m.0.files.contains_key(&path) {
+        if m.0.files.contains_key(&path) || m.0.links.contains_key(&path) {
             self.remove_entries(&run, |p| p == &path).await?;
             found = true;
         } else if self.is_dir_in(&run, &m.0, path.as_str()) {
@@ -85,12 +85,15 @@ impl Tree {
         let to_m = self.require_manifest(&to_run).await?;
         let shown = format!("{}/{new_name}", to_node.path);
         let to_is_dir = self.is_dir_in(&to_run, &to_m.0, to.as_str());
-        let to_is_file = to_m.0.files.contains_key(&to) || self.writing(&to_run, &to).is_some();
+        let to_is_file = to_m.0.files.contains_key(&to)
+            || to_m.0.links.contains_key(&to)
+            || self.writing(&to_run, &to).is_some();
         if no_replace && (to_is_dir || to_is_file) {
             return Err(Error::Exists(shown));
         }
-        let is_file =
-            from_m.0.files.contains_key(&from) || self.writing(&from_run, &from).is_some();
+        let is_file = from_m.0.files.contains_key(&from)
+            || from_m.0.links.contains_key(&from)
+            || self.writing(&from_run, &from).is_some();
         if is_file {
             if to_is_dir {
                 return Err(Error::IsDirectory(shown));
@@ -171,6 +174,11 @@ impl Tree {
                 .iter()
                 .filter_map(|(p, e)| moved(p).map(|to| (p.clone(), to, e.clone())))
                 .collect();
+        let links: Vec<(RelPath, RelPath, LinkEntry)> =
+            m.0.links
+                .iter()
+                .filter_map(|(p, l)| moved(p).map(|to| (p.clone(), to, l.clone())))
+                .collect();
         for (_, to, _) in &entries {
             if let Some(replaced) = self.writing(to_run, to) {
                 // Replaced while being written: the rename wins, as on any filesystem.
@@ -180,23 +188,34 @@ impl Tree {
                 }
             }
         }
-        let moved_entries = |m: &mut Manifest| {
-            for (from, to, e) in &entries {
-                m.files.remove(from);
-                let mut e = e.clone();
-                e.role = Role::of(to);
-                m.files.insert(to.clone(), e);
+        // Puts the moved links at their new paths, replacing what was there; returns the data
+        // no longer referenced there.
+        let put_links = |m: &mut Manifest| -> Vec<Digest> {
+            let mut replaced = Vec::new();
+            for (_, to, l) in &links {
+                replaced.extend(m.files.remove(to).map(|old| old.hash));
+                m.links.insert(to.clone(), l.clone());
             }
+            replaced
         };
-        if !entries.is_empty() {
+        if !entries.is_empty() || !links.is_empty() {
             if from_run == to_run {
                 self.runs
                     .change_files(from_run, |m| {
-                        let replaced: Vec<Digest> = entries
-                            .iter()
-                            .filter_map(|(_, to, _)| m.files.get(to).map(|e| e.hash))
-                            .collect();
-                        moved_entries(m);
+                        for (from, _, _) in &entries {
+                            m.files.remove(from);
+                        }
+                        for (from, _, _) in &links {
+                            m.links.remove(from);
+                        }
+                        let mut replaced = Vec::new();
+                        for (_, to, e) in &entries {
+                            let mut e = e.clone();
+                            e.role = Role::of(to);
+                            m.links.remove(to);
+                            replaced.extend(m.files.insert(to.clone(), e).map(|old| old.hash));
+                        }
+                        replaced.extend(put_links(m));
                         Ok(replaced)
                     })
                     .await?;
@@ -208,8 +227,14 @@ impl Tree {
                     e.role = Role::of(to);
                     self.runs.record(to_run, to, e).await?;
                 }
-                let gone: std::collections::BTreeSet<RelPath> =
-                    entries.iter().map(|(from, _, _)| from.clone()).collect();
+                if !links.is_empty() {
+                    self.runs.change_files(to_run, |m| Ok(put_links(m))).await?;
+                }
+                let gone: std::collections::BTreeSet<RelPath> = entries
+                    .iter()
+                    .map(|(from, _, _)| from.clone())
+                    .chain(links.iter().map(|(from, _, _)| from.clone()))
+                    .collect();
                 self.remove_entries(from_run, |p| gone.contains(p)).await?;
             }
         }

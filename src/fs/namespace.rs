@@ -113,6 +113,7 @@ impl Tree {
             | Kind::MetadataFile(_)
             | Kind::UsedByLink(..)
             | Kind::RunFile(..)
+            | Kind::RunLink(..)
             | Kind::ManifestFile(_) => {
                 return Err(Error::NotDirectory(node.path.clone()));
             }
@@ -151,7 +152,11 @@ impl Tree {
             .filter(|(r, _)| r == run)
             .map(|(_, d)| format!("{d}/"))
             .collect();
-        let files = m.0.files.keys().chain(writing.iter());
+        let files =
+            m.0.files
+                .keys()
+                .chain(m.0.links.keys())
+                .chain(writing.iter());
         let mut seen = std::collections::HashSet::new();
         for path in files
             .map(RelPath::as_str)
@@ -173,7 +178,12 @@ impl Tree {
                     if seen.insert(rest.to_string())
                         && let Ok(p) = RelPath::parse(path)
                     {
-                        out.push((rest.to_string(), Kind::RunFile(run.clone(), p)));
+                        let kind = if m.0.links.contains_key(&p) {
+                            Kind::RunLink(run.clone(), p)
+                        } else {
+                            Kind::RunFile(run.clone(), p)
+                        };
+                        out.push((rest.to_string(), kind));
                     }
                 }
             }
@@ -202,6 +212,9 @@ impl Tree {
         if m.0.files.contains_key(&path) || self.writing(run, &path).is_some() {
             return Ok(Some((name.to_string(), Kind::RunFile(run.clone(), path))));
         }
+        if m.0.links.contains_key(&path) {
+            return Ok(Some((name.to_string(), Kind::RunLink(run.clone(), path))));
+        }
         let is_dir = self.is_dir_in(run, &m.0, &rel);
         Ok(is_dir.then(|| (name.to_string(), Kind::RunSubdir(run.clone(), rel))))
     }
@@ -214,6 +227,7 @@ impl Tree {
         }
         let under = format!("{path}/");
         has_files_under(&m.files, path)
+            || has_files_under(&m.links, path)
             || lock(&self.pending.writes)
                 .keys()
                 .any(|t| &t.run == run && t.path.as_str().starts_with(&under))

@@ -543,6 +543,29 @@ impl Filesystem for MltrackFs {
         }
     }
 
+    /// `ln -s`: a link in a run, kept in its manifest. A target that is not UTF-8 cannot be
+    /// recorded (`EINVAL`), as a name cannot.
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = match (new_name(link_name), new_name(target.as_os_str())) {
+            (Ok(n), Ok(t)) => (n, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        match self
+            .rt
+            .block_on(self.tree.symlink(u64::from(parent), name, target))
+        {
+            Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno("symlink", &e)),
+        }
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match existing_name(name) {
             Ok(n) => n,

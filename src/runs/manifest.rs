@@ -153,7 +153,138 @@ pub struct FileEntry {
     pub added_at: DateTime<Utc>,
 }
 
+/// A symbolic link in a run: its target, kept as written (never followed by mltrack; a
+/// relative target resolves from the link's directory in whatever view it is read through).
+/// Stored in the manifest's `files` map with `"type": "symlink"` and no hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkEntry {
+    pub target: String,
+    #[serde(with = "crate::time::rfc3339")]
+    pub mtime: DateTime<Utc>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub added_at: DateTime<Utc>,
+}
+
+/// The longest link target kept, as Linux's `PATH_MAX` less its NUL.
+pub const MAX_LINK_TARGET: usize = 4095;
+
+impl LinkEntry {
+    /// A target a link may have: not empty, no NUL, at most [`MAX_LINK_TARGET`] bytes.
+    pub fn check_target(target: &str) -> Result<()> {
+        if target.is_empty() || target.len() > MAX_LINK_TARGET || target.contains('\0') {
+            return Err(Error::BadRequest(format!(
+                "{:?}: a link target must be 1 to {MAX_LINK_TARGET} bytes with no NUL",
+                target.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One value of the manifest's `files` map as stored: a file with its data, or a link.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredEntry {
+    Link {
+        #[serde(rename = "type")]
+        kind: LinkType,
+        #[serde(flatten)]
+        link: LinkEntry,
+    },
+    File(FileEntry),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LinkType {
+    Symlink,
+}
+
+/// The manifest as stored: files and links in one `files` map. [`Manifest`] keeps them apart
+/// in memory, so that everything about data (markers, gc, fsck, stats) sees only files.
+#[derive(Serialize, Deserialize)]
+struct StoredManifest {
+    schema_version: u32,
+    run_id: RunId,
+    run_type: RunType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    project: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<Name>,
+    #[serde(with = "crate::time::rfc3339")]
+    created_at: DateTime<Utc>,
+    #[serde(with = "crate::time::rfc3339")]
+    updated_at: DateTime<Utc>,
+    storage_modes: Vec<StorageMode>,
+    #[serde(default)]
+    tags: BTreeMap<Name, String>,
+    #[serde(default)]
+    files: BTreeMap<RelPath, StoredEntry>,
+}
+
+impl From<StoredManifest> for Manifest {
+    fn from(s: StoredManifest) -> Manifest {
+        let mut files = BTreeMap::new();
+        let mut links = BTreeMap::new();
+        for (path, entry) in s.files {
+            match entry {
+                StoredEntry::File(f) => {
+                    files.insert(path, f);
+                }
+                StoredEntry::Link { link, .. } => {
+                    links.insert(path, link);
+                }
+            }
+        }
+        Manifest {
+            schema_version: s.schema_version,
+            run_id: s.run_id,
+            run_type: s.run_type,
+            project: s.project,
+            model: s.model,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            storage_modes: s.storage_modes,
+            tags: s.tags,
+            files,
+            links,
+        }
+    }
+}
+
+impl From<Manifest> for StoredManifest {
+    fn from(m: Manifest) -> StoredManifest {
+        let mut files: BTreeMap<RelPath, StoredEntry> = m
+            .files
+            .into_iter()
+            .map(|(p, f)| (p, StoredEntry::File(f)))
+            .collect();
+        for (p, link) in m.links {
+            files.insert(
+                p,
+                StoredEntry::Link {
+                    kind: LinkType::Symlink,
+                    link,
+                },
+            );
+        }
+        StoredManifest {
+            schema_version: m.schema_version,
+            run_id: m.run_id,
+            run_type: m.run_type,
+            project: m.project,
+            model: m.model,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            storage_modes: m.storage_modes,
+            tags: m.tags,
+            files,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredManifest", into = "StoredManifest")]
 pub struct Manifest {
     pub schema_version: u32,
     pub run_id: RunId,
@@ -169,8 +300,10 @@ pub struct Manifest {
     pub storage_modes: Vec<StorageMode>,
     #[serde(default)]
     pub tags: BTreeMap<Name, String>,
-    #[serde(default)]
+    /// Files with data: what markers, gc, fsck and stats see.
     pub files: BTreeMap<RelPath, FileEntry>,
+    /// Symbolic links (stored in the same `files` map as the files, docs/STORE.md).
+    pub links: BTreeMap<RelPath, LinkEntry>,
 }
 
 impl Manifest {
@@ -195,6 +328,9 @@ impl Manifest {
         }
         for mode in &m.storage_modes {
             m.view_key(*mode).map_err(|e| corrupt(e.to_string()))?;
+        }
+        for (path, link) in &m.links {
+            LinkEntry::check_target(&link.target).map_err(|e| corrupt(format!("{path}: {e}")))?;
         }
         Ok(m)
     }
@@ -294,6 +430,35 @@ pub(crate) mod tests {
             "mtime": "2026-11-26T10:01:00Z", "mode": 420, "added_at": "2026-11-26T10:01:02Z"}}
         }"#;
         Manifest::parse("prod_001", "manifests/prod_001.json", json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn links_share_the_files_map_and_round_trip() {
+        let mut m = sample();
+        let t = m.created_at;
+        m.links.insert(
+            RelPath::parse("outputs/latest").unwrap(),
+            LinkEntry {
+                target: "step_1000".into(),
+                mtime: t,
+                added_at: t,
+            },
+        );
+        let json: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        let link = &json["files"]["outputs/latest"];
+        assert_eq!(link["type"], "symlink");
+        assert_eq!(link["target"], "step_1000");
+        assert!(link.get("hash").is_none());
+        let back = Manifest::parse("prod_001", "k", &m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.files.len(), 1, "the link is not a file with data");
+        let mut bad = json.clone();
+        bad["files"]["outputs/latest"]["target"] = "".into();
+        let bad = serde_json::to_vec(&bad).unwrap();
+        assert!(
+            Manifest::parse("prod_001", "k", &bad).is_err(),
+            "an empty target"
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ use crate::storage::{Body, Listings, PutMode, StorageError, list_all, list_child
 pub use cache::Current;
 use cache::ManifestCache;
 use lock::RunLock;
-use manifest::{FileEntry, Manifest, Role, RunType, SCHEMA_VERSION, StorageMode, ViewPointer};
+use manifest::{
+    FileEntry, LinkEntry, Manifest, Role, RunType, SCHEMA_VERSION, StorageMode, ViewPointer,
+};
 
 /// How often a manifest update is retried when other machines keep changing it.
 const UPDATE_ATTEMPTS: u32 = 20;
@@ -60,6 +62,14 @@ pub enum Source {
     File(PathBuf),
     /// Data already in the store: a reference, nothing uploaded.
     Hash(Digest),
+}
+
+/// How a file to be stored gets its hash.
+pub enum Hashing {
+    /// Already hashed (by a reader that followed its writer): the file must not have changed.
+    Done(crate::cas::hashing::ContentHash),
+    /// Hashed now, in one pass, telling `Progress` the bytes read.
+    Pass(Progress),
 }
 
 /// The runs found in the store, and the manifests that had to be skipped.
@@ -271,6 +281,7 @@ impl Runs {
             storage_modes: modes,
             tags: spec.tags,
             files: BTreeMap::new(),
+            links: BTreeMap::new(),
         };
         for mode in &manifest.storage_modes {
             manifest.view_key(*mode)?;
@@ -428,24 +439,47 @@ impl Runs {
         if !self.exists(run).await? {
             return Err(Error::RunNotFound(run.clone()));
         }
-        let name = Name::parse("name", path.file_name())?;
-        let (meta, new, mtime, mode) = match &source {
+        match &source {
             Source::File(file) => {
-                let stored = self.data.put_file(file, Some(&name), progress).await?;
                 let m = std::fs::metadata(file).map_err(Error::io(file))?;
                 let mtime = DateTime::<Utc>::from_timestamp(m.mtime(), m.mtime_nsec() as u32)
                     .unwrap_or_else(Utc::now);
-                (stored.meta, stored.new, mtime, m.mode() & 0o7777)
+                let hashing = Hashing::Pass(progress);
+                self.store_and_record(run, &path, file, hashing, mtime, m.mode() & 0o7777)
+                    .await
             }
-            Source::Hash(h) => (
-                self.data.require(h).await?,
-                false,
-                crate::time::now(),
-                0o644,
-            ),
+            Source::Hash(h) => {
+                let meta = self.data.require(h).await?;
+                let entry = self
+                    .record_object(run, &path, &meta, crate::time::now(), 0o644)
+                    .await?;
+                Ok((entry, false))
+            }
+        }
+    }
+
+    /// Stores the bytes of the local file `file`, uploading them only if absent, and records
+    /// them at `path` of the run with `mtime` and `mode`: one call from bytes to manifest
+    /// entry, for the mount's commits and the CLI alike. Returns the entry and whether the
+    /// bytes were new.
+    pub async fn store_and_record(
+        &self,
+        run: &RunId,
+        path: &RelPath,
+        file: &std::path::Path,
+        hashing: Hashing,
+        mtime: DateTime<Utc>,
+        mode: u32,
+    ) -> Result<(FileEntry, bool)> {
+        let name = Name::parse("name", path.file_name())?;
+        let stored = match hashing {
+            Hashing::Done(hash) => self.data.put_hashed(file, Some(&name), hash).await?,
+            Hashing::Pass(progress) => self.data.put_file(file, Some(&name), progress).await?,
         };
-        let entry = self.record_object(run, &path, &meta, mtime, mode).await?;
-        Ok((entry, new))
+        let entry = self
+            .record_object(run, path, &stored.meta, mtime, mode)
+            .await?;
+        Ok((entry, stored.new))
     }
 
     /// Records `path` of the run as stored object `meta`, with the file's `mtime` and `mode`:
@@ -489,6 +523,7 @@ impl Runs {
         let mut replaced = None;
         let m = self
             .update_locked(&held, run, |m| {
+                m.links.remove(path);
                 replaced = m
                     .files
                     .insert(path.clone(), entry.clone())
@@ -532,7 +567,26 @@ impl Runs {
                 }
                 !gone
             });
+            m.links.retain(|p, _| !matches(p));
             Ok(removed)
+        })
+        .await
+    }
+
+    /// Records a symbolic link at `path` of the run; refused if a file or link is there.
+    pub async fn record_link(
+        &self,
+        run: &RunId,
+        path: &RelPath,
+        link: LinkEntry,
+    ) -> Result<Manifest> {
+        LinkEntry::check_target(&link.target)?;
+        self.update(run, |m| {
+            if m.files.contains_key(path) || m.links.contains_key(path) {
+                return Err(Error::Exists(format!("{run}/{path}")));
+            }
+            m.links.insert(path.clone(), link.clone());
+            Ok(())
         })
         .await
     }
