@@ -13,10 +13,6 @@ use std::process::Command;
 use common::write::{THREE_VIEWS, sh};
 use common::{Kind, TestStore, bytes, path_str};
 
-fn manifest(t: &TestStore, run: &str) -> serde_json::Value {
-    serde_json::from_slice(&t.get(&format!("manifests/{run}.json"))).expect("manifest")
-}
-
 fn hub_cache_layout_reads_through_every_view_and_mount(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount_with(&t.dir.path().join("cache"), &[], THREE_VIEWS);
@@ -36,7 +32,8 @@ fn hub_cache_layout_reads_through_every_view_and_mount(kind: Kind) {
     std::fs::create_dir(run.join("outputs/step_1000")).expect("mkdir step");
     std::fs::write(run.join("outputs/step_1000/ckpt.pt"), b"weights").expect("write ckpt");
 
-    let e = &manifest(&t, "hub")["files"]["inputs/models--org--bert/snapshots/abc123/model.safetensors"];
+    let e =
+        &t.manifest("hub")["files"]["inputs/models--org--bert/snapshots/abc123/model.safetensors"];
     assert_eq!(e["type"], "symlink", "{e}");
     assert_eq!(e["target"], "../../blobs/4f2e", "{e}");
     assert!(e.get("hash").is_none(), "a link has no data: {e}");
@@ -108,16 +105,16 @@ fn links_are_removed_moved_and_never_followed_by_mltrack(kind: Kind) {
     // mv within the run, to another run, and rm.
     std::fs::rename(out.join("dangling"), out.join("renamed")).expect("mv link");
     std::fs::rename(out.join("outside"), other_run.join("outputs/moved")).expect("mv to run 2");
-    let files = &manifest(&t, "l")["files"];
+    let files = &t.manifest("l")["files"];
     assert!(files.get("outputs/dangling").is_none(), "{files}");
     assert!(files.get("outputs/outside").is_none(), "{files}");
     assert_eq!(files["outputs/renamed"]["target"], "missing.bin");
     assert_eq!(
-        manifest(&t, "l2")["files"]["outputs/moved"]["target"],
+        t.manifest("l2")["files"]["outputs/moved"]["target"],
         "/etc/passwd"
     );
     std::fs::remove_file(out.join("renamed")).expect("rm link");
-    assert!(manifest(&t, "l")["files"].get("outputs/renamed").is_none());
+    assert!(t.manifest("l")["files"].get("outputs/renamed").is_none());
     assert!(std::fs::symlink_metadata(out.join("renamed")).is_err());
     // A directory holding only a link is not empty.
     std::fs::create_dir(out.join("d")).expect("mkdir d");

@@ -20,10 +20,6 @@ fn python(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn manifest(t: &TestStore, run: &str) -> serde_json::Value {
-    serde_json::from_slice(&t.get(&format!("manifests/{run}.json"))).expect("manifest")
-}
-
 /// The bytes numpy writes for `arange(n, dtype=float32)` saved as `.npy` (header included),
 /// made on local disk for comparison.
 fn npy_on_local_disk(dir: &Path, n: usize) -> Vec<u8> {
@@ -64,7 +60,7 @@ fn numpy_memmap_writes_are_committed_and_seen_by_another_mount(kind: Kind) {
     for b in want_b.iter_mut().step_by(7) {
         *b = 5;
     }
-    let files = &manifest(&t, "mm")["files"];
+    let files = &t.manifest("mm")["files"];
     assert_eq!(files["outputs/a.npy"]["hash"], sha256_hex(&want_a));
     assert_eq!(files["outputs/b.dat"]["hash"], sha256_hex(&want_b));
 

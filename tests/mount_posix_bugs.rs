@@ -9,10 +9,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::{Kind, TestStore, bytes, path_str, sha256_hex};
 
-fn manifest(t: &TestStore, run: &str) -> serde_json::Value {
-    serde_json::from_slice(&t.get(&format!("manifests/{run}.json"))).expect("manifest")
-}
-
 /// A file recorded by the CLI after the mount last wrote the run can be chmod-ed and touched,
 /// as `stat`, `cat` and `ls` already show it.
 fn chmod_and_touch_of_a_file_another_client_recorded(kind: Kind) {
@@ -35,11 +31,11 @@ fn chmod_and_touch_of_a_file_another_client_recorded(kind: Kind) {
     let st = std::fs::metadata(&b).expect("stat");
     assert_eq!(st.mode() & 0o777, 0o600);
     assert_eq!(st.mtime(), 1_577_934_245);
-    let e = &manifest(&t, "r1")["files"]["outputs/b"];
+    let e = &t.manifest("r1")["files"]["outputs/b"];
     assert_eq!(e["mode"], 0o600, "{e}");
     assert_eq!(e["mtime"], "2020-01-02T03:04:05Z", "{e}");
     assert!(
-        manifest(&t, "r1")["files"]["outputs/a"].is_object(),
+        t.manifest("r1")["files"]["outputs/a"].is_object(),
         "the mount's own file stays"
     );
 }
@@ -116,7 +112,7 @@ fn mknod_of_a_regular_file_makes_an_empty_file() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "EPERM");
     let st = std::fs::metadata(run.join("outputs/empty")).expect("stat");
     assert!(st.is_file() && st.len() == 0);
-    let e = &manifest(&t, "r")["files"]["outputs/empty"];
+    let e = &t.manifest("r")["files"]["outputs/empty"];
     assert_eq!(e["size"], 0, "{e}");
 }
 

@@ -27,6 +27,8 @@ impl Tree {
             mtime: self.mounted_at,
             perm: 0o555,
             links: 2,
+            uid: None,
+            gid: None,
             ttl,
         };
         let file = |size, mtime, perm, ttl| Attr {
@@ -36,6 +38,8 @@ impl Tree {
             mtime,
             perm,
             links: 1,
+            uid: None,
+            gid: None,
             ttl,
         };
         Ok(Some(match &node.kind {
@@ -63,6 +67,8 @@ impl Tree {
                 mtime: self.mounted_at,
                 perm: 0o777,
                 links: 1,
+                uid: None,
+                gid: None,
                 ttl: self.refresh,
             },
             Kind::RunDir(run) | Kind::RunSubdir(run, _) => match self.manifest(run).await? {
@@ -86,6 +92,8 @@ impl Tree {
                         mtime: l.mtime.into(),
                         perm: 0o777,
                         links,
+                        uid: None,
+                        gid: None,
                         ttl: self.refresh,
                     },
                     None => return Ok(None),
@@ -100,6 +108,8 @@ impl Tree {
                     let t = w.times();
                     return Ok(Some(Attr {
                         links,
+                        uid: t.uid,
+                        gid: t.gid,
                         ..file(
                             w.size(),
                             t.mtime().into(),
@@ -111,6 +121,8 @@ impl Tree {
                 match m.and_then(|m| m.0.files.get(path).cloned()) {
                     Some(e) => Attr {
                         links,
+                        uid: e.uid,
+                        gid: e.gid,
                         ..file(e.size, e.mtime.into(), shown_mode(e.mode), self.refresh)
                     },
                     None => return Ok(None),
@@ -216,15 +228,21 @@ impl Tree {
         })
     }
 
-    /// `chmod`, `truncate`, `utimens` on a node; `file` is the handle's write file, if any.
+    /// `chmod`, `chown`, `truncate`, `utimens` on a node; `file` is the handle's write file,
+    /// if any.
     pub async fn setattr(
         &self,
         ino: u64,
         file: Option<Arc<WriteFile>>,
-        mode: Option<u32>,
-        size: Option<u64>,
-        mtime: Option<DateTime<Utc>>,
+        change: SetAttr,
     ) -> Result<Attr> {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+        } = change;
         let node = self.node(ino)?;
         let (run, path) = match &node.kind {
             Kind::RunFile(run, path) => (run.clone(), path.clone()),
@@ -271,7 +289,7 @@ impl Tree {
                 }
             }
         }
-        if mode.is_some() || mtime.is_some() {
+        if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
             let mut record = true;
             if let Some(f) = &file {
                 f.set_times(|t| {
@@ -280,6 +298,12 @@ impl Tree {
                     }
                     if mtime.is_some() {
                         t.mtime = mtime;
+                    }
+                    if uid.is_some() {
+                        t.uid = uid;
+                    }
+                    if gid.is_some() {
+                        t.gid = gid;
                     }
                 });
                 // A dirty file records its mode and times when it commits.
@@ -295,6 +319,12 @@ impl Tree {
                             if let Some(t) = mtime {
                                 e.mtime = t;
                             }
+                            if uid.is_some() {
+                                e.uid = uid;
+                            }
+                            if gid.is_some() {
+                                e.gid = gid;
+                            }
                             Ok(())
                         }
                         None => Err(Error::NoSuchPath(format!("{run}/{path}"))),
@@ -304,4 +334,15 @@ impl Tree {
         }
         self.attr_or_gone(&node).await
     }
+}
+
+/// What `setattr` changes; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    /// The owner (`chown`), kept per file in the manifest.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<DateTime<Utc>>,
 }

@@ -17,7 +17,7 @@ use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::Digest;
 use crate::runs::Hashing;
-use crate::runs::manifest::LinkEntry;
+use crate::runs::manifest::{LinkEntry, Stamp};
 
 pub(super) fn noop() -> crate::cas::Progress {
     Arc::new(|_| {})
@@ -149,7 +149,11 @@ impl Tree {
             reference,
         )?);
         if let Some(e) = &existing {
-            file.set_times(|t| t.mtime = (!truncate).then_some(e.mtime));
+            file.set_times(|t| {
+                t.mtime = (!truncate).then_some(e.mtime);
+                t.uid = e.uid;
+                t.gid = e.gid;
+            });
             file.state.lock().await.committed = Some(e.clone());
         }
         let mut writes = lock(&self.pending.writes);
@@ -255,7 +259,7 @@ impl Tree {
         let entry = match &st.reference {
             Some(meta) => {
                 self.runs
-                    .record_object(&target.run, &target.path, meta, times.mtime(), times.mode)
+                    .record_object(&target.run, &target.path, meta, times.stamp())
                     .await?
             }
             None => {
@@ -269,8 +273,7 @@ impl Tree {
                         &target.path,
                         file.path(),
                         hashing,
-                        times.mtime(),
-                        times.mode,
+                        times.stamp(),
                     )
                     .await?
                     .0
@@ -328,8 +331,16 @@ impl Tree {
         self.refuse_read_only(&node)?;
         let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
         let path = join(&prefix, new_name)?;
-        let (hash, mode, mtime) = match &source.kind {
-            Kind::DataFile(h) => (*h, 0o644, crate::time::now()),
+        let (hash, stamp) = match &source.kind {
+            Kind::DataFile(h) => (
+                *h,
+                Stamp {
+                    mtime: crate::time::now(),
+                    mode: 0o644,
+                    uid: None,
+                    gid: None,
+                },
+            ),
             Kind::RunFile(r, p) => {
                 let m = self.require_manifest(r).await?;
                 let e = m.0.files.get(p).ok_or_else(|| {
@@ -338,7 +349,13 @@ impl Tree {
                         source.path
                     ))
                 })?;
-                (e.hash, e.mode, e.mtime)
+                let stamp = Stamp {
+                    mtime: e.mtime,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                };
+                (e.hash, stamp)
             }
             _ => {
                 return Err(Error::NotPermitted(format!(
@@ -348,16 +365,17 @@ impl Tree {
             }
         };
         let m = self.require_manifest(&run).await?;
-        if m.0.files.contains_key(&path) || self.writing(&run, &path).is_some() {
+        if m.0.files.contains_key(&path)
+            || m.0.links.contains_key(&path)
+            || self.writing(&run, &path).is_some()
+        {
             return Err(Error::Exists(format!("{}/{new_name}", node.path)));
         }
         let meta = self
             .metadata(&hash)
             .await?
             .ok_or_else(|| Error::DataNotFound(hash.to_string()))?;
-        self.runs
-            .record_object(&run, &path, &meta.0, mtime, mode)
-            .await?;
+        self.runs.record_object(&run, &path, &meta.0, stamp).await?;
         let child = self.intern(&node, new_name, Kind::RunFile(run, path));
         self.attr_or_gone(&child).await
     }

@@ -14,6 +14,7 @@
 //! (docs/SEMANTICS.md); nothing here writes under `data/` or `manifests/` (`EROFS`).
 
 mod attributes;
+pub use attributes::SetAttr;
 mod changes;
 mod directories;
 mod files;
@@ -85,6 +86,9 @@ pub struct Attr {
     /// in, since the file is reached by that many paths with one inode number (so `du` and
     /// `find` count it once, as hard links); 1 for anything else.
     pub links: u32,
+    /// The owner `chown` gave a run's file; `None`: the mounting user.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     /// How long the kernel may keep this attribute and entry.
     pub ttl: Duration,
 }

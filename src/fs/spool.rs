@@ -67,6 +67,9 @@ pub struct WriteFile {
 #[derive(Debug, Clone, Copy)]
 pub struct Times {
     pub mode: u32,
+    /// Set by `chown`; `None`: the mounting user's.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     /// Set by `utimens`; otherwise the time of the last write.
     pub mtime: Option<DateTime<Utc>>,
     pub modified: DateTime<Utc>,
@@ -76,6 +79,16 @@ impl Times {
     /// The modification time to record and report.
     pub fn mtime(&self) -> DateTime<Utc> {
         self.mtime.unwrap_or(self.modified)
+    }
+
+    /// What the file's manifest entry records besides its data.
+    pub fn stamp(&self) -> crate::runs::manifest::Stamp {
+        crate::runs::manifest::Stamp {
+            mtime: self.mtime(),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+        }
     }
 }
 
@@ -132,6 +145,8 @@ impl WriteFile {
             opens: AtomicUsize::new(1),
             times: Mutex::new(Times {
                 mode,
+                uid: None,
+                gid: None,
                 mtime: None,
                 modified: crate::time::now(),
             }),

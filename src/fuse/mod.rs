@@ -38,7 +38,7 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::reader::{OpenFile, Reader};
 use crate::fs::spool::WriteFile;
-use crate::fs::{Attr, Content, FileType, Tree};
+use crate::fs::{Attr, Content, FileType, SetAttr, Tree};
 use crate::ids::Digest;
 use closers::Closers;
 pub use errno::errno;
@@ -99,8 +99,8 @@ impl MltrackFs {
             },
             perm: a.perm,
             nlink: a.links,
-            uid: self.uid,
-            gid: self.gid,
+            uid: a.uid.unwrap_or(self.uid),
+            gid: a.gid.unwrap_or(self.gid),
             rdev: 0,
             flags: 0,
             blksize: 128 * 1024,
@@ -444,8 +444,8 @@ impl Filesystem for MltrackFs {
         req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -465,11 +465,16 @@ impl Filesystem for MltrackFs {
             // `ftruncate`, `fchmod`, `futimens`: a change made through the handle.
             h.closers.wrote(req.pid(), None);
         }
-        let done =
-            self.rt.block_on(
-                self.tree
-                    .setattr(u64::from(ino), w, mode, size, mtime.map(to_time)),
-            );
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(to_time),
+        };
+        let done = self
+            .rt
+            .block_on(self.tree.setattr(u64::from(ino), w, change));
         match done {
             Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &e)),

@@ -151,6 +151,20 @@ pub struct FileEntry {
     pub mode: u32,
     #[serde(with = "crate::time::rfc3339")]
     pub added_at: DateTime<Utc>,
+    /// The owner `chown` gave the file; absent: whoever mounts (docs/SEMANTICS.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// What a file's entry keeps besides its data: its time, mode and owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub mtime: DateTime<Utc>,
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// A symbolic link in a run: its target, kept as written (never followed by mltrack; a

@@ -36,7 +36,7 @@ pub use cache::Current;
 use cache::ManifestCache;
 use lock::RunLock;
 use manifest::{
-    FileEntry, LinkEntry, Manifest, Role, RunType, SCHEMA_VERSION, StorageMode, ViewPointer,
+    FileEntry, LinkEntry, Manifest, Role, RunType, SCHEMA_VERSION, Stamp, StorageMode, ViewPointer,
 };
 
 /// How often a manifest update is retried when other machines keep changing it.
@@ -444,22 +444,31 @@ impl Runs {
                 let m = std::fs::metadata(file).map_err(Error::io(file))?;
                 let mtime = DateTime::<Utc>::from_timestamp(m.mtime(), m.mtime_nsec() as u32)
                     .unwrap_or_else(Utc::now);
-                let hashing = Hashing::Pass(progress);
-                self.store_and_record(run, &path, file, hashing, mtime, m.mode() & 0o7777)
+                let stamp = Stamp {
+                    mtime,
+                    mode: m.mode() & 0o7777,
+                    uid: None,
+                    gid: None,
+                };
+                self.store_and_record(run, &path, file, Hashing::Pass(progress), stamp)
                     .await
             }
             Source::Hash(h) => {
                 let meta = self.data.require(h).await?;
-                let entry = self
-                    .record_object(run, &path, &meta, crate::time::now(), 0o644)
-                    .await?;
+                let stamp = Stamp {
+                    mtime: crate::time::now(),
+                    mode: 0o644,
+                    uid: None,
+                    gid: None,
+                };
+                let entry = self.record_object(run, &path, &meta, stamp).await?;
                 Ok((entry, false))
             }
         }
     }
 
     /// Stores the bytes of the local file `file`, uploading them only if absent, and records
-    /// them at `path` of the run with `mtime` and `mode`: one call from bytes to manifest
+    /// them at `path` of the run with `stamp`'s time, mode and owner: one call from bytes to manifest
     /// entry, for the mount's commits and the CLI alike. Returns the entry and whether the
     /// bytes were new.
     pub async fn store_and_record(
@@ -468,38 +477,36 @@ impl Runs {
         path: &RelPath,
         file: &std::path::Path,
         hashing: Hashing,
-        mtime: DateTime<Utc>,
-        mode: u32,
+        stamp: Stamp,
     ) -> Result<(FileEntry, bool)> {
         let name = Name::parse("name", path.file_name())?;
         let stored = match hashing {
             Hashing::Done(hash) => self.data.put_hashed(file, Some(&name), hash).await?,
             Hashing::Pass(progress) => self.data.put_file(file, Some(&name), progress).await?,
         };
-        let entry = self
-            .record_object(run, path, &stored.meta, mtime, mode)
-            .await?;
+        let entry = self.record_object(run, path, &stored.meta, stamp).await?;
         Ok((entry, stored.new))
     }
 
-    /// Records `path` of the run as stored object `meta`, with the file's `mtime` and `mode`:
+    /// Records `path` of the run as stored object `meta`, with the file's time, mode and owner:
     /// the entry is made here, then recorded as [`Runs::record`] does. Returns the entry.
     pub async fn record_object(
         &self,
         run: &RunId,
         path: &RelPath,
         meta: &ObjectMetadata,
-        mtime: DateTime<Utc>,
-        mode: u32,
+        stamp: Stamp,
     ) -> Result<FileEntry> {
         let entry = FileEntry {
             hash: meta.hash,
             size: meta.size,
             format: meta.format.clone(),
             role: Role::of(path),
-            mtime,
-            mode,
+            mtime: stamp.mtime,
+            mode: stamp.mode,
             added_at: crate::time::now(),
+            uid: stamp.uid,
+            gid: stamp.gid,
         };
         self.record(run, path, entry.clone()).await?;
         Ok(entry)

@@ -197,6 +197,11 @@ impl TestStore {
             .to_vec()
     }
 
+    /// The run's manifest as stored, read straight from the backend.
+    pub fn manifest(&self, run: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.get(&format!("manifests/{run}.json"))).expect("manifest")
+    }
+
     pub fn put_raw(&self, key: &str, bytes: &[u8]) {
         block_on(
             self.backend()

@@ -1,0 +1,118 @@
+//! Owners in runs: `chown` and `chgrp` are kept per file in the manifest, so `cp -a` and
+//! `rsync -a` as root restore them, every mount shows them, and the kernel's permission
+//! checks (`default_permissions`) follow them.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+
+use common::write::sh;
+use common::{Kind, NOBODY, TestStore, bytes, path_str};
+
+fn chown_is_kept_and_seen_by_every_mount(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/own");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let closed = run.join("outputs/closed.bin");
+    std::fs::write(&closed, b"closed").expect("write");
+    std::os::unix::fs::chown(&closed, Some(1234), Some(5678)).expect("chown a closed file");
+    // While being written, as `cp -a` does (fchown before close).
+    let open = run.join("outputs/open.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&open).expect("create");
+        f.write_all(&bytes(3, 100_000)).expect("write");
+        std::os::unix::fs::fchown(&f, Some(NOBODY), Some(NOBODY)).expect("fchown while open");
+        f.sync_all().expect("fsync");
+    }
+    let files = &t.manifest("own")["files"];
+    assert_eq!(files["outputs/closed.bin"]["uid"], 1234, "{files}");
+    assert_eq!(files["outputs/closed.bin"]["gid"], 5678, "{files}");
+    assert_eq!(files["outputs/open.bin"]["uid"], NOBODY, "{files}");
+    let other = t.mount(&t.dir.path().join("cache2"), &[]);
+    let seen = other.path("runs/by_project/p/own/outputs");
+    let st = std::fs::metadata(seen.join("closed.bin")).expect("stat");
+    assert_eq!((st.uid(), st.gid()), (1234, 5678));
+    let st = std::fs::metadata(seen.join("open.bin")).expect("stat");
+    assert_eq!((st.uid(), st.gid()), (NOBODY, NOBODY));
+    // Rewriting a file keeps its owner, as on any filesystem.
+    std::fs::write(&closed, b"rewritten").expect("rewrite");
+    assert_eq!(
+        t.manifest("own")["files"]["outputs/closed.bin"]["uid"],
+        1234
+    );
+}
+
+/// `cp -a` as root of a tree whose files belong to other users, then `rsync -n -a`: nothing
+/// left to do (directory times and owners aside: docs/SEMANTICS.md).
+#[test]
+fn cp_a_as_root_restores_owners_modes_and_times() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/cpa");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let src = t.scratch().join("tree");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("a.csv"), b"x,y\n1,2\n").expect("write a");
+    std::fs::write(src.join("sub/b.bin"), bytes(4, 70_000)).expect("write b");
+    std::os::unix::fs::chown(src.join("a.csv"), Some(NOBODY), Some(NOBODY)).expect("chown a");
+    std::os::unix::fs::chown(src.join("sub/b.bin"), Some(1001), Some(1002)).expect("chown b");
+    std::fs::set_permissions(src.join("a.csv"), std::fs::Permissions::from_mode(0o640))
+        .expect("chmod a");
+    sh("touch -d '2023-05-06 07:08:09' a.csv sub/b.bin", &src);
+    let dst = run.join("outputs/tree");
+    sh(
+        &format!("cp -a '{}' '{}'", path_str(&src), path_str(&dst)),
+        t.dir.path(),
+    );
+    let out = Command::new("rsync")
+        .args([
+            "-n",
+            "-a",
+            "-O",
+            "--no-group",
+            "--itemize-changes",
+            &format!("{}/", path_str(&src)),
+            &format!("{}/", path_str(&dst)),
+        ])
+        .output()
+        .expect("rsync -n");
+    common::assert_succeeded(&out);
+    let changes = String::from_utf8_lossy(&out.stdout);
+    // Directories are implied by their files: their owner is the mounting user's.
+    let files: Vec<&str> = changes
+        .lines()
+        .filter(|l| !l.contains("/ ") && !l.ends_with('/'))
+        .collect();
+    assert!(files.is_empty(), "rsync would still change:\n{changes}");
+    let st = std::fs::metadata(dst.join("sub/b.bin")).expect("stat");
+    assert_eq!((st.uid(), st.gid()), (1001, 1002));
+}
+
+/// With `--allow-other`, the kernel checks permissions against the kept owner and mode: a
+/// file given to `nobody` with mode 0600 is readable by `nobody`, one kept by root is not.
+#[test]
+fn permission_checks_follow_the_kept_owner() {
+    let t = TestStore::new(Kind::Local);
+    common::open_path_to(t.dir.path());
+    let m = t.mount(&t.dir.path().join("cache"), &["--allow-other"]);
+    let run = m.path("runs/by_project/p/perm");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let theirs = run.join("outputs/theirs.txt");
+    let mine = run.join("outputs/mine.txt");
+    std::fs::write(&theirs, b"for nobody").expect("write theirs");
+    std::fs::write(&mine, b"for root").expect("write mine");
+    for f in [&theirs, &mine] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    }
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let out = common::as_nobody(&["cat", path_str(&theirs)]);
+    common::assert_succeeded(&out);
+    assert_eq!(out.stdout, b"for nobody");
+    let out = common::as_nobody(&["cat", path_str(&mine)]);
+    assert!(!out.status.success(), "nobody read root's 0600 file");
+}
+
+both_backends!(chown_is_kept_and_seen_by_every_mount);
