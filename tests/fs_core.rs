@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mltrack::cas::DataStore;
 use mltrack::error::{Error, Kind};
-use mltrack::fs::{FileType, ROOT_INO, Tree, TreeOptions};
+use mltrack::fs::{FileType, ROOT_INO, SetAttr, Tree, TreeOptions};
 use mltrack::ids::RunId;
 use mltrack::runs::Runs;
 use mltrack::runs::manifest::{RunType, StorageMode};
@@ -182,6 +182,52 @@ fn rename_and_unlink_are_manifest_changes() {
         assert_eq!(c.names(out).await, ["c"]);
         let gone = c.tree.unlink(dir, "b").await.expect_err("unlink twice");
         assert_eq!(gone.kind(), Kind::NotFound, "{gone}");
+    });
+}
+
+#[test]
+fn links_and_owners_are_manifest_entries() {
+    block_on(async {
+        let c = core();
+        c.mkdir("runs/by_project", "p").await;
+        c.mkdir("runs/by_project/p", "core_l").await;
+        let out = "runs/by_project/p/core_l/outputs";
+        c.write(out, "step_1000", b"weights").await.expect("close");
+        let dir = c.ino(out).await.expect("outputs");
+        let link = c
+            .tree
+            .symlink(dir, "latest", "step_1000")
+            .await
+            .expect("symlink");
+        assert_eq!(link.kind, FileType::Symlink);
+        assert_eq!(
+            c.tree.readlink(link.ino).await.expect("readlink"),
+            "step_1000"
+        );
+        let again = c.tree.symlink(dir, "latest", "x").await.expect_err("twice");
+        assert_eq!(again.kind(), Kind::Exists, "{again}");
+        let file = c.ino(&format!("{out}/step_1000")).await.expect("file");
+        let change = SetAttr {
+            uid: Some(1234),
+            gid: Some(99),
+            ..SetAttr::default()
+        };
+        let attr = c.tree.setattr(file, None, change).await.expect("chown");
+        assert_eq!((attr.uid, attr.gid), (Some(1234), Some(99)));
+        let run = RunId::parse("run id", "core_l").expect("id");
+        let (m, _) = c.runs.load(&run).await.expect("manifest");
+        let path = mltrack::ids::RelPath::parse("outputs/step_1000").expect("path");
+        let entry = &m.files[&path];
+        assert_eq!((entry.uid, entry.gid), (Some(1234), Some(99)));
+        assert_eq!(m.links.len(), 1, "the link is not a file with data");
+        c.tree
+            .rename(dir, "latest", dir, "newest", false)
+            .await
+            .expect("mv link");
+        c.tree.unlink(dir, "newest").await.expect("rm link");
+        let (m, _) = c.runs.load(&run).await.expect("manifest");
+        assert!(m.links.is_empty());
+        assert_eq!(c.names(out).await, ["step_1000"]);
     });
 }
 
