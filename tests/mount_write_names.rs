@@ -125,17 +125,18 @@ fn unsupported_operations_fail_cleanly(kind: Kind) {
     std::fs::create_dir(&run).expect("mkdir run");
     std::fs::write(run.join("outputs/a.txt"), b"a").expect("write");
     // Symbolic links work (mount_links.rs); FIFOs do not (mount_posix_bugs.rs).
-    // Setting an extended attribute fails; reading ours works.
+    // Extended attributes on a directory are refused (a file's: mount_xattrs.rs).
     let out = Command::new("setfattr")
         .args(["-n", "user.x", "-v", "1"])
-        .arg(run.join("outputs/a.txt"))
+        .arg(run.join("outputs"))
         .output()
         .expect("setfattr");
     assert!(!out.status.success());
-    // chown is accepted and not kept: files show the mounting user.
+    // chown of a directory is accepted and not kept: it shows the mounting user (a file's
+    // owner is kept: mount_owners.rs).
     use std::os::unix::fs::MetadataExt;
-    std::os::unix::fs::chown(run.join("outputs/a.txt"), Some(1234), Some(1234)).expect("chown");
-    let md = std::fs::metadata(run.join("outputs/a.txt")).expect("stat");
+    std::os::unix::fs::chown(run.join("outputs"), Some(1234), Some(1234)).expect("chown");
+    let md = std::fs::metadata(run.join("outputs")).expect("stat");
     // SAFETY: getuid cannot fail.
     assert_eq!(md.uid(), unsafe { libc::getuid() });
     // Exchanging renames are refused.
