@@ -48,6 +48,15 @@ pub enum Error {
     /// One failure met by several waiters (a block fetch shared by concurrent readers).
     #[error("{0}")]
     Shared(std::sync::Arc<Error>),
+    /// Something this filesystem does not keep (an attribute outside `user.*`): `ENOTSUP`.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A bound on what one file may carry was passed (its extended attributes): `ENOSPC`.
+    #[error("{0}")]
+    NoRoom(String),
+    /// An extended attribute that is not there: `ENODATA`.
+    #[error("{0} has no such attribute")]
+    NoAttribute(String),
     /// Something that should not happen did (a worker task that died, a store that answers
     /// with other bytes than were written); the message says what.
     #[error("{0}")]
@@ -92,6 +101,8 @@ pub enum Kind {
     IsDirectory,
     NotDirectory,
     Stale,
+    Unsupported,
+    NoAttribute,
     /// The store, the disk or the data failed: nothing the caller asked was wrong.
     Failed,
 }
@@ -104,6 +115,9 @@ impl Error {
             Error::Shared(e) => e.kind(),
             Error::RunNotFound(_) | Error::DataNotFound(_) | Error::NoSuchPath(_) => Kind::NotFound,
             Error::Stale(_) => Kind::Stale,
+            Error::Unsupported(_) => Kind::Unsupported,
+            Error::NoAttribute(_) => Kind::NoAttribute,
+            Error::NoRoom(_) => Kind::NoSpace,
             Error::Storage(StorageError::NotFound { .. }) => Kind::NotFound,
             Error::Invalid(id) if id.is_too_long() => Kind::NameTooLong,
             Error::Storage(StorageError::InvalidKey { .. })

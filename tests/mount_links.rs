@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::write::{THREE_VIEWS, sh};
+use common::write::{THREE_VIEWS, rsync_would_change, sh};
 use common::{Kind, TestStore, bytes, path_str};
 
 fn hub_cache_layout_reads_through_every_view_and_mount(kind: Kind) {
@@ -145,19 +145,12 @@ fn rsync_a_of_a_tree_with_links_round_trips() {
         &src,
     );
     let dst = run.join("outputs/env");
-    let to = format!("{}/", path_str(&dst));
-    let from = format!("{}/", path_str(&src));
-    sh(&format!("rsync -a '{from}' '{to}'"), t.dir.path());
-    let out = Command::new("rsync")
-        .args(["-n", "-a", "-O", "--itemize-changes", &from, &to])
-        .output()
-        .expect("rsync -n");
-    common::assert_succeeded(&out);
-    let changes = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        changes.trim().is_empty(),
-        "rsync would still change:\n{changes}"
+    sh(
+        &format!("rsync -a '{}/' '{}/'", path_str(&src), path_str(&dst)),
+        t.dir.path(),
     );
+    let changes = rsync_would_change("-a", &src, &dst);
+    assert!(changes.is_empty(), "rsync would still change:\n{changes}");
 }
 
 both_backends!(

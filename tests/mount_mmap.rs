@@ -7,24 +7,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{Kind, TestStore, path_str, sha256_hex};
-
-fn python(script: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3");
-    common::assert_succeeded(&out);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The bytes numpy writes for `arange(n, dtype=float32)` saved as `.npy` (header included),
 /// made on local disk for comparison.
 fn npy_on_local_disk(dir: &Path, n: usize) -> Vec<u8> {
     let p = dir.join("want.npy");
-    python(&format!(
+    common::python(&format!(
         "import numpy as np\nnp.save({p:?}, np.arange({n}, dtype='float32'))",
         p = path_str(&p)
     ));
@@ -38,7 +28,7 @@ fn numpy_memmap_writes_are_committed_and_seen_by_another_mount(kind: Kind) {
     std::fs::create_dir(&run).expect("mkdir run");
     let n = 1_000_000;
     // A new file: `open_memmap` writes the header, sizes the file, maps it and fills it.
-    python(&format!(
+    common::python(&format!(
         "import numpy as np\n\
          a = np.lib.format.open_memmap({p:?}, mode='w+', dtype='float32', shape=({n},))\n\
          a[:] = np.arange({n}, dtype='float32')\n\
@@ -48,7 +38,7 @@ fn numpy_memmap_writes_are_committed_and_seen_by_another_mount(kind: Kind) {
     ));
     // A file closed long ago, changed in place through `r+`.
     std::fs::write(run.join("outputs/b.dat"), vec![0u8; 3_000_000]).expect("write b.dat");
-    python(&format!(
+    common::python(&format!(
         "import numpy as np\n\
          b = np.memmap({p:?}, mode='r+', dtype='uint8')\n\
          b[::7] = 5\n\
@@ -68,7 +58,7 @@ fn numpy_memmap_writes_are_committed_and_seen_by_another_mount(kind: Kind) {
     let seen = other.path("runs/by_project/p/mm/outputs");
     assert!(std::fs::read(seen.join("a.npy")).expect("read a.npy") == want_a);
     assert!(std::fs::read(seen.join("b.dat")).expect("read b.dat") == want_b);
-    let ok = python(&format!(
+    let ok = common::python(&format!(
         "import numpy as np\n\
          a = np.load({p:?}, mmap_mode='r')\n\
          print(bool((a == np.arange({n}, dtype='float32')).all()))\n",
@@ -83,7 +73,7 @@ fn sqlite_in_wal_mode_works_in_a_run_and_is_read_from_another_mount(kind: Kind) 
     let run = m.path("runs/by_project/p/db");
     std::fs::create_dir(&run).expect("mkdir run");
     let db = run.join("outputs/trials.db");
-    let mode = python(&format!(
+    let mode = common::python(&format!(
         "import sqlite3\n\
          db = sqlite3.connect({p:?})\n\
          print(db.execute('pragma journal_mode=wal').fetchone()[0])\n\
@@ -95,7 +85,7 @@ fn sqlite_in_wal_mode_works_in_a_run_and_is_read_from_another_mount(kind: Kind) 
     assert_eq!(mode, "wal");
     // A WAL database made on local disk and copied in, as an optuna or mlflow database is.
     let local = t.dir.path().join("local.db");
-    python(&format!(
+    common::python(&format!(
         "import sqlite3\n\
          db = sqlite3.connect({p:?})\n\
          db.execute('pragma journal_mode=wal')\n\
@@ -114,7 +104,7 @@ fn sqlite_in_wal_mode_works_in_a_run_and_is_read_from_another_mount(kind: Kind) 
     // index it makes beside the database.
     let other = t.mount(&t.dir.path().join("cache2"), &[]);
     let seen = other.path("runs/by_project/p/db/outputs");
-    let counted = python(&format!(
+    let counted = common::python(&format!(
         "import sqlite3\n\
          db = sqlite3.connect('file:' + {a:?} + '?mode=ro', uri=True)\n\
          print(db.execute('select count(*), max(i) from t').fetchone())\n\

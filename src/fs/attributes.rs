@@ -12,6 +12,7 @@ use super::{Attr, FileType, IMMUTABLE_TTL, Kind, Node, Tree, shown_mode};
 use crate::error::{Error, Result};
 use crate::ids::Digest;
 use crate::runs::manifest::StorageMode;
+use crate::runs::xattrs;
 
 impl Tree {
     pub async fn getattr(&self, ino: u64) -> Result<Option<Attr>> {
@@ -203,14 +204,24 @@ impl Tree {
                 Some(m) => file_attrs(h, m.0.size, m.0.format.as_str()),
                 None => vec![],
             },
-            Kind::RunFile(run, path) => match self
-                .manifest(run)
-                .await?
-                .and_then(|m| m.0.files.get(path).cloned())
-            {
-                Some(e) => file_attrs(&e.hash, e.size, e.format.as_str()),
-                None => vec![],
-            },
+            Kind::RunFile(run, path) => {
+                let entry = self
+                    .manifest(run)
+                    .await?
+                    .and_then(|m| m.0.files.get(path).cloned());
+                let mut attrs = match (&entry, self.writing(run, path)) {
+                    // Being written: its bytes have no hash yet; its attributes are the file's.
+                    (_, Some(w)) => decoded(&w.xattrs()),
+                    (Some(e), None) => decoded(&e.xattrs),
+                    (None, None) => vec![],
+                };
+                if let Some(e) = &entry
+                    && self.writing(run, path).is_none()
+                {
+                    attrs.extend(file_attrs(&e.hash, e.size, e.format.as_str()));
+                }
+                attrs
+            }
             Kind::RunDir(run) => match self.manifest(run).await? {
                 Some(m) => vec![
                     (
@@ -226,6 +237,94 @@ impl Tree {
             },
             _ => vec![],
         })
+    }
+
+    /// The names `listxattr` shows. On a run's file, only the user's own attributes: the
+    /// computed `user.mltrack.*` ones answer `getxattr` but are not listed, so that `cp -a`
+    /// and `rsync -X` neither copy them out of a run as if they were the user's nor try to
+    /// remove them (refused) when copying into one.
+    pub async fn listed_xattrs(&self, ino: u64) -> Result<Vec<String>> {
+        let run_file = matches!(self.node(ino)?.kind, Kind::RunFile(..));
+        Ok(self
+            .xattrs(ino)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !(run_file && n.starts_with("user.mltrack.")))
+            .collect())
+    }
+
+    /// Sets (`value`) or removes (`None`) user attribute `name` of a run's file; `create` and
+    /// `replace` are `setxattr`'s flags. A file being written keeps the change and records it
+    /// at commit (`cp -a` and `rsync -X` set attributes before they close).
+    pub async fn set_xattr(
+        &self,
+        ino: u64,
+        name: &str,
+        value: Option<&[u8]>,
+        (create, replace): (bool, bool),
+    ) -> Result<()> {
+        let node = self.node(ino)?;
+        let Kind::RunFile(run, path) = &node.kind else {
+            return Err(match &node.kind {
+                Kind::RunDir(_) | Kind::RunSubdir(..) | Kind::RunLink(..) => {
+                    Error::Unsupported(format!(
+                        "{}: extended attributes are kept on a run's files only",
+                        node.path
+                    ))
+                }
+                _ => Self::not_here(&node),
+            });
+        };
+        self.refuse_read_only(&node)?;
+        xattrs::check_name(name)?;
+        let shown = format!("{}: {name}", node.path);
+        let change = |x: &mut xattrs::Xattrs| -> Result<()> {
+            match value {
+                Some(v) => {
+                    let had = x.contains_key(name);
+                    if create && had {
+                        return Err(Error::Exists(shown.clone()));
+                    }
+                    if replace && !had {
+                        return Err(Error::NoAttribute(shown.clone()));
+                    }
+                    x.insert(name.to_string(), xattrs::encode(v));
+                }
+                None => {
+                    if x.remove(name).is_none() {
+                        return Err(Error::NoAttribute(shown.clone()));
+                    }
+                }
+            }
+            xattrs::check(x)
+        };
+        let file = self.writing(run, path);
+        if let Some(f) = &file {
+            f.change_xattrs(change)?;
+            if f.state.lock().await.dirty {
+                // Recorded with the bytes at commit.
+                return Ok(());
+            }
+        }
+        self.runs
+            .update(run, |m| match m.files.get_mut(path) {
+                Some(e) => {
+                    if file.is_some() {
+                        // Already changed on the open file: the same set is recorded.
+                        e.xattrs = file.as_ref().map(|f| f.xattrs()).unwrap_or_default();
+                        Ok(())
+                    } else {
+                        let mut x = e.xattrs.clone();
+                        change(&mut x)?;
+                        e.xattrs = x;
+                        Ok(())
+                    }
+                }
+                None => Err(Error::NoSuchPath(node.path.clone())),
+            })
+            .await?;
+        Ok(())
     }
 
     /// `chmod`, `chown`, `truncate`, `utimens` on a node; `file` is the handle's write file,
@@ -345,4 +444,13 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<DateTime<Utc>>,
+}
+
+/// Stored attributes as (name, value) pairs; a value that is not base64 (refused when the
+/// manifest was read, so never here) is left out.
+fn decoded(attrs: &xattrs::Xattrs) -> Vec<(String, Vec<u8>)> {
+    attrs
+        .iter()
+        .filter_map(|(n, v)| Some((n.clone(), xattrs::decode(v).ok()?)))
+        .collect()
 }

@@ -154,6 +154,10 @@ impl Tree {
                 t.uid = e.uid;
                 t.gid = e.gid;
             });
+            let _ = file.change_xattrs(|x| {
+                *x = e.xattrs.clone();
+                Ok(())
+            });
             file.state.lock().await.committed = Some(e.clone());
         }
         let mut writes = lock(&self.pending.writes);
@@ -255,11 +259,10 @@ impl Tree {
             // Part of an object: its bytes are copied and stored as new data.
             self.materialize(file, st).await?;
         }
-        let times = file.times();
         let entry = match &st.reference {
             Some(meta) => {
                 self.runs
-                    .record_object(&target.run, &target.path, meta, times.stamp())
+                    .record_object(&target.run, &target.path, meta, file.stamp())
                     .await?
             }
             None => {
@@ -273,7 +276,7 @@ impl Tree {
                         &target.path,
                         file.path(),
                         hashing,
-                        times.stamp(),
+                        file.stamp(),
                     )
                     .await?
                     .0
@@ -339,6 +342,7 @@ impl Tree {
                     mode: 0o644,
                     uid: None,
                     gid: None,
+                    xattrs: Default::default(),
                 },
             ),
             Kind::RunFile(r, p) => {
@@ -354,6 +358,7 @@ impl Tree {
                     mode: e.mode,
                     uid: e.uid,
                     gid: e.gid,
+                    xattrs: e.xattrs.clone(),
                 };
                 (e.hash, stamp)
             }

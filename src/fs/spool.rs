@@ -57,8 +57,11 @@ pub struct WriteFile {
     proc_path: PathBuf,
     /// The current size, readable without waiting for a commit.
     size: AtomicU64,
-    /// Mode and times, readable and settable without waiting for a commit.
+    /// Mode, owner and times, readable and settable without waiting for a commit.
     times: Mutex<Times>,
+    /// User extended attributes, set through the open file before it is committed (as
+    /// `cp -a` and `rsync -X` do) and recorded with it.
+    xattrs: Mutex<crate::runs::xattrs::Xattrs>,
     /// Open handles sharing this file; the last release commits and retires it.
     pub opens: AtomicUsize,
     pub state: tokio::sync::Mutex<State>,
@@ -79,16 +82,6 @@ impl Times {
     /// The modification time to record and report.
     pub fn mtime(&self) -> DateTime<Utc> {
         self.mtime.unwrap_or(self.modified)
-    }
-
-    /// What the file's manifest entry records besides its data.
-    pub fn stamp(&self) -> crate::runs::manifest::Stamp {
-        crate::runs::manifest::Stamp {
-            mtime: self.mtime(),
-            mode: self.mode,
-            uid: self.uid,
-            gid: self.gid,
-        }
     }
 }
 
@@ -150,6 +143,7 @@ impl WriteFile {
                 mtime: None,
                 modified: crate::time::now(),
             }),
+            xattrs: Mutex::default(),
             state: tokio::sync::Mutex::new(State {
                 sequential: existing.is_none().then_some(0),
                 follower: None,
@@ -179,6 +173,37 @@ impl WriteFile {
 
     pub fn set_times(&self, change: impl FnOnce(&mut Times)) {
         change(&mut self.times.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn xattrs(&self) -> crate::runs::xattrs::Xattrs {
+        self.xattrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the attributes; `change` may refuse, leaving them as they were.
+    pub fn change_xattrs(
+        &self,
+        change: impl FnOnce(&mut crate::runs::xattrs::Xattrs) -> Result<()>,
+    ) -> Result<()> {
+        let mut kept = self.xattrs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = kept.clone();
+        change(&mut new)?;
+        *kept = new;
+        Ok(())
+    }
+
+    /// What the file's manifest entry records besides its data.
+    pub fn stamp(&self) -> crate::runs::manifest::Stamp {
+        let t = self.times();
+        crate::runs::manifest::Stamp {
+            mtime: t.mtime(),
+            mode: t.mode,
+            uid: t.uid,
+            gid: t.gid,
+            xattrs: self.xattrs(),
+        }
     }
 
     fn touched(&self, st: &mut State) {

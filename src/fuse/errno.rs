@@ -33,6 +33,8 @@ pub fn errno(op: &str, e: &Error) -> Errno {
         Kind::IsDirectory => Errno::EISDIR,
         Kind::NotDirectory => Errno::ENOTDIR,
         Kind::Stale => Errno::ESTALE,
+        Kind::Unsupported => Errno::ENOTSUP,
+        Kind::NoAttribute => Errno::NO_XATTR,
         Kind::Failed => Errno::EIO,
     };
     tracing::warn!(op, error = %e, "request failed");

@@ -771,13 +771,55 @@ impl Filesystem for MltrackFs {
         }
     }
 
+    /// `user.*` attributes of a run's file, kept in its manifest entry (`fs::attributes`).
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = match new_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let how = (
+            flags & libc::XATTR_CREATE != 0,
+            flags & libc::XATTR_REPLACE != 0,
+        );
+        match self
+            .rt
+            .block_on(self.tree.set_xattr(u64::from(ino), name, Some(value), how))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("setxattr", &e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match existing_name(name) {
+            Ok(n) => n,
+            Err(_) => return reply.error(Errno::NO_XATTR),
+        };
+        match self.rt.block_on(
+            self.tree
+                .set_xattr(u64::from(ino), name, None, (false, false)),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("removexattr", &e)),
+        }
+    }
+
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let attrs = match self.rt.block_on(self.tree.xattrs(u64::from(ino))) {
+        let attrs = match self.rt.block_on(self.tree.listed_xattrs(u64::from(ino))) {
             Ok(a) => a,
             Err(e) => return reply.error(errno("listxattr", &e)),
         };
         let mut names = Vec::new();
-        for (n, _) in &attrs {
+        for n in &attrs {
             names.extend_from_slice(n.as_bytes());
             names.push(0);
         }

@@ -156,15 +156,19 @@ pub struct FileEntry {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
+    /// User extended attributes (`user.*`), name to base64 value (see [`super::xattrs`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: super::xattrs::Xattrs,
 }
 
-/// What a file's entry keeps besides its data: its time, mode and owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a file's entry keeps besides its data: its time, mode, owner and user attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
     pub mtime: DateTime<Utc>,
     pub mode: u32,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    pub xattrs: super::xattrs::Xattrs,
 }
 
 /// A symbolic link in a run: its target, kept as written (never followed by mltrack; a
@@ -342,6 +346,9 @@ impl Manifest {
         }
         for mode in &m.storage_modes {
             m.view_key(*mode).map_err(|e| corrupt(e.to_string()))?;
+        }
+        for (path, f) in &m.files {
+            super::xattrs::check(&f.xattrs).map_err(|e| corrupt(format!("{path}: {e}")))?;
         }
         for (path, link) in &m.links {
             LinkEntry::check_target(&link.target).map_err(|e| corrupt(format!("{path}: {e}")))?;

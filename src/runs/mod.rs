@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod lock;
 pub mod manifest;
+pub mod xattrs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -449,6 +450,7 @@ impl Runs {
                     mode: m.mode() & 0o7777,
                     uid: None,
                     gid: None,
+                    xattrs: Default::default(),
                 };
                 self.store_and_record(run, &path, file, Hashing::Pass(progress), stamp)
                     .await
@@ -460,6 +462,7 @@ impl Runs {
                     mode: 0o644,
                     uid: None,
                     gid: None,
+                    xattrs: Default::default(),
                 };
                 let entry = self.record_object(run, &path, &meta, stamp).await?;
                 Ok((entry, false))
@@ -507,6 +510,7 @@ impl Runs {
             added_at: crate::time::now(),
             uid: stamp.uid,
             gid: stamp.gid,
+            xattrs: stamp.xattrs,
         };
         self.record(run, path, entry.clone()).await?;
         Ok(entry)

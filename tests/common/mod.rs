@@ -360,6 +360,16 @@ pub fn as_nobody(args: &[&str]) -> Output {
         .expect("run as nobody")
 }
 
+/// Runs a Python script with the system's `python3`; its standard output, trimmed.
+pub fn python(script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    assert_succeeded(&out);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Asserts that a finished command succeeded, showing its stderr if it did not.
 pub fn assert_succeeded(out: &Output) {
     assert!(

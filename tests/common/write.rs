@@ -147,3 +147,17 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// What `rsync -n --itemize-changes` with `flags` (besides `-O`: directory times are not
+/// kept) would still change from `from` to `to`, both directories: empty when `to` is a
+/// faithful copy.
+pub fn rsync_would_change(flags: &str, from: &Path, to: &Path) -> String {
+    let out = Command::new("rsync")
+        .args(["-n", flags, "-O", "--itemize-changes"])
+        .arg(format!("{}/", path_str(from)))
+        .arg(format!("{}/", path_str(to)))
+        .output()
+        .expect("rsync -n");
+    super::assert_succeeded(&out);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
