@@ -116,3 +116,32 @@ fn permission_checks_follow_the_kept_owner() {
 }
 
 both_backends!(chown_is_kept_and_seen_by_every_mount);
+
+/// `ctime` is kept apart from `mtime`: chmod, chown and rename change it and leave `mtime`.
+#[test]
+fn metadata_changes_move_ctime_not_mtime() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/ct");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let f = run.join("outputs/f.txt");
+    std::fs::write(&f, b"data").expect("write");
+    sh("touch -d '2021-01-01 00:00:00Z' outputs/f.txt", &run);
+    let before = std::fs::metadata(&f).expect("stat");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let after = std::fs::metadata(&f).expect("stat");
+    assert_eq!(after.mtime(), 1_609_459_200, "chmod left mtime");
+    assert!(
+        (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
+        "chmod moved ctime"
+    );
+    assert!(after.ctime() > after.mtime(), "ctime is not mtime");
+    std::fs::rename(&f, run.join("outputs/g.txt")).expect("mv");
+    let moved = std::fs::metadata(run.join("outputs/g.txt")).expect("stat");
+    assert_eq!(moved.mtime(), 1_609_459_200, "rename left mtime");
+    assert!(
+        (moved.ctime(), moved.ctime_nsec()) > (after.ctime(), after.ctime_nsec()),
+        "rename moved ctime"
+    );
+}

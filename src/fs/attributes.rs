@@ -28,6 +28,7 @@ impl Tree {
             mtime: self.mounted_at,
             perm: 0o555,
             links: 2,
+            ctime: None,
             uid: None,
             gid: None,
             ttl,
@@ -39,6 +40,7 @@ impl Tree {
             mtime,
             perm,
             links: 1,
+            ctime: None,
             uid: None,
             gid: None,
             ttl,
@@ -68,6 +70,7 @@ impl Tree {
                 mtime: self.mounted_at,
                 perm: 0o777,
                 links: 1,
+                ctime: None,
                 uid: None,
                 gid: None,
                 ttl: self.refresh,
@@ -93,6 +96,7 @@ impl Tree {
                         mtime: l.mtime.into(),
                         perm: 0o777,
                         links,
+                        ctime: None,
                         uid: None,
                         gid: None,
                         ttl: self.refresh,
@@ -109,6 +113,7 @@ impl Tree {
                     let t = w.times();
                     return Ok(Some(Attr {
                         links,
+                        ctime: Some(t.changed.into()),
                         uid: t.uid,
                         gid: t.gid,
                         ..file(
@@ -122,6 +127,7 @@ impl Tree {
                 match m.and_then(|m| m.0.files.get(path).cloned()) {
                     Some(e) => Attr {
                         links,
+                        ctime: e.ctime.map(Into::into),
                         uid: e.uid,
                         gid: e.gid,
                         ..file(e.size, e.mtime.into(), shown_mode(e.mode), self.refresh)
@@ -302,6 +308,7 @@ impl Tree {
         let file = self.writing(run, path);
         if let Some(f) = &file {
             f.change_xattrs(change)?;
+            f.set_times(|t| t.changed = crate::time::now());
             if f.state.lock().await.dirty {
                 // Recorded with the bytes at commit.
                 return Ok(());
@@ -313,13 +320,13 @@ impl Tree {
                     if file.is_some() {
                         // Already changed on the open file: the same set is recorded.
                         e.xattrs = file.as_ref().map(|f| f.xattrs()).unwrap_or_default();
-                        Ok(())
                     } else {
                         let mut x = e.xattrs.clone();
                         change(&mut x)?;
                         e.xattrs = x;
-                        Ok(())
                     }
+                    e.ctime = Some(crate::time::now());
+                    Ok(())
                 }
                 None => Err(Error::NoSuchPath(node.path.clone())),
             })
@@ -404,6 +411,7 @@ impl Tree {
                     if gid.is_some() {
                         t.gid = gid;
                     }
+                    t.changed = crate::time::now();
                 });
                 // A dirty file records its mode and times when it commits.
                 record = !f.state.lock().await.dirty;
@@ -424,6 +432,7 @@ impl Tree {
                             if gid.is_some() {
                                 e.gid = gid;
                             }
+                            e.ctime = Some(crate::time::now());
                             Ok(())
                         }
                         None => Err(Error::NoSuchPath(format!("{run}/{path}"))),

@@ -153,6 +153,7 @@ impl Tree {
                 t.mtime = (!truncate).then_some(e.mtime);
                 t.uid = e.uid;
                 t.gid = e.gid;
+                t.changed = e.ctime.unwrap_or(e.mtime);
             });
             let _ = file.change_xattrs(|x| {
                 *x = e.xattrs.clone();
@@ -339,6 +340,7 @@ impl Tree {
                 *h,
                 Stamp {
                     mtime: crate::time::now(),
+                    ctime: crate::time::now(),
                     mode: 0o644,
                     uid: None,
                     gid: None,
@@ -355,6 +357,7 @@ impl Tree {
                 })?;
                 let stamp = Stamp {
                     mtime: e.mtime,
+                    ctime: crate::time::now(),
                     mode: e.mode,
                     uid: e.uid,
                     gid: e.gid,

@@ -86,6 +86,8 @@ pub struct Attr {
     /// in, since the file is reached by that many paths with one inode number (so `du` and
     /// `find` count it once, as hard links); 1 for anything else.
     pub links: u32,
+    /// When a run's file last changed in any way; `None`: its `mtime`.
+    pub ctime: Option<SystemTime>,
     /// The owner `chown` gave a run's file; `None`: the mounting user.
     pub uid: Option<u32>,
     pub gid: Option<u32>,

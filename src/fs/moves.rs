@@ -212,6 +212,7 @@ impl Tree {
                         for (_, to, e) in &entries {
                             let mut e = e.clone();
                             e.role = Role::of(to);
+                            e.ctime = Some(crate::time::now());
                             m.links.remove(to);
                             replaced.extend(m.files.insert(to.clone(), e).map(|old| old.hash));
                         }
@@ -225,6 +226,7 @@ impl Tree {
                 for (_, to, e) in &entries {
                     let mut e = e.clone();
                     e.role = Role::of(to);
+                    e.ctime = Some(crate::time::now());
                     self.runs.record(to_run, to, e).await?;
                 }
                 if !links.is_empty() {

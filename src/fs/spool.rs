@@ -76,6 +76,8 @@ pub struct Times {
     /// Set by `utimens`; otherwise the time of the last write.
     pub mtime: Option<DateTime<Utc>>,
     pub modified: DateTime<Utc>,
+    /// The last change of any kind (bytes, mode, owner, times, attributes): its `ctime`.
+    pub changed: DateTime<Utc>,
 }
 
 impl Times {
@@ -142,6 +144,7 @@ impl WriteFile {
                 gid: None,
                 mtime: None,
                 modified: crate::time::now(),
+                changed: crate::time::now(),
             }),
             xattrs: Mutex::default(),
             state: tokio::sync::Mutex::new(State {
@@ -199,6 +202,7 @@ impl WriteFile {
         let t = self.times();
         crate::runs::manifest::Stamp {
             mtime: t.mtime(),
+            ctime: t.changed,
             mode: t.mode,
             uid: t.uid,
             gid: t.gid,
@@ -210,6 +214,7 @@ impl WriteFile {
         st.dirty = true;
         self.set_times(|t| {
             t.modified = crate::time::now();
+            t.changed = t.modified;
             // A write after `utimens` makes the file's time the write's, as on any filesystem.
             t.mtime = None;
         });

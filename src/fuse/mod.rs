@@ -90,7 +90,7 @@ impl MltrackFs {
             blocks: a.size.div_ceil(512),
             atime: a.mtime,
             mtime: a.mtime,
-            ctime: a.mtime,
+            ctime: a.ctime.unwrap_or(a.mtime),
             crtime: a.mtime,
             kind: match a.kind {
                 FileType::Directory => fuser::FileType::Directory,

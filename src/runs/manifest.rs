@@ -156,6 +156,14 @@ pub struct FileEntry {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
+    /// When the entry last changed (bytes, mode, owner, attributes, name); absent in
+    /// manifests from before it was kept: the file's `mtime` stands in.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339_option"
+    )]
+    pub ctime: Option<DateTime<Utc>>,
     /// User extended attributes (`user.*`), name to base64 value (see [`super::xattrs`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub xattrs: super::xattrs::Xattrs,
@@ -165,6 +173,8 @@ pub struct FileEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
     pub mtime: DateTime<Utc>,
+    /// The file's last change of any kind (its `ctime`).
+    pub ctime: DateTime<Utc>,
     pub mode: u32,
     pub uid: Option<u32>,
     pub gid: Option<u32>,

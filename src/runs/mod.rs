@@ -447,6 +447,7 @@ impl Runs {
                     .unwrap_or_else(Utc::now);
                 let stamp = Stamp {
                     mtime,
+                    ctime: crate::time::now(),
                     mode: m.mode() & 0o7777,
                     uid: None,
                     gid: None,
@@ -459,6 +460,7 @@ impl Runs {
                 let meta = self.data.require(h).await?;
                 let stamp = Stamp {
                     mtime: crate::time::now(),
+                    ctime: crate::time::now(),
                     mode: 0o644,
                     uid: None,
                     gid: None,
@@ -508,6 +510,7 @@ impl Runs {
             mtime: stamp.mtime,
             mode: stamp.mode,
             added_at: crate::time::now(),
+            ctime: Some(stamp.ctime),
             uid: stamp.uid,
             gid: stamp.gid,
             xattrs: stamp.xattrs,
