@@ -210,7 +210,9 @@ impl LinkEntry {
 }
 
 /// One value of the manifest's `files` map as stored: a file with its data, or a link.
-#[derive(Serialize, Deserialize)]
+/// Read through [`RawEntry`] in one pass (an untagged enum would parse every entry twice,
+/// and manifests are read at every refresh).
+#[derive(Serialize)]
 #[serde(untagged)]
 enum StoredEntry {
     Link {
@@ -222,10 +224,72 @@ enum StoredEntry {
     File(FileEntry),
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum LinkType {
     Symlink,
+}
+
+/// Every field an entry of either kind may have; which are required depends on `type`.
+#[derive(Deserialize)]
+struct RawEntry {
+    #[serde(rename = "type", default)]
+    kind: Option<LinkType>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    hash: Option<Digest>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    format: Option<Format>,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default, with = "crate::time::rfc3339_option")]
+    mtime: Option<DateTime<Utc>>,
+    #[serde(default)]
+    mode: Option<u32>,
+    #[serde(default, with = "crate::time::rfc3339_option")]
+    added_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::time::rfc3339_option")]
+    ctime: Option<DateTime<Utc>>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+    #[serde(default)]
+    xattrs: super::xattrs::Xattrs,
+}
+
+impl<'de> Deserialize<'de> for StoredEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let r = RawEntry::deserialize(d)?;
+        let missing = |field: &'static str| D::Error::missing_field(field);
+        Ok(match r.kind {
+            Some(LinkType::Symlink) => StoredEntry::Link {
+                kind: LinkType::Symlink,
+                link: LinkEntry {
+                    target: r.target.ok_or_else(|| missing("target"))?,
+                    mtime: r.mtime.ok_or_else(|| missing("mtime"))?,
+                    added_at: r.added_at.ok_or_else(|| missing("added_at"))?,
+                },
+            },
+            None => StoredEntry::File(FileEntry {
+                hash: r.hash.ok_or_else(|| missing("hash"))?,
+                size: r.size.ok_or_else(|| missing("size"))?,
+                format: r.format.ok_or_else(|| missing("format"))?,
+                role: r.role.ok_or_else(|| missing("role"))?,
+                mtime: r.mtime.ok_or_else(|| missing("mtime"))?,
+                mode: r.mode.ok_or_else(|| missing("mode"))?,
+                added_at: r.added_at.ok_or_else(|| missing("added_at"))?,
+                ctime: r.ctime,
+                uid: r.uid,
+                gid: r.gid,
+                xattrs: r.xattrs,
+            }),
+        })
+    }
 }
 
 /// The manifest as stored: files and links in one `files` map. [`Manifest`] keeps them apart
