@@ -26,7 +26,7 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RunId};
 use crate::layout;
-use crate::storage::{Body, DynStore, Listings, PutMode, StorageError, list_all, list_children};
+use crate::storage::{Body, DynStore, Listings, PutMode, StorageError, children_kept, list_all};
 use described::MetadataCache;
 pub use described::{Described, MetadataKeeper};
 use format::Format;
@@ -85,10 +85,7 @@ impl DataStore {
 
     /// The names directly under `prefix`, kept for a while if this store keeps listings.
     async fn children(&self, prefix: &str) -> Result<Arc<Vec<String>>> {
-        Ok(match &self.listings {
-            Some(l) => l.children(self.store.as_ref(), prefix).await?,
-            None => Arc::new(list_children(self.store.as_ref(), prefix).await?),
-        })
+        Ok(children_kept(self.listings.as_deref(), self.store.as_ref(), prefix).await?)
     }
 
     /// The fan-out directories of `data/` (`00` to `ff`) that hold objects.

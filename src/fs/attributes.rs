@@ -215,18 +215,16 @@ impl Tree {
                     .manifest(run)
                     .await?
                     .and_then(|m| m.0.files.get(path).cloned());
-                let mut attrs = match (&entry, self.writing(run, path)) {
+                match (entry, self.writing(run, path)) {
                     // Being written: its bytes have no hash yet; its attributes are the file's.
                     (_, Some(w)) => decoded(&w.xattrs()),
-                    (Some(e), None) => decoded(&e.xattrs),
+                    (Some(e), None) => {
+                        let mut attrs = decoded(&e.xattrs);
+                        attrs.extend(file_attrs(&e.hash, e.size, e.format.as_str()));
+                        attrs
+                    }
                     (None, None) => vec![],
-                };
-                if let Some(e) = &entry
-                    && self.writing(run, path).is_none()
-                {
-                    attrs.extend(file_attrs(&e.hash, e.size, e.format.as_str()));
                 }
-                attrs
             }
             Kind::RunDir(run) => match self.manifest(run).await? {
                 Some(m) => vec![

@@ -336,17 +336,7 @@ impl Tree {
         let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
         let path = join(&prefix, new_name)?;
         let (hash, stamp) = match &source.kind {
-            Kind::DataFile(h) => (
-                *h,
-                Stamp {
-                    mtime: crate::time::now(),
-                    ctime: crate::time::now(),
-                    mode: 0o644,
-                    uid: None,
-                    gid: None,
-                    xattrs: Default::default(),
-                },
-            ),
+            Kind::DataFile(h) => (*h, Stamp::new(crate::time::now(), 0o644)),
             Kind::RunFile(r, p) => {
                 let m = self.require_manifest(r).await?;
                 let e = m.0.files.get(p).ok_or_else(|| {
@@ -355,15 +345,7 @@ impl Tree {
                         source.path
                     ))
                 })?;
-                let stamp = Stamp {
-                    mtime: e.mtime,
-                    ctime: crate::time::now(),
-                    mode: e.mode,
-                    uid: e.uid,
-                    gid: e.gid,
-                    xattrs: e.xattrs.clone(),
-                };
-                (e.hash, stamp)
+                (e.hash, Stamp::of(e))
             }
             _ => {
                 return Err(Error::NotPermitted(format!(

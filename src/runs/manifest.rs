@@ -169,6 +169,32 @@ pub struct FileEntry {
     pub xattrs: super::xattrs::Xattrs,
 }
 
+impl Stamp {
+    /// A file new to the run: time `mtime` and `mode`, changed now, no owner or attributes.
+    pub fn new(mtime: DateTime<Utc>, mode: u32) -> Stamp {
+        Stamp {
+            mtime,
+            ctime: crate::time::now(),
+            mode,
+            uid: None,
+            gid: None,
+            xattrs: Default::default(),
+        }
+    }
+
+    /// What `entry` keeps besides its data, changed now (a second name for its data).
+    pub fn of(entry: &FileEntry) -> Stamp {
+        Stamp {
+            mtime: entry.mtime,
+            ctime: crate::time::now(),
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            xattrs: entry.xattrs.clone(),
+        }
+    }
+}
+
 /// What a file's entry keeps besides its data: its time, mode, owner and user attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {

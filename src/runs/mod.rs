@@ -32,7 +32,7 @@ use crate::cas::{DataStore, Progress};
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
-use crate::storage::{Body, Listings, PutMode, StorageError, list_all, list_children};
+use crate::storage::{Body, Listings, PutMode, StorageError, children_kept, list_all};
 pub use cache::Current;
 use cache::ManifestCache;
 use lock::RunLock;
@@ -124,7 +124,7 @@ impl Runs {
             conditional,
         )));
         self.listings = Some(std::sync::Arc::new(Listings::new(refresh)));
-        self.data = self.data.clone().caching_listings(refresh);
+        self.data = self.data.caching_listings(refresh);
         self
     }
 
@@ -164,10 +164,7 @@ impl Runs {
 
     /// The names directly under `prefix`, kept for the refresh time in a mount.
     async fn children(&self, prefix: &str) -> Result<std::sync::Arc<Vec<String>>> {
-        Ok(match &self.listings {
-            Some(l) => l.children(self.store(), prefix).await?,
-            None => std::sync::Arc::new(list_children(self.store(), prefix).await?),
-        })
+        Ok(children_kept(self.listings.as_deref(), self.store(), prefix).await?)
     }
 
     /// The keys of view `mode` that have runs (`by_project`: the projects), from the view
@@ -445,27 +442,13 @@ impl Runs {
                 let m = std::fs::metadata(file).map_err(Error::io(file))?;
                 let mtime = DateTime::<Utc>::from_timestamp(m.mtime(), m.mtime_nsec() as u32)
                     .unwrap_or_else(Utc::now);
-                let stamp = Stamp {
-                    mtime,
-                    ctime: crate::time::now(),
-                    mode: m.mode() & 0o7777,
-                    uid: None,
-                    gid: None,
-                    xattrs: Default::default(),
-                };
+                let stamp = Stamp::new(mtime, m.mode() & 0o7777);
                 self.store_and_record(run, &path, file, Hashing::Pass(progress), stamp)
                     .await
             }
             Source::Hash(h) => {
                 let meta = self.data.require(h).await?;
-                let stamp = Stamp {
-                    mtime: crate::time::now(),
-                    ctime: crate::time::now(),
-                    mode: 0o644,
-                    uid: None,
-                    gid: None,
-                    xattrs: Default::default(),
-                };
+                let stamp = Stamp::new(crate::time::now(), 0o644);
                 let entry = self.record_object(run, &path, &meta, stamp).await?;
                 Ok((entry, false))
             }

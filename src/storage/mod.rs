@@ -227,6 +227,19 @@ impl Listings {
     }
 }
 
+/// The names directly under `prefix`: from `kept` if given (a mount's listings, kept for a
+/// while), else listed now.
+pub async fn children_kept(
+    kept: Option<&Listings>,
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<std::sync::Arc<Vec<String>>> {
+    match kept {
+        Some(l) => l.children(store, prefix).await,
+        None => Ok(std::sync::Arc::new(list_children(store, prefix).await?)),
+    }
+}
+
 /// Checks that a key is a relative `/`-path with no empty, `.` or `..` components: keys are
 /// built from validated names, so a bad one is a bug or a hostile listing, never followed.
 pub fn check_key(key: &str) -> Result<()> {
