@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mltrack::cas::DataStore;
 use mltrack::error::{Error, Kind};
-use mltrack::fs::{FileType, ROOT_INO, SetAttr, Tree, TreeOptions};
+use mltrack::fs::{FileType, Owner, ROOT_INO, SetAttr, Tree, TreeOptions};
 use mltrack::ids::RunId;
 use mltrack::runs::Runs;
 use mltrack::runs::manifest::{RunType, StorageMode};
@@ -83,13 +83,19 @@ impl Core {
 
     async fn mkdir(&self, parent: &str, name: &str) {
         let ino = self.ino(parent).await.expect("parent exists");
-        self.tree.mkdir(ino, name).await.expect("mkdir");
+        self.tree
+            .mkdir(ino, name, 0o755, Owner::default())
+            .await
+            .expect("mkdir");
     }
 
     /// Creates `dir/name`, writes `data` and closes it; the close's result.
     async fn write(&self, dir: &str, name: &str, data: &[u8]) -> Result<(), Error> {
         let parent = self.ino(dir).await.expect("parent exists");
-        let (_, file) = self.tree.create(parent, name, 0o644).await?;
+        let (_, file) = self
+            .tree
+            .create(parent, name, 0o644, Owner::default())
+            .await?;
         self.tree.write(&file, 0, data).await?;
         let committed = self.tree.commit(&file).await;
         self.tree.release(&file).await;
@@ -196,7 +202,7 @@ fn links_and_owners_are_manifest_entries() {
         let dir = c.ino(out).await.expect("outputs");
         let link = c
             .tree
-            .symlink(dir, "latest", "step_1000")
+            .symlink(dir, "latest", "step_1000", Owner::default())
             .await
             .expect("symlink");
         assert_eq!(link.kind, FileType::Symlink);
@@ -204,7 +210,11 @@ fn links_and_owners_are_manifest_entries() {
             c.tree.readlink(link.ino).await.expect("readlink"),
             "step_1000"
         );
-        let again = c.tree.symlink(dir, "latest", "x").await.expect_err("twice");
+        let again = c
+            .tree
+            .symlink(dir, "latest", "x", Owner::default())
+            .await
+            .expect_err("twice");
         assert_eq!(again.kind(), Kind::Exists, "{again}");
         let file = c.ino(&format!("{out}/step_1000")).await.expect("file");
         let change = SetAttr {

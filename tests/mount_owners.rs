@@ -1,13 +1,12 @@
-//! Owners in runs: `chown` and `chgrp` are kept per file in the manifest, so `cp -a` and
-//! `rsync -a` as root restore them, every mount shows them, and the kernel's permission
+//! Owners in runs: `chown` and `chgrp` are kept per file and directory in the manifest, so
+//! `cp -a` and `rsync -a` as root restore them, every mount shows them, and the kernel's permission
 //! checks (`default_permissions`) follow them.
 
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
 
-use common::write::sh;
+use common::write::{rsync_would_change, sh};
 use common::{Kind, NOBODY, TestStore, bytes, path_str};
 
 fn chown_is_kept_and_seen_by_every_mount(kind: Kind) {
@@ -45,8 +44,8 @@ fn chown_is_kept_and_seen_by_every_mount(kind: Kind) {
     );
 }
 
-/// `cp -a` as root of a tree whose files belong to other users, then `rsync -n -a`: nothing
-/// left to do (directory times and owners aside: docs/SEMANTICS.md).
+/// `cp -a` as root of a tree whose files and directories belong to other users, then
+/// `rsync -n -a`: nothing left to do.
 #[test]
 fn cp_a_as_root_restores_owners_modes_and_times() {
     let t = TestStore::new(Kind::Local);
@@ -59,40 +58,31 @@ fn cp_a_as_root_restores_owners_modes_and_times() {
     std::fs::write(src.join("sub/b.bin"), bytes(4, 70_000)).expect("write b");
     std::os::unix::fs::chown(src.join("a.csv"), Some(NOBODY), Some(NOBODY)).expect("chown a");
     std::os::unix::fs::chown(src.join("sub/b.bin"), Some(1001), Some(1002)).expect("chown b");
+    std::os::unix::fs::chown(src.join("sub"), Some(1003), Some(1004)).expect("chown sub");
     std::fs::set_permissions(src.join("a.csv"), std::fs::Permissions::from_mode(0o640))
         .expect("chmod a");
-    sh("touch -d '2023-05-06 07:08:09' a.csv sub/b.bin", &src);
+    std::fs::set_permissions(src.join("sub"), std::fs::Permissions::from_mode(0o750))
+        .expect("chmod sub");
+    sh("touch -d '2023-05-06 07:08:09' a.csv sub/b.bin sub .", &src);
     let dst = run.join("outputs/tree");
     sh(
         &format!("cp -a '{}' '{}'", path_str(&src), path_str(&dst)),
         t.dir.path(),
     );
-    let out = Command::new("rsync")
-        .args([
-            "-n",
-            "-a",
-            "-O",
-            "--no-group",
-            "--itemize-changes",
-            &format!("{}/", path_str(&src)),
-            &format!("{}/", path_str(&dst)),
-        ])
-        .output()
-        .expect("rsync -n");
-    common::assert_succeeded(&out);
-    let changes = String::from_utf8_lossy(&out.stdout);
-    // Directories are implied by their files: their owner is the mounting user's.
-    let files: Vec<&str> = changes
-        .lines()
-        .filter(|l| !l.contains("/ ") && !l.ends_with('/'))
-        .collect();
-    assert!(files.is_empty(), "rsync would still change:\n{changes}");
+    let changes = rsync_would_change("-a", &src, &dst);
+    assert!(changes.is_empty(), "rsync would still change:\n{changes}");
     let st = std::fs::metadata(dst.join("sub/b.bin")).expect("stat");
     assert_eq!((st.uid(), st.gid()), (1001, 1002));
+    let st = std::fs::metadata(dst.join("sub")).expect("stat");
+    assert_eq!(
+        (st.uid(), st.gid(), st.mode() & 0o7777),
+        (1003, 1004, 0o750)
+    );
 }
 
 /// With `--allow-other`, the kernel checks permissions against the kept owner and mode: a
-/// file given to `nobody` with mode 0600 is readable by `nobody`, one kept by root is not.
+/// file given to `nobody` with mode 0600 is readable by `nobody`, one kept by root is not;
+/// and what `nobody` makes belongs to `nobody`.
 #[test]
 fn permission_checks_follow_the_kept_owner() {
     let t = TestStore::new(Kind::Local);
@@ -113,6 +103,28 @@ fn permission_checks_follow_the_kept_owner() {
     assert_eq!(out.stdout, b"for nobody");
     let out = common::as_nobody(&["cat", path_str(&mine)]);
     assert!(!out.status.success(), "nobody read root's 0600 file");
+    // What nobody makes in a directory given to it is nobody's, on every mount.
+    let given = run.join("outputs/given");
+    std::fs::create_dir(&given).expect("mkdir");
+    std::os::unix::fs::chown(&given, Some(NOBODY), Some(NOBODY)).expect("chown dir");
+    let out = common::as_nobody(&["touch", path_str(&given.join("f.txt"))]);
+    common::assert_succeeded(&out);
+    let out = common::as_nobody(&["mkdir", path_str(&given.join("d"))]);
+    common::assert_succeeded(&out);
+    let out = common::as_nobody(&["ln", "-s", "f.txt", path_str(&given.join("l"))]);
+    common::assert_succeeded(&out);
+    let other = t.mount(&t.dir.path().join("cache2"), &[]);
+    let seen = other.path("runs/by_project/p/perm/outputs/given");
+    for name in ["f.txt", "d", "l"] {
+        let st = std::fs::symlink_metadata(seen.join(name)).expect("stat");
+        assert_eq!((st.uid(), st.gid()), (NOBODY, NOBODY), "{name}");
+    }
+    let st = std::fs::metadata(&mine).expect("stat");
+    assert_eq!(
+        st.uid(),
+        0,
+        "what the mounting user makes shows the mounting user"
+    );
 }
 
 both_backends!(chown_is_kept_and_seen_by_every_mount);

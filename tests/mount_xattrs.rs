@@ -49,7 +49,7 @@ fn user_attributes_are_kept_and_refusals_have_their_errno(kind: Kind) {
 }
 
 /// `cp -a` and `rsync -aX` carry attributes into a run; a dry `rsync -n -aX` then finds
-/// nothing to do (directory times aside).
+/// nothing to do.
 #[test]
 fn cp_a_and_rsync_ax_carry_attributes() {
     let t = TestStore::new(Kind::Local);
@@ -74,7 +74,7 @@ fn cp_a_and_rsync_ax_carry_attributes() {
                 t.dir.path(),
             ),
             _ => sh(&format!("rsync -aX '{from}' '{to}'"), t.dir.path()),
-        }
+        };
         let changes = rsync_would_change("-aX", &src, &dst);
         assert!(
             changes.is_empty(),

@@ -1,17 +1,19 @@
-//! What `stat`, `readlink`, `getxattr` and `setattr` see and change: sizes, modes and times
-//! from manifest entries and object metadata, mltrack's computed `user.mltrack.*` attributes,
-//! and `chmod`/`touch`/`truncate` as manifest changes (docs/SEMANTICS.md).
+//! What `stat`, `readlink`, `getxattr` and `setattr` see and change: sizes, modes, owners and
+//! times from manifest entries (files, links, directories) and object metadata, mltrack's
+//! computed `user.mltrack.*` attributes, and `chmod`/`chown`/`touch`/`truncate`/`setxattr` as
+//! manifest changes (docs/SEMANTICS.md).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::changes::run_dir;
 use super::spool::{Target, WriteFile};
 use super::{Attr, FileType, IMMUTABLE_TTL, Kind, Node, Tree, shown_mode};
 use crate::error::{Error, Result};
 use crate::ids::Digest;
-use crate::runs::manifest::StorageMode;
+use crate::runs::manifest::{DEFAULT_DIR_MODE, StorageMode};
 use crate::runs::xattrs;
 
 impl Tree {
@@ -75,14 +77,32 @@ impl Tree {
                 gid: None,
                 ttl: self.refresh,
             },
-            Kind::RunDir(run) | Kind::RunSubdir(run, _) => match self.manifest(run).await? {
-                Some(m) => Attr {
-                    mtime: m.0.updated_at.into(),
-                    perm: if self.opts.read_only { 0o555 } else { 0o755 },
-                    ..dir(self.refresh)
-                },
-                None => return Ok(None),
-            },
+            Kind::RunDir(run) | Kind::RunSubdir(run, _) => {
+                let Some(m) = self.manifest(run).await? else {
+                    return Ok(None);
+                };
+                let path = match &node.kind {
+                    Kind::RunSubdir(_, p) => p.as_str(),
+                    _ => "",
+                };
+                let writable = if self.opts.read_only { 0o555 } else { 0o777 };
+                match m.0.dirs.get(path) {
+                    Some(d) => Attr {
+                        mtime: d.mtime.into(),
+                        ctime: d.ctime.map(Into::into),
+                        perm: shown_mode(d.mode) & writable,
+                        uid: d.uid,
+                        gid: d.gid,
+                        ..dir(self.refresh)
+                    },
+                    // Implied by its files' paths: the defaults, and the run's last change.
+                    None => Attr {
+                        mtime: m.0.updated_at.into(),
+                        perm: shown_mode(DEFAULT_DIR_MODE) & writable,
+                        ..dir(self.refresh)
+                    },
+                }
+            }
             Kind::RunLink(run, path) => {
                 let Some(m) = self.manifest(run).await? else {
                     return Ok(None);
@@ -96,9 +116,9 @@ impl Tree {
                         mtime: l.mtime.into(),
                         perm: 0o777,
                         links,
-                        ctime: None,
-                        uid: None,
-                        gid: None,
+                        ctime: l.ctime.map(Into::into),
+                        uid: l.uid,
+                        gid: l.gid,
                         ttl: self.refresh,
                     },
                     None => return Ok(None),
@@ -227,28 +247,46 @@ impl Tree {
                 }
             }
             Kind::RunDir(run) => match self.manifest(run).await? {
-                Some(m) => vec![
-                    (
+                Some(m) => {
+                    let mut attrs =
+                        m.0.dirs
+                            .get("")
+                            .map(|d| decoded(&d.xattrs))
+                            .unwrap_or_default();
+                    attrs.push((
                         "user.mltrack.run_id".to_string(),
                         run.as_str().as_bytes().to_vec(),
-                    ),
-                    (
+                    ));
+                    attrs.push((
                         "user.mltrack.run_type".to_string(),
                         m.0.run_type.as_str().as_bytes().to_vec(),
-                    ),
-                ],
+                    ));
+                    attrs
+                }
+                None => vec![],
+            },
+            Kind::RunSubdir(run, dir) => match self.manifest(run).await? {
+                Some(m) => {
+                    m.0.dirs
+                        .get(dir)
+                        .map(|d| decoded(&d.xattrs))
+                        .unwrap_or_default()
+                }
                 None => vec![],
             },
             _ => vec![],
         })
     }
 
-    /// The names `listxattr` shows. On a run's file, only the user's own attributes: the
-    /// computed `user.mltrack.*` ones answer `getxattr` but are not listed, so that `cp -a`
-    /// and `rsync -X` neither copy them out of a run as if they were the user's nor try to
-    /// remove them (refused) when copying into one.
+    /// The names `listxattr` shows. On a run's file or directory, only the user's own
+    /// attributes: the computed `user.mltrack.*` ones answer `getxattr` but are not listed,
+    /// so that `cp -a` and `rsync -X` neither copy them out of a run as if they were the
+    /// user's nor try to remove them (refused) when copying into one.
     pub async fn listed_xattrs(&self, ino: u64) -> Result<Vec<String>> {
-        let run_file = matches!(self.node(ino)?.kind, Kind::RunFile(..));
+        let run_file = matches!(
+            self.node(ino)?.kind,
+            Kind::RunFile(..) | Kind::RunDir(_) | Kind::RunSubdir(..)
+        );
         Ok(self
             .xattrs(ino)
             .await?
@@ -269,39 +307,42 @@ impl Tree {
         (create, replace): (bool, bool),
     ) -> Result<()> {
         let node = self.node(ino)?;
-        let Kind::RunFile(run, path) = &node.kind else {
-            return Err(match &node.kind {
-                Kind::RunDir(_) | Kind::RunSubdir(..) | Kind::RunLink(..) => {
-                    Error::Unsupported(format!(
-                        "{}: extended attributes are kept on a run's files only",
-                        node.path
-                    ))
-                }
-                _ => Self::not_here(&node),
-            });
+        let shown = format!("{}: {name}", node.path);
+        let (run, path) = match &node.kind {
+            Kind::RunFile(run, path) => (run, path),
+            Kind::RunDir(_) | Kind::RunSubdir(..) => {
+                self.refuse_read_only(&node)?;
+                xattrs::check_name(name)?;
+                let Some((run, dir)) = run_dir(&node) else {
+                    return Err(Self::not_here(&node));
+                };
+                self.runs
+                    .update(&run, |m| {
+                        let d = m
+                            .dir_mut(&dir)
+                            .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
+                        let mut x = d.xattrs.clone();
+                        change_xattr(&mut x, name, value, (create, replace), &shown)?;
+                        d.xattrs = x;
+                        d.ctime = Some(crate::time::now());
+                        Ok(())
+                    })
+                    .await?;
+                return Ok(());
+            }
+            // Linux itself refuses `user.*` attributes on links.
+            Kind::RunLink(..) => {
+                return Err(Error::Unsupported(format!(
+                    "{}: extended attributes are not kept on links",
+                    node.path
+                )));
+            }
+            _ => return Err(Self::not_here(&node)),
         };
         self.refuse_read_only(&node)?;
         xattrs::check_name(name)?;
-        let shown = format!("{}: {name}", node.path);
         let change = |x: &mut xattrs::Xattrs| -> Result<()> {
-            match value {
-                Some(v) => {
-                    let had = x.contains_key(name);
-                    if create && had {
-                        return Err(Error::Exists(shown.clone()));
-                    }
-                    if replace && !had {
-                        return Err(Error::NoAttribute(shown.clone()));
-                    }
-                    x.insert(name.to_string(), xattrs::encode(v));
-                }
-                None => {
-                    if x.remove(name).is_none() {
-                        return Err(Error::NoAttribute(shown.clone()));
-                    }
-                }
-            }
-            xattrs::check(x)
+            change_xattr(x, name, value, (create, replace), &shown)
         };
         let file = self.writing(run, path);
         if let Some(f) = &file {
@@ -350,14 +391,18 @@ impl Tree {
         let node = self.node(ino)?;
         let (run, path) = match &node.kind {
             Kind::RunFile(run, path) => (run.clone(), path.clone()),
-            // A link keeps its time (`touch -h`, `rsync -a`); its mode is always 0777.
+            // A link keeps its time (`touch -h`, `rsync -a`) and owner (`lchown`); its mode
+            // is always 0777.
             Kind::RunLink(run, path) if size.is_none() => {
                 self.refuse_read_only(&node)?;
-                if let Some(t) = mtime {
+                if mtime.is_some() || uid.is_some() || gid.is_some() {
                     self.runs
                         .update(run, |m| match m.links.get_mut(path) {
                             Some(l) => {
-                                l.mtime = t;
+                                l.mtime = mtime.unwrap_or(l.mtime);
+                                l.uid = uid.or(l.uid);
+                                l.gid = gid.or(l.gid);
+                                l.ctime = Some(crate::time::now());
                                 Ok(())
                             }
                             None => Err(Error::NoSuchPath(node.path.clone())),
@@ -366,8 +411,30 @@ impl Tree {
                 }
                 return self.attr_or_gone(&node).await;
             }
-            // Directories are implied: their mode and times are not kept.
-            Kind::RunDir(_) | Kind::RunSubdir(..) | Kind::ViewKey(..) if size.is_none() => {
+            Kind::RunDir(_) | Kind::RunSubdir(..) if size.is_none() => {
+                self.refuse_read_only(&node)?;
+                let Some((run, dir)) = run_dir(&node) else {
+                    return Err(Self::not_here(&node));
+                };
+                if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
+                    self.runs
+                        .update(&run, |m| {
+                            let d = m
+                                .dir_mut(&dir)
+                                .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
+                            d.mode = mode.map_or(d.mode, |m| m & 0o7777);
+                            d.mtime = mtime.unwrap_or(d.mtime);
+                            d.uid = uid.or(d.uid);
+                            d.gid = gid.or(d.gid);
+                            d.ctime = Some(crate::time::now());
+                            Ok(())
+                        })
+                        .await?;
+                }
+                return self.attr_or_gone(&node).await;
+            }
+            // A view key has nothing to keep.
+            Kind::ViewKey(..) if size.is_none() => {
                 return self.attr_or_gone(&node).await;
             }
             _ => return Err(Self::not_here(&node)),
@@ -446,11 +513,40 @@ impl Tree {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SetAttr {
     pub mode: Option<u32>,
-    /// The owner (`chown`), kept per file in the manifest.
+    /// The owner (`chown`), kept per file, link and directory in the manifest.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<DateTime<Utc>>,
+}
+
+/// Sets (`value`) or removes (`None`) attribute `name` of `x`, with `setxattr`'s `create`
+/// and `replace` flags; `shown` names it in errors.
+fn change_xattr(
+    x: &mut xattrs::Xattrs,
+    name: &str,
+    value: Option<&[u8]>,
+    (create, replace): (bool, bool),
+    shown: &str,
+) -> Result<()> {
+    match value {
+        Some(v) => {
+            let had = x.contains_key(name);
+            if create && had {
+                return Err(Error::Exists(shown.to_string()));
+            }
+            if replace && !had {
+                return Err(Error::NoAttribute(shown.to_string()));
+            }
+            x.insert(name.to_string(), xattrs::encode(v));
+        }
+        None => {
+            if x.remove(name).is_none() {
+                return Err(Error::NoAttribute(shown.to_string()));
+            }
+        }
+    }
+    xattrs::check(x)
 }
 
 /// Stored attributes as (name, value) pairs; a value that is not base64 (refused when the

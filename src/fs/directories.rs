@@ -1,16 +1,16 @@
 //! Directories: `mkdir` of a view key, of a run (which creates it, with the fields its view
 //! sets) and of a directory inside a run, and `rmdir` (of an empty run: the run is deleted).
-//! Directories in a run are implied by its files' paths; an empty one made with `mkdir` lives
-//! in this mount's memory (see [`super::pending`]) until a file is written under it.
+//! A directory made in a run is an entry of its manifest's `dirs` (mode, owner, times), so it
+//! is there on every node, empty or not; one that only its files' paths imply shows defaults.
 
 use chrono::Utc;
 
 use super::changes::{join, run_dir};
-use super::{Attr, Kind, Node, Tree, lock};
+use super::{Attr, Kind, Node, Owner, Tree, lock};
 use crate::error::{Error, Result};
 use crate::ids::{Name, RunId};
 use crate::runs::RunSpec;
-use crate::runs::manifest::{Manifest, RunType, StorageMode};
+use crate::runs::manifest::{DirEntry, Manifest, RunType, StorageMode};
 
 /// The run fields a view key sets, checked as `mkdir` would use it.
 pub(super) fn parse_key(mode: StorageMode, key: &str) -> Result<()> {
@@ -37,7 +37,9 @@ pub(super) fn parse_key(mode: StorageMode, key: &str) -> Result<()> {
 }
 
 impl Tree {
-    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+    /// `mkdir name` in directory `parent` with `mode` (the caller's umask applied), made by
+    /// `owner`.
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> Result<Attr> {
         let node = self.node(parent)?;
         self.refuse_read_only(&node)?;
         match node.kind.clone() {
@@ -59,14 +61,27 @@ impl Tree {
                     return Err(Self::not_here(&node));
                 };
                 let path = join(&prefix, name)?;
+                let shown = format!("{}/{name}", node.path);
                 let m = self.require_manifest(&run).await?;
-                if m.0.files.contains_key(&path)
-                    || self.writing(&run, &path).is_some()
-                    || self.is_dir_in(&run, &m.0, path.as_str())
+                if self.writing(&run, &path).is_some() || self.is_dir_in(&run, &m.0, path.as_str())
                 {
-                    return Err(Error::Exists(format!("{}/{name}", node.path)));
+                    return Err(Error::Exists(shown));
                 }
-                lock(&self.pending.dirs).insert((run.clone(), path.as_str().to_string()));
+                self.runs
+                    .update(&run, |m| {
+                        if m.files.contains_key(&path)
+                            || m.links.contains_key(&path)
+                            || m.is_dir(path.as_str())
+                        {
+                            return Err(Error::Exists(shown.clone()));
+                        }
+                        let now = crate::time::now();
+                        let dir = DirEntry::new(mode & 0o7777, now, owner.uid, owner.gid);
+                        m.dirs.insert(path.as_str().to_string(), dir);
+                        m.parent_changed(path.as_str(), now);
+                        Ok(())
+                    })
+                    .await?;
                 let child =
                     self.intern(&node, name, Kind::RunSubdir(run, path.as_str().to_string()));
                 self.attr_or_gone(&child).await
@@ -129,20 +144,14 @@ impl Tree {
         self.attr_or_gone(&child).await
     }
 
-    /// Whether directory `dir` of a run holds anything: a recorded file, a file being written,
-    /// or a directory made with `mkdir` (which lives in memory until a file is put in it).
+    /// Whether directory `dir` of a run holds anything: a recorded file, link or directory,
+    /// or a file being written on this mount.
     pub(super) fn has_entries(&self, run: &RunId, m: &Manifest, dir: &str) -> bool {
         let under = format!("{dir}/");
-        m.files
-            .keys()
-            .chain(m.links.keys())
-            .any(|p| p.as_str().starts_with(&under))
+        m.has_entries_under(dir)
             || lock(&self.pending.writes)
                 .keys()
                 .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
-            || lock(&self.pending.dirs)
-                .iter()
-                .any(|(r, d)| r == run && d.starts_with(&under))
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
@@ -159,15 +168,28 @@ impl Tree {
                 if self.has_entries(&run, &m.0, &dir) {
                     return Err(Error::NotEmpty(shown));
                 }
-                lock(&self.pending.dirs).remove(&(run, dir));
+                self.runs
+                    .update(&run, |m| {
+                        if m.has_entries_under(&dir) {
+                            return Err(Error::NotEmpty(shown.clone()));
+                        }
+                        m.dirs.remove(&dir);
+                        m.parent_changed(&dir, crate::time::now());
+                        Ok(())
+                    })
+                    .await?;
                 Ok(())
             }
             Kind::RunDir(run) => {
                 let m = self.require_manifest(&run).await?;
+                // `inputs` and `outputs` are always there: only what else is there counts.
                 let busy = !m.0.files.is_empty()
                     || !m.0.links.is_empty()
-                    || lock(&self.pending.writes).keys().any(|t| t.run == run)
-                    || lock(&self.pending.dirs).iter().any(|(r, _)| r == &run);
+                    || m.0
+                        .dirs
+                        .keys()
+                        .any(|d| !matches!(d.as_str(), "" | "inputs" | "outputs"))
+                    || lock(&self.pending.writes).keys().any(|t| t.run == run);
                 if busy {
                     return Err(Error::NotEmpty(shown));
                 }

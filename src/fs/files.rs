@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use super::changes::{join, run_dir};
 use super::spool::{State, Target, WriteFile};
-use super::{Attr, Content, Kind, Tree, lock};
+use super::{Attr, Content, Kind, Owner, Tree, lock};
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::Digest;
@@ -62,20 +62,28 @@ impl Tree {
 
     /// `mknod` of a regular file: an empty file, recorded at once (there is no handle whose
     /// close would record it).
-    pub async fn mknod_file(&self, parent: u64, name: &str, mode: u32) -> Result<Attr> {
-        let (attr, file) = self.create(parent, name, mode).await?;
+    pub async fn mknod_file(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Owner,
+    ) -> Result<Attr> {
+        let (attr, file) = self.create(parent, name, mode, owner).await?;
         let committed = self.commit(&file).await;
         self.release(&file).await;
         committed?;
         self.attr_or_gone(&*self.node(attr.ino)?).await
     }
 
-    /// Creates (or truncates) the file `name` in a run directory and opens it for writing.
+    /// Creates (or truncates) the file `name` in a run directory and opens it for writing; a
+    /// new file belongs to `owner`.
     pub async fn create(
         &self,
         parent: u64,
         name: &str,
         mode: u32,
+        owner: Owner,
     ) -> Result<(Attr, Arc<WriteFile>)> {
         let node = self.node(parent)?;
         self.refuse_read_only(&node)?;
@@ -95,6 +103,12 @@ impl Tree {
                 true,
             )
             .await?;
+        if !m.0.files.contains_key(&path) && owner != Owner::default() {
+            file.set_times(|t| {
+                t.uid = owner.uid;
+                t.gid = owner.gid;
+            });
+        }
         let child = self.intern(&node, name, Kind::RunFile(run, path));
         Ok((self.attr_or_gone(&child).await?, file))
     }
@@ -372,7 +386,13 @@ impl Tree {
 
     /// `ln -s target name` in a run: a manifest entry with the target as written, never
     /// followed by mltrack itself.
-    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        owner: Owner,
+    ) -> Result<Attr> {
         let node = self.node(parent)?;
         self.refuse_read_only(&node)?;
         let (run, prefix) = run_dir(&node).ok_or_else(|| Self::not_here(&node))?;
@@ -385,12 +405,7 @@ impl Tree {
         {
             return Err(Error::Exists(format!("{}/{name}", node.path)));
         }
-        let now = crate::time::now();
-        let link = LinkEntry {
-            target: target.to_string(),
-            mtime: now,
-            added_at: now,
-        };
+        let link = LinkEntry::new(target.to_string(), owner.uid, owner.gid);
         self.runs.record_link(&run, &path, link).await?;
         let child = self.intern(&node, name, Kind::RunLink(run, path));
         self.attr_or_gone(&child).await

@@ -8,8 +8,8 @@
 //! path); `namespace` (listing and lookup); `attributes` (stat, readlink, xattrs, setattr);
 //! `files` (open, create, write, commit, release, link); `directories` (mkdir, rmdir, runs
 //! made and deleted); `moves` (rename, unlink); `changes` (what every change checks first);
-//! `pending` (what exists on this mount only: files being written, empty directories, new
-//! keys). Reads go through [`reader::Reader`] and the verified block cache; writes through
+//! `pending` (what exists on this mount only: files being written, new keys). Reads go
+//! through [`reader::Reader`] and the verified block cache; writes through
 //! [`spool::WriteFile`]. Every change is a manifest change through `runs`
 //! (docs/SEMANTICS.md); nothing here writes under `data/` or `manifests/` (`EROFS`).
 
@@ -74,6 +74,15 @@ pub enum FileType {
     Symlink,
 }
 
+/// Who makes a file, directory or link in a run: the caller, when that is not the mounting
+/// user (someone else on an `--allow-other` mount). `None`: the mounting user, which is what
+/// an entry without an owner shows on every node.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
 /// What `stat` says about a node.
 #[derive(Debug, Clone)]
 pub struct Attr {
@@ -88,7 +97,8 @@ pub struct Attr {
     pub links: u32,
     /// When a run's file last changed in any way; `None`: its `mtime`.
     pub ctime: Option<SystemTime>,
-    /// The owner `chown` gave a run's file; `None`: the mounting user.
+    /// The owner of a run's file, link or directory (`chown`, or who made it); `None`: the
+    /// mounting user.
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// How long the kernel may keep this attribute and entry.
@@ -131,12 +141,12 @@ pub struct Tree {
     opts: TreeOptions,
     cache: Option<Arc<BlockCache>>,
     inodes: Mutex<Inodes>,
-    /// What exists on this mount only: files being written, empty directories, new keys.
+    /// What exists on this mount only: files being written, new keys.
     pending: Pending,
     mounted_at: SystemTime,
 }
 
-/// The permission bits a run file shows, whatever its manifest entry records: no setuid,
+/// The permission bits a run file or directory shows, whatever its manifest entry records: no setuid,
 /// setgid or sticky bit, and no write for group or other (at most `0o755`). A mode from the
 /// bucket (a hostile manifest, a tree copied with umask 0) must not let every user of an
 /// `--allow-other` mount write a file the daemon then commits (docs/SECURITY.md). The entry
@@ -195,20 +205,6 @@ pub enum Content {
     Bytes(bytes::Bytes),
     /// A file being written on this mount: its current bytes.
     Spool(Arc<WriteFile>),
-}
-
-/// Whether some file of `files` lies under directory `dir` (a path relative to the run).
-/// Paths sharing the prefix `dir` are contiguous in the map, so only those are looked at.
-fn has_files_under<V>(files: &std::collections::BTreeMap<RelPath, V>, dir: &str) -> bool {
-    let Ok(start) = RelPath::parse(dir) else {
-        return false;
-    };
-    let under = format!("{dir}/");
-    files
-        .range(start..)
-        .map(|(p, _)| p.as_str())
-        .take_while(|p| p.starts_with(dir))
-        .any(|p| p.starts_with(&under))
 }
 
 /// The run and path of a run's file or link: what has one inode in every view.

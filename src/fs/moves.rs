@@ -1,7 +1,7 @@
 //! Moving and removing: `rename` within a run and between runs, and `unlink`. Each is a
 //! manifest change made before the call returns (no data is copied or deleted: gc collects
-//! what no run references), and carries along the files being written and the empty
-//! directories under what moved.
+//! what no run references), and carries along the files being written and the directories
+//! under what moved.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use super::spool::{Target, WriteFile};
 use super::{Tree, lock};
 use crate::error::{Error, Result};
 use crate::ids::{Digest, RelPath, RunId};
-use crate::runs::manifest::{FileEntry, LinkEntry, Manifest, Role};
+use crate::runs::manifest::{DirEntry, FileEntry, LinkEntry, Manifest, Role, parent_dir};
 
 impl Tree {
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
@@ -98,9 +98,13 @@ impl Tree {
             if to_is_dir {
                 return Err(Error::IsDirectory(shown));
             }
-            self.move_paths(&from_run, &to_run, &|p: &RelPath| {
-                (p == &from).then(|| to.clone())
-            })
+            let parents = [parent_dir(from.as_str()), parent_dir(to.as_str())];
+            self.move_paths(
+                &from_run,
+                &to_run,
+                &|p: &RelPath| (p == &from).then(|| to.clone()),
+                parents,
+            )
             .await?;
             self.rekey(&from_run, &to_run, &to_node, &to_prefix, &|p| {
                 (p == from.as_str()).then(|| to.as_str().to_string())
@@ -120,23 +124,17 @@ impl Tree {
                 return Err(Error::NotEmpty(shown));
             }
             let (old, new) = (format!("{from}/"), format!("{to}/"));
+            // The directory itself (its entry in `dirs`) and everything under it.
             let moved = |p: &RelPath| {
+                if p == &from {
+                    return Some(to.clone());
+                }
                 p.as_str()
                     .strip_prefix(&old)
                     .and_then(|rest| RelPath::parse(&format!("{new}{rest}")).ok())
             };
-            self.move_paths(&from_run, &to_run, &moved).await?;
-            let mut dirs = lock(&self.pending.dirs);
-            let made: Vec<String> = dirs
-                .iter()
-                .filter(|(r, d)| r == &from_run && (d == from.as_str() || d.starts_with(&old)))
-                .map(|(_, d)| d.clone())
-                .collect();
-            for d in made {
-                dirs.remove(&(from_run.clone(), d.clone()));
-                dirs.insert((to_run.clone(), format!("{to}{}", &d[from.as_str().len()..])));
-            }
-            drop(dirs);
+            let parents = [parent_dir(from.as_str()), parent_dir(to.as_str())];
+            self.move_paths(&from_run, &to_run, &moved, parents).await?;
             self.rekey(&from_run, &to_run, &to_node, &to_prefix, &|p| {
                 if p == from.as_str() {
                     Some(to.as_str().to_string())
@@ -151,12 +149,15 @@ impl Tree {
     }
 
     /// Moves every path of `from_run` that `moved` maps to a new path into `to_run`: files open
-    /// for writing are retargeted, committed entries moved in the manifest(s).
+    /// for writing are retargeted, committed entries (files, links, directories) moved in the
+    /// manifest(s). `parents` are the directory the move leaves and the one it enters, whose
+    /// times change.
     pub(super) async fn move_paths(
         &self,
         from_run: &RunId,
         to_run: &RunId,
         moved: &(dyn Fn(&RelPath) -> Option<RelPath> + Sync),
+        parents: [&str; 2],
     ) -> Result<()> {
         // Open files first: each is locked so no commit records it under its old path.
         let open: Vec<(Target, Arc<WriteFile>)> = lock(&self.pending.writes)
@@ -179,6 +180,14 @@ impl Tree {
                 .iter()
                 .filter_map(|(p, l)| moved(p).map(|to| (p.clone(), to, l.clone())))
                 .collect();
+        let dirs: Vec<(String, String, DirEntry)> =
+            m.0.dirs
+                .iter()
+                .filter_map(|(d, e)| {
+                    let to = moved(&RelPath::parse(d).ok()?)?;
+                    Some((d.clone(), to.as_str().to_string(), e.clone()))
+                })
+                .collect();
         for (_, to, _) in &entries {
             if let Some(replaced) = self.writing(to_run, to) {
                 // Replaced while being written: the rename wins, as on any filesystem.
@@ -188,35 +197,63 @@ impl Tree {
                 }
             }
         }
-        // Puts the moved links at their new paths, replacing what was there; returns the data
-        // no longer referenced there.
-        let put_links = |m: &mut Manifest| -> Vec<Digest> {
+        let now = crate::time::now();
+        // Puts the moved links and directories at their new paths, replacing what was there;
+        // returns the data no longer referenced there.
+        let put_links_and_dirs = |m: &mut Manifest| -> Vec<Digest> {
             let mut replaced = Vec::new();
             for (_, to, l) in &links {
                 replaced.extend(m.files.remove(to).map(|old| old.hash));
-                m.links.insert(to.clone(), l.clone());
+                m.links.insert(
+                    to.clone(),
+                    LinkEntry {
+                        ctime: Some(now),
+                        ..l.clone()
+                    },
+                );
             }
+            for (_, to, d) in &dirs {
+                m.dirs.insert(
+                    to.clone(),
+                    DirEntry {
+                        ctime: Some(now),
+                        ..d.clone()
+                    },
+                );
+            }
+            m.dir_changed(parents[1], now);
             replaced
         };
-        if !entries.is_empty() || !links.is_empty() {
+        // Takes the moved entries out of the run they leave.
+        let take_out = |m: &mut Manifest| {
+            for (from, _, _) in &entries {
+                m.files.remove(from);
+            }
+            for (from, _, _) in &links {
+                m.links.remove(from);
+            }
+            for (from, _, _) in &dirs {
+                m.dirs.remove(from);
+            }
+            m.dir_changed(parents[0], now);
+        };
+        let moved_entry = |to: &RelPath, e: &FileEntry| FileEntry {
+            role: Role::of(to),
+            ctime: Some(now),
+            ..e.clone()
+        };
+        if !entries.is_empty() || !links.is_empty() || !dirs.is_empty() {
             if from_run == to_run {
                 self.runs
                     .change_files(from_run, |m| {
-                        for (from, _, _) in &entries {
-                            m.files.remove(from);
-                        }
-                        for (from, _, _) in &links {
-                            m.links.remove(from);
-                        }
+                        take_out(m);
                         let mut replaced = Vec::new();
                         for (_, to, e) in &entries {
-                            let mut e = e.clone();
-                            e.role = Role::of(to);
-                            e.ctime = Some(crate::time::now());
                             m.links.remove(to);
-                            replaced.extend(m.files.insert(to.clone(), e).map(|old| old.hash));
+                            let old = m.files.insert(to.clone(), moved_entry(to, e));
+                            replaced.extend(old.map(|old| old.hash));
                         }
-                        replaced.extend(put_links(m));
+                        replaced.extend(put_links_and_dirs(m));
                         Ok(replaced)
                     })
                     .await?;
@@ -224,20 +261,17 @@ impl Tree {
                 // Into the new run first, out of the old one after: a crash in between leaves
                 // the file in both, never in neither.
                 for (_, to, e) in &entries {
-                    let mut e = e.clone();
-                    e.role = Role::of(to);
-                    e.ctime = Some(crate::time::now());
-                    self.runs.record(to_run, to, e).await?;
+                    self.runs.record(to_run, to, moved_entry(to, e)).await?;
                 }
-                if !links.is_empty() {
-                    self.runs.change_files(to_run, |m| Ok(put_links(m))).await?;
-                }
-                let gone: std::collections::BTreeSet<RelPath> = entries
-                    .iter()
-                    .map(|(from, _, _)| from.clone())
-                    .chain(links.iter().map(|(from, _, _)| from.clone()))
-                    .collect();
-                self.remove_entries(from_run, |p| gone.contains(p)).await?;
+                self.runs
+                    .change_files(to_run, |m| Ok(put_links_and_dirs(m)))
+                    .await?;
+                self.runs
+                    .change_files(from_run, |m| {
+                        take_out(m);
+                        Ok(entries.iter().map(|(_, _, e)| e.hash).collect())
+                    })
+                    .await?;
             }
         }
         {

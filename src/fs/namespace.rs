@@ -5,7 +5,7 @@
 
 use futures::StreamExt;
 
-use super::{Attr, DirEntry, Kind, Node, Tree, file_type, has_files_under, lock};
+use super::{Attr, DirEntry, Kind, Node, Tree, file_type, lock};
 use crate::cas::Described;
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
@@ -147,11 +147,12 @@ impl Tree {
             .filter(|t| &t.run == run)
             .map(|t| t.path.clone())
             .collect();
-        let dirs: Vec<String> = lock(&self.pending.dirs)
-            .iter()
-            .filter(|(r, _)| r == run)
-            .map(|(_, d)| format!("{d}/"))
-            .collect();
+        let dirs: Vec<String> =
+            m.0.dirs
+                .keys()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{d}/"))
+                .collect();
         let files =
             m.0.files
                 .keys()
@@ -219,21 +220,15 @@ impl Tree {
         Ok(is_dir.then(|| (name.to_string(), Kind::RunSubdir(run.clone(), rel))))
     }
 
-    /// Whether `path` is a directory in the run: `inputs`/`outputs`, implied by a file under
-    /// it (stored or being written), or made with `mkdir` on this mount.
+    /// Whether `path` is a directory in the run: `inputs`/`outputs`, one in its manifest
+    /// (made with `mkdir`, or implied by a file under it), or implied by a file being written
+    /// under it on this mount.
     pub(super) fn is_dir_in(&self, run: &RunId, m: &Manifest, path: &str) -> bool {
-        if matches!(path, "inputs" | "outputs") {
-            return true;
-        }
         let under = format!("{path}/");
-        has_files_under(&m.files, path)
-            || has_files_under(&m.links, path)
+        m.is_dir(path)
             || lock(&self.pending.writes)
                 .keys()
                 .any(|t| &t.run == run && t.path.as_str().starts_with(&under))
-            || lock(&self.pending.dirs)
-                .iter()
-                .any(|(r, d)| r == run && (d == path || d.starts_with(&under)))
     }
 
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {

@@ -1,7 +1,7 @@
 //! What exists on this mount only, before or besides the store: files open for writing
-//! (listed and read at once, before their first commit), empty directories made in runs (a
-//! manifest records only files), and view key directories made with `mkdir` that have no run
-//! yet. Moves and removals carry these along; nothing here outlives the mount.
+//! (listed and read at once, before their first commit) and view key directories made with
+//! `mkdir` that have no run yet. Moves and removals carry these along; nothing here outlives
+//! the mount. (Directories made in runs are in their manifest's `dirs`.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,8 +15,6 @@ use crate::runs::manifest::StorageMode;
 pub(super) struct Pending {
     /// Files open for writing on this mount, shared by all their open handles.
     pub(super) writes: Mutex<HashMap<Target, Arc<WriteFile>>>,
-    /// Empty directories made in runs on this mount (a manifest records only files).
-    pub(super) dirs: Mutex<BTreeSet<(RunId, String)>>,
     /// View key directories made on this mount that have no run yet.
     pub(super) keys: Mutex<BTreeSet<(StorageMode, String)>>,
 }

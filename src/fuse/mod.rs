@@ -38,7 +38,7 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::reader::{OpenFile, Reader};
 use crate::fs::spool::WriteFile;
-use crate::fs::{Attr, Content, FileType, SetAttr, Tree};
+use crate::fs::{Attr, Content, FileType, Owner, SetAttr, Tree};
 use crate::ids::Digest;
 use closers::Closers;
 pub use errno::errno;
@@ -104,6 +104,14 @@ impl MltrackFs {
             rdev: 0,
             flags: 0,
             blksize: 128 * 1024,
+        }
+    }
+
+    /// Who makes what `req` creates: the caller, when it is not the mounting user.
+    fn owner(&self, req: &Request) -> Owner {
+        Owner {
+            uid: (req.uid() != self.uid).then(|| req.uid()),
+            gid: (req.gid() != self.gid).then(|| req.gid()),
         }
     }
 
@@ -302,9 +310,12 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let created = self
-            .rt
-            .block_on(self.tree.create(u64::from(parent), name, mode & !umask));
+        let created = self.rt.block_on(self.tree.create(
+            u64::from(parent),
+            name,
+            mode & !umask,
+            self.owner(req),
+        ));
         match created {
             Ok((attr, w)) => {
                 let fh = self.add_handle(
@@ -483,7 +494,7 @@ impl Filesystem for MltrackFs {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -505,6 +516,7 @@ impl Filesystem for MltrackFs {
             u64::from(parent),
             name,
             mode & 0o7777 & !umask,
+            self.owner(req),
         ));
         match made {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
@@ -531,18 +543,24 @@ impl Filesystem for MltrackFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match new_name(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.tree.mkdir(u64::from(parent), name)) {
+        let made = self.tree.mkdir(
+            u64::from(parent),
+            name,
+            mode & 0o7777 & !umask,
+            self.owner(req),
+        );
+        match self.rt.block_on(made) {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mkdir", &e)),
         }
@@ -552,7 +570,7 @@ impl Filesystem for MltrackFs {
     /// recorded (`EINVAL`), as a name cannot.
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &std::path::Path,
@@ -562,10 +580,10 @@ impl Filesystem for MltrackFs {
             (Ok(n), Ok(t)) => (n, t),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
-        match self
-            .rt
-            .block_on(self.tree.symlink(u64::from(parent), name, target))
-        {
+        match self.rt.block_on(
+            self.tree
+                .symlink(u64::from(parent), name, target, self.owner(req)),
+        ) {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("symlink", &e)),
         }

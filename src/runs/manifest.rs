@@ -151,7 +151,8 @@ pub struct FileEntry {
     pub mode: u32,
     #[serde(with = "crate::time::rfc3339")]
     pub added_at: DateTime<Utc>,
-    /// The owner `chown` gave the file; absent: whoever mounts (docs/SEMANTICS.md).
+    /// The owner `chown` gave the file, or who made it through `--allow-other`; absent:
+    /// whoever mounts (docs/SEMANTICS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,7 +218,79 @@ pub struct LinkEntry {
     pub mtime: DateTime<Utc>,
     #[serde(with = "crate::time::rfc3339")]
     pub added_at: DateTime<Utc>,
+    /// The link's owner (`lchown`, or who made it through `--allow-other`); absent: whoever
+    /// mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// When the link last changed (made, renamed, chowned); absent: its `mtime`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339_option"
+    )]
+    pub ctime: Option<DateTime<Utc>>,
 }
+
+impl LinkEntry {
+    /// A link to `target` made now by `uid`/`gid` (`None`: the mounting user).
+    pub fn new(target: String, uid: Option<u32>, gid: Option<u32>) -> LinkEntry {
+        let now = crate::time::now();
+        LinkEntry {
+            target,
+            mtime: now,
+            added_at: now,
+            uid,
+            gid,
+            ctime: Some(now),
+        }
+    }
+}
+
+/// What a directory of a run keeps: its mode, times, owner and user attributes. The
+/// manifest's `dirs` map holds one for every directory made with `mkdir`, changed with
+/// `chmod`/`chown`/`touch`/`setxattr`, or that had an entry made, removed or renamed in it;
+/// a directory is also there, with the defaults, when only its files' paths imply it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub mode: u32,
+    /// Its last `touch`, or the last entry made, removed or renamed in it.
+    #[serde(with = "crate::time::rfc3339")]
+    pub mtime: DateTime<Utc>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339_option"
+    )]
+    pub ctime: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: super::xattrs::Xattrs,
+}
+
+/// The mode of a directory that has no entry of its own: `0755`.
+pub const DEFAULT_DIR_MODE: u32 = 0o755;
+
+impl DirEntry {
+    /// A directory made at `at` with `mode`, owned by `uid`/`gid` (`None`: the mounting user).
+    pub fn new(mode: u32, at: DateTime<Utc>, uid: Option<u32>, gid: Option<u32>) -> DirEntry {
+        DirEntry {
+            mode,
+            mtime: at,
+            ctime: Some(at),
+            uid,
+            gid,
+            xattrs: Default::default(),
+        }
+    }
+}
+
+/// The key of the run directory itself in the stored `dirs` map (in memory: `""`).
+const RUN_DIR_KEY: &str = ".";
 
 /// The longest link target kept, as Linux's `PATH_MAX` less its NUL.
 pub const MAX_LINK_TARGET: usize = 4095;
@@ -299,6 +372,9 @@ impl<'de> Deserialize<'de> for StoredEntry {
                     target: r.target.ok_or_else(|| missing("target"))?,
                     mtime: r.mtime.ok_or_else(|| missing("mtime"))?,
                     added_at: r.added_at.ok_or_else(|| missing("added_at"))?,
+                    uid: r.uid,
+                    gid: r.gid,
+                    ctime: r.ctime,
                 },
             },
             None => StoredEntry::File(FileEntry {
@@ -338,6 +414,9 @@ struct StoredManifest {
     tags: BTreeMap<Name, String>,
     #[serde(default)]
     files: BTreeMap<RelPath, StoredEntry>,
+    /// Directory path (`.`: the run directory) to what it keeps; checked by [`Manifest::parse`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    dirs: BTreeMap<String, DirEntry>,
 }
 
 impl From<StoredManifest> for Manifest {
@@ -366,6 +445,11 @@ impl From<StoredManifest> for Manifest {
             tags: s.tags,
             files,
             links,
+            dirs: s
+                .dirs
+                .into_iter()
+                .map(|(p, d)| (if p == RUN_DIR_KEY { String::new() } else { p }, d))
+                .collect(),
         }
     }
 }
@@ -397,6 +481,11 @@ impl From<Manifest> for StoredManifest {
             storage_modes: m.storage_modes,
             tags: m.tags,
             files,
+            dirs: m
+                .dirs
+                .into_iter()
+                .map(|(p, d)| (if p.is_empty() { RUN_DIR_KEY.into() } else { p }, d))
+                .collect(),
         }
     }
 }
@@ -422,6 +511,8 @@ pub struct Manifest {
     pub files: BTreeMap<RelPath, FileEntry>,
     /// Symbolic links (stored in the same `files` map as the files, docs/STORE.md).
     pub links: BTreeMap<RelPath, LinkEntry>,
+    /// Directories by path relative to the run (`""`: the run directory itself).
+    pub dirs: BTreeMap<String, DirEntry>,
 }
 
 impl Manifest {
@@ -453,7 +544,69 @@ impl Manifest {
         for (path, link) in &m.links {
             LinkEntry::check_target(&link.target).map_err(|e| corrupt(format!("{path}: {e}")))?;
         }
+        for (path, d) in &m.dirs {
+            if !path.is_empty() {
+                RelPath::parse(path).map_err(|e| corrupt(format!("dirs: {e}")))?;
+            }
+            super::xattrs::check(&d.xattrs).map_err(|e| corrupt(format!("{path}: {e}")))?;
+        }
         Ok(m)
+    }
+
+    /// Whether `dir` (`""`: the run directory) is a directory of the run: it has an entry, or
+    /// an entry of any kind lies under it. `inputs` and `outputs` always are.
+    pub fn is_dir(&self, dir: &str) -> bool {
+        dir.is_empty()
+            || matches!(dir, "inputs" | "outputs")
+            || self.dirs.contains_key(dir)
+            || self.has_entries_under(dir)
+    }
+
+    /// Whether a file, link or directory entry lies under directory `dir`.
+    pub fn has_entries_under(&self, dir: &str) -> bool {
+        if dir.is_empty() {
+            return !self.files.is_empty()
+                || !self.links.is_empty()
+                || self.dirs.keys().any(|d| !d.is_empty());
+        }
+        let under = format!("{dir}/");
+        let dirs_under = self
+            .dirs
+            .range(under.clone()..)
+            .next()
+            .is_some_and(|(d, _)| d.starts_with(&under));
+        dirs_under || any_under(&self.files, dir) || any_under(&self.links, dir)
+    }
+
+    /// Notes that an entry was made, removed or renamed in directory `dir` at `at`: its
+    /// `mtime` and `ctime` move, as on any filesystem. A directory without an entry gets
+    /// one (mode `0755`), which also keeps it once its last file is gone.
+    pub fn dir_changed(&mut self, dir: &str, at: DateTime<Utc>) {
+        let d = self
+            .dirs
+            .entry(dir.to_string())
+            .or_insert_with(|| DirEntry::new(DEFAULT_DIR_MODE, at, None, None));
+        d.mtime = at;
+        d.ctime = Some(at);
+    }
+
+    /// The entry of directory `dir` to change (`chmod`, `chown`, `touch`, `setxattr`): made
+    /// with the defaults it showed if it had none; `None` if the run has no such directory.
+    pub fn dir_mut(&mut self, dir: &str) -> Option<&mut DirEntry> {
+        if !self.is_dir(dir) {
+            return None;
+        }
+        let shown = self.updated_at;
+        Some(
+            self.dirs
+                .entry(dir.to_string())
+                .or_insert_with(|| DirEntry::new(DEFAULT_DIR_MODE, shown, None, None)),
+        )
+    }
+
+    /// [`Manifest::dir_changed`] for the directory holding `path`.
+    pub fn parent_changed(&mut self, path: &str, at: DateTime<Utc>) {
+        self.dir_changed(parent_dir(path), at);
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -500,6 +653,24 @@ impl Manifest {
     pub fn referenced_bytes(&self) -> u64 {
         self.files.values().map(|f| f.size).sum()
     }
+}
+
+/// Whether some path of `map` lies under directory `dir` (a path relative to the run).
+/// Paths sharing the prefix `dir` are contiguous in the map, so only those are looked at.
+fn any_under<V>(map: &BTreeMap<RelPath, V>, dir: &str) -> bool {
+    let Ok(start) = RelPath::parse(dir) else {
+        return false;
+    };
+    let under = format!("{dir}/");
+    map.range(start..)
+        .map(|(p, _)| p.as_str())
+        .take_while(|p| p.starts_with(dir))
+        .any(|p| p.starts_with(&under))
+}
+
+/// The directory holding `path` in a run (`""`: the run directory).
+pub fn parent_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
 /// `runs/<mode>/<key>/<run_id>/run.json`: where a view finds the run's manifest.
@@ -563,6 +734,9 @@ pub(crate) mod tests {
                 target: "step_1000".into(),
                 mtime: t,
                 added_at: t,
+                uid: Some(1005),
+                gid: None,
+                ctime: None,
             },
         );
         let json: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
@@ -580,6 +754,47 @@ pub(crate) mod tests {
             Manifest::parse("prod_001", "k", &bad).is_err(),
             "an empty target"
         );
+    }
+
+    #[test]
+    fn directories_round_trip_with_the_run_directory_as_dot() {
+        let mut m = sample();
+        let t = m.created_at;
+        m.dirs
+            .insert(String::new(), DirEntry::new(0o700, t, None, None));
+        m.dirs.insert(
+            "outputs/ckpt".into(),
+            DirEntry::new(0o750, t, Some(7), None),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        assert_eq!(json["dirs"]["."]["mode"], 0o700);
+        assert_eq!(json["dirs"]["outputs/ckpt"]["uid"], 7);
+        let back = Manifest::parse("prod_001", "k", &m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert!(back.is_dir("outputs/ckpt") && back.is_dir("outputs") && !back.is_dir("x"));
+        assert!(back.has_entries_under("outputs") && !back.has_entries_under("outputs/ckpt"));
+        for hostile in ["../up", "/abs", "a//b"] {
+            let mut bad = json.clone();
+            bad["dirs"][hostile] = json["dirs"]["."].clone();
+            let bad = serde_json::to_vec(&bad).unwrap();
+            assert!(Manifest::parse("prod_001", "k", &bad).is_err(), "{hostile}");
+        }
+    }
+
+    #[test]
+    fn directory_times_follow_the_entries_made_in_them() {
+        let mut m = sample();
+        let later = m.created_at + chrono::Duration::seconds(5);
+        m.parent_changed("outputs/ckpt/w.bin", later);
+        assert_eq!(
+            m.dirs["outputs/ckpt"].mtime, later,
+            "made with the defaults"
+        );
+        assert_eq!(m.dirs["outputs/ckpt"].mode, DEFAULT_DIR_MODE);
+        m.parent_changed("top.txt", later);
+        assert_eq!(m.dirs[""].ctime, Some(later), "the run directory itself");
+        assert_eq!(parent_dir("a/b/c"), "a/b");
+        assert!(m.dir_mut("nowhere").is_none());
     }
 
     #[test]

@@ -280,6 +280,7 @@ impl Runs {
             tags: spec.tags,
             files: BTreeMap::new(),
             links: BTreeMap::new(),
+            dirs: BTreeMap::new(),
         };
         for mode in &manifest.storage_modes {
             manifest.view_key(*mode)?;
@@ -520,11 +521,17 @@ impl Runs {
         let mut replaced = None;
         let m = self
             .update_locked(&held, run, |m| {
-                m.links.remove(path);
+                if m.is_dir(path.as_str()) {
+                    return Err(Error::IsDirectory(format!("{run}/{path}")));
+                }
+                let was_link = m.links.remove(path).is_some();
                 replaced = m
                     .files
                     .insert(path.clone(), entry.clone())
                     .map(|old| old.hash);
+                if replaced.is_none() && !was_link {
+                    m.parent_changed(path.as_str(), entry.added_at);
+                }
                 Ok(())
             })
             .await?;
@@ -557,14 +564,26 @@ impl Runs {
     ) -> Result<Manifest> {
         self.change_files(run, |m| {
             let mut removed = Vec::new();
+            let mut parents = BTreeSet::new();
             m.files.retain(|p, e| {
                 let gone = matches(p);
                 if gone {
                     removed.push(e.hash);
+                    parents.insert(manifest::parent_dir(p.as_str()).to_string());
                 }
                 !gone
             });
-            m.links.retain(|p, _| !matches(p));
+            m.links.retain(|p, _| {
+                let gone = matches(p);
+                if gone {
+                    parents.insert(manifest::parent_dir(p.as_str()).to_string());
+                }
+                !gone
+            });
+            let now = crate::time::now();
+            for dir in parents {
+                m.dir_changed(&dir, now);
+            }
             Ok(removed)
         })
         .await
@@ -579,10 +598,11 @@ impl Runs {
     ) -> Result<Manifest> {
         LinkEntry::check_target(&link.target)?;
         self.update(run, |m| {
-            if m.files.contains_key(path) || m.links.contains_key(path) {
+            if m.files.contains_key(path) || m.links.contains_key(path) || m.is_dir(path.as_str()) {
                 return Err(Error::Exists(format!("{run}/{path}")));
             }
             m.links.insert(path.clone(), link.clone());
+            m.parent_changed(path.as_str(), link.added_at);
             Ok(())
         })
         .await

@@ -11,7 +11,8 @@ use super::{TestStore, bytes, path_str};
 pub const THREE_VIEWS: &[(&str, &str)] =
     &[("MLTRACK_DEFAULT_STORAGE_MODE", "by_project,by_date,flat")];
 
-pub fn sh(cmd: &str, cwd: &Path) {
+/// Runs `cmd` with `sh -c` in `cwd`, which must succeed; its output, trimmed.
+pub fn sh(cmd: &str, cwd: &Path) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -24,6 +25,7 @@ pub fn sh(cmd: &str, cwd: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
@@ -148,12 +150,11 @@ impl Drop for Tmpfs {
     }
 }
 
-/// What `rsync -n --itemize-changes` with `flags` (besides `-O`: directory times are not
-/// kept) would still change from `from` to `to`, both directories: empty when `to` is a
-/// faithful copy.
+/// What `rsync -n --itemize-changes` with `flags` would still change from `from` to `to`,
+/// both directories: empty when `to` is a faithful copy.
 pub fn rsync_would_change(flags: &str, from: &Path, to: &Path) -> String {
     let out = Command::new("rsync")
-        .args(["-n", flags, "-O", "--itemize-changes"])
+        .args(["-n", flags, "--itemize-changes"])
         .arg(format!("{}/", path_str(from)))
         .arg(format!("{}/", path_str(to)))
         .output()

@@ -1,0 +1,179 @@
+//! Directories in runs keep what they carry: mode, owner, times and user attributes are
+//! entries of the manifest's `dirs`, shown by every mount; an empty directory is there on
+//! every node; an entry made, removed or renamed inside moves the directory's `mtime`. So
+//! `tar x` then `tar c`, `cp -a` and `rsync -aX` of a whole tree round trip.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use common::write::{rsync_would_change, sh};
+use common::{Kind, NOBODY, TestStore, bytes, path_str};
+
+/// 2022-03-04T05:06:07Z, as `touch -d` is given it below.
+const SET_TIME: i64 = 1_646_370_367;
+
+fn directory_metadata_is_kept_and_seen_by_every_mount(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
+    let run = m.path("runs/by_project/p/dirs");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let d = run.join("outputs/empty");
+    std::fs::create_dir(&d).expect("mkdir");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::os::unix::fs::chown(&d, Some(1234), Some(5678)).expect("chown");
+    sh(
+        "setfattr -n user.note -v kept outputs/empty && touch -d '2022-03-04 05:06:07Z' outputs/empty",
+        &run,
+    );
+    let dirs = &t.manifest("dirs")["dirs"];
+    let e = &dirs["outputs/empty"];
+    assert_eq!(
+        (&e["mode"], &e["uid"], &e["gid"]),
+        (&0o750.into(), &1234.into(), &5678.into()),
+        "{dirs}"
+    );
+    assert_eq!(e["mtime"], "2022-03-04T05:06:07Z", "{dirs}");
+    assert!(e["xattrs"]["user.note"].is_string(), "{dirs}");
+
+    // Another mount, as another node: the empty directory and all it keeps.
+    let other = t.mount(&t.dir.path().join("cache2"), &["--refresh", "1"]);
+    let seen = other.path("runs/by_project/p/dirs/outputs/empty");
+    let st = std::fs::metadata(&seen).expect("the empty directory is on the other mount");
+    assert!(st.is_dir());
+    assert_eq!(
+        (st.mode() & 0o7777, st.uid(), st.gid(), st.mtime()),
+        (0o750, 1234, 5678, SET_TIME)
+    );
+    let note = sh("getfattr --only-values -n user.note outputs/empty", &run);
+    assert_eq!(note, "kept");
+
+    // An entry made inside moves the directory's mtime and ctime; a removal too, and the
+    // directory stays once its last file is gone.
+    std::fs::write(d.join("f.txt"), b"inside").expect("write inside");
+    let after_write = std::fs::metadata(&d).expect("stat");
+    assert!(after_write.mtime() > SET_TIME, "a new file moved the mtime");
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::remove_file(d.join("f.txt")).expect("rm");
+    let after_rm = std::fs::metadata(&d).expect("the directory outlives its last file");
+    assert!(
+        (after_rm.mtime(), after_rm.mtime_nsec()) > (after_write.mtime(), after_write.mtime_nsec()),
+        "a removal moved the mtime"
+    );
+    assert_eq!(after_rm.mode() & 0o7777, 0o750, "the mode stays");
+
+    // A directory moves with what it keeps; rmdir removes it for every mount.
+    std::fs::rename(&d, run.join("outputs/moved")).expect("mv");
+    let st = std::fs::metadata(run.join("outputs/moved")).expect("stat moved");
+    assert_eq!((st.mode() & 0o7777, st.uid()), (0o750, 1234));
+    assert!(t.manifest("dirs")["dirs"].get("outputs/empty").is_none());
+    std::fs::remove_dir(run.join("outputs/moved")).expect("rmdir");
+    assert!(t.manifest("dirs")["dirs"].get("outputs/moved").is_none());
+    std::thread::sleep(Duration::from_millis(2500));
+    let listed = sh("ls -A outputs", &run);
+    assert_eq!(listed, "", "nothing left in outputs");
+    let other_listed = sh("ls -A outputs", &other.path("runs/by_project/p/dirs"));
+    assert_eq!(other_listed, "", "the other mount saw the rmdir");
+}
+
+both_backends!(directory_metadata_is_kept_and_seen_by_every_mount);
+
+/// A tree with everything a run can keep: directories with modes, owners, times and
+/// attributes; files with the same; an empty directory; symbolic links, one dangling, one
+/// owned by another user.
+fn full_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("data")).expect("mkdir");
+    std::fs::create_dir_all(root.join("empty")).expect("mkdir");
+    std::fs::create_dir_all(root.join("links")).expect("mkdir");
+    std::fs::create_dir_all(root.join("ckpt/step_1")).expect("mkdir");
+    std::fs::write(root.join("data/a.csv"), b"x,y\n1,2\n").expect("write");
+    std::fs::write(root.join("data/b.bin"), bytes(21, 200_000)).expect("write");
+    std::fs::write(root.join("ckpt/step_1/w.bin"), bytes(22, 70_000)).expect("write");
+    sh(
+        "set -e
+         ln -s ../data/a.csv links/latest
+         ln -s nowhere links/dangling
+         ln -s step_1 ckpt/latest
+         chmod 0640 data/a.csv; chmod 0600 data/b.bin; chmod 0750 data; chmod 0700 empty
+         chown 1001:1002 data; chown 1003:1004 data/b.bin; chown -h 1005:1006 links/dangling
+         setfattr -n user.dir -v yes data; setfattr -n user.checksum -v sha256:abc data/a.csv
+         touch -d '2021-01-02 03:04:05.5Z' data/a.csv data/b.bin ckpt/step_1/w.bin
+         touch -h -d '2021-02-03 04:05:06Z' links/latest links/dangling ckpt/latest
+         touch -d '2022-03-04 05:06:07Z' data empty links ckpt/step_1 ckpt .",
+        root,
+    );
+    std::os::unix::fs::chown(root.join("data/a.csv"), Some(NOBODY), Some(NOBODY)).expect("chown");
+    sh("touch -d '2022-03-04 05:06:07Z' data", root);
+}
+
+/// `tar x` of an archive into a run, then `tar c` of the run: byte-identical, attributes,
+/// owners, modes, times and links included.
+#[test]
+fn tar_x_then_tar_c_is_byte_identical() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/tarred");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let src = t.scratch().join("tree");
+    full_tree(&src);
+    let tar = "tar --xattrs --xattrs-include='user.*' --numeric-owner --sort=name \
+               --format=posix --pax-option=delete=atime,delete=ctime";
+    let (a, b) = (t.scratch().join("a.tar"), t.scratch().join("b.tar"));
+    sh(&format!("{tar} -cf '{}' .", path_str(&a)), &src);
+    let dst = run.join("outputs/unpacked");
+    std::fs::create_dir(&dst).expect("mkdir");
+    sh(&format!("{tar} -xpf '{}'", path_str(&a)), &dst);
+    sh(&format!("{tar} -cf '{}' .", path_str(&b)), &dst);
+    let (a, b) = (std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+    let has = |what: &[u8]| b.windows(what.len()).any(|w| w == what);
+    assert!(
+        has(b"SCHILY.xattr.user.dir=yes") && has(b"SCHILY.xattr.user.checksum"),
+        "the archive carries the attributes of directories and files"
+    );
+    if a != b {
+        let listing = |p: &str| sh(&format!("{tar} -tvvf {p} 2>&1 | head -40"), &t.scratch());
+        panic!(
+            "the archives differ:\n{}\n---\n{}",
+            listing("a.tar"),
+            listing("b.tar")
+        );
+    }
+}
+
+/// `cp -a` and `rsync -aX` of the full tree into a run, then a dry `rsync -n -aX`: nothing
+/// left to do, directories included.
+#[test]
+fn cp_a_and_rsync_ax_of_a_full_tree_leave_nothing_to_do() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/copied");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let src = t.scratch().join("tree");
+    full_tree(&src);
+    for tool in ["cp", "rsync"] {
+        let dst = run.join(format!("outputs/{tool}"));
+        match tool {
+            "cp" => sh(
+                &format!("cp -a '{}' '{}'", path_str(&src), path_str(&dst)),
+                t.dir.path(),
+            ),
+            _ => sh(
+                &format!("rsync -aX '{}/' '{}/'", path_str(&src), path_str(&dst)),
+                t.dir.path(),
+            ),
+        };
+        let changes = rsync_would_change("-aX", &src, &dst);
+        assert!(
+            changes.is_empty(),
+            "after {tool}, rsync would still change:\n{changes}"
+        );
+        let st = std::fs::symlink_metadata(dst.join("links/dangling")).expect("lstat");
+        assert_eq!(
+            (st.uid(), st.gid()),
+            (1005, 1006),
+            "{tool}: the link's owner"
+        );
+    }
+}
