@@ -5,7 +5,7 @@
 //! data/<h[0:2]>/<h>/data.<fmt>        data/<h[0:2]>/<h>/metadata.json
 //! data/<h[0:2]>/<h>/used_by/<run_id>  data/<h[0:2]>/<h>/names/<name>
 //! runs/<mode>/<key>/<run_id>/run.json runs/flat/<run_id>/run.json
-//! manifests/<run_id>.json
+//! manifests/<run_id>.json            manifests/<run_id>.log/<seq, 20 digits>.json
 //! ```
 
 use crate::ids::Format;
@@ -48,6 +48,26 @@ pub fn name_key(h: &Digest, name: &Name) -> String {
 
 pub fn manifest_key(run: &RunId) -> String {
     format!("{MANIFESTS}{run}.json")
+}
+
+/// Where run `run`'s manifest log entries are: `manifests/<run>.log/`.
+pub fn manifest_log_prefix(run: &RunId) -> String {
+    format!("{MANIFESTS}{run}.log/")
+}
+
+/// Log entry `seq` of run `run`: the number in 20 digits, so that keys sort as numbers.
+pub fn manifest_log_key(run: &RunId, seq: u64) -> String {
+    format!("{}{seq:020}.json", manifest_log_prefix(run))
+}
+
+/// The number of a log entry key under `prefix` (a run's [`manifest_log_prefix`]), if it is
+/// one.
+pub fn seq_of_log_key(prefix: &str, key: &str) -> Option<u64> {
+    let digits = key.strip_prefix(prefix)?.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The run id of a key under `manifests/`, if it is one.
@@ -112,5 +132,15 @@ mod tests {
         );
         assert_eq!(parse_data_key(&format!("data/cd/{h}/metadata.json")), None);
         assert_eq!(run_of_manifest_key(&manifest_key(&run)), Some("r1"));
+        let prefix = manifest_log_prefix(&run);
+        assert_eq!(
+            manifest_log_key(&run, 42),
+            "manifests/r1.log/00000000000000000042.json"
+        );
+        assert_eq!(
+            seq_of_log_key(&prefix, &manifest_log_key(&run, 42)),
+            Some(42)
+        );
+        assert_eq!(seq_of_log_key(&prefix, "manifests/r1.log/42.json"), None);
     }
 }

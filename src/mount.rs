@@ -63,6 +63,18 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         }
     };
     let runs = runs.caching(opts.refresh, conditional);
+    // Folds the manifest logs of the runs this mount writes, seconds after their last change.
+    let compactor = tokio::spawn({
+        let runs = runs.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = runs
+                    .compact_written(crate::runs::COMPACT_QUIET, crate::runs::COMPACT_BOUND)
+                    .await;
+            }
+        }
+    });
     let cache = Arc::new(
         BlockCache::open(&config.cache_dir, config.cache_size)
             .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?,
@@ -108,20 +120,43 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         .with_context(|| format!("cannot mount {}", mountpoint.display()))?;
     let session = tokio::task::spawn_blocking(move || session.run());
     tracing::info!(mountpoint = %mountpoint.display(), store = %runs.data().backend().describe(), "mounted");
+    let served = serve(&mountpoint, session).await;
+    compactor.abort();
+    // What this mount wrote is folded into the manifests before it goes.
+    match tokio::time::timeout(COMPACT_AT_UNMOUNT, runs.compact_written(Duration::ZERO, 0)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the manifest logs were not all compacted; readers still see every entry")
+        }
+        Err(_) => tracing::warn!(
+            "compacting the manifest logs took too long; readers still see every entry"
+        ),
+    }
+    served
+}
+
+/// How long an unmount waits for the manifest logs this mount wrote to be compacted.
+const COMPACT_AT_UNMOUNT: Duration = Duration::from_secs(30);
+
+/// Serves the mounted `session` until it ends, a signal asks to unmount, or someone unmounted.
+async fn serve(
+    mountpoint: &Path,
+    session: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<()> {
     let mut session = std::pin::pin!(session);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = &mut session => return finished(r),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; unmounting"),
         _ = term.recv() => tracing::info!("terminated; unmounting"),
-        _ = detached(&mountpoint) => {
+        _ = detached(mountpoint) => {
             // `mltrack unmount` or `umount -l`: files still open keep the FUSE connection
             // alive; returning ends the process, which closes it and fails their reads.
             tracing::info!("unmounted");
             return Ok(());
         }
     }
-    unmount(&mountpoint)?;
+    unmount(mountpoint)?;
     match tokio::time::timeout(Duration::from_secs(5), &mut session).await {
         Ok(r) => finished(r),
         Err(_) => {

@@ -104,8 +104,8 @@ impl Core {
 
     async fn files(&self, run: &str) -> Vec<(String, String)> {
         let run = RunId::parse("run id", run).expect("run id");
-        let (m, _) = self.runs.load(&run).await.expect("manifest");
-        m.files
+        let m = self.runs.load(&run).await.expect("manifest");
+        m.0.files
             .iter()
             .map(|(p, e)| (p.to_string(), e.hash.to_string()))
             .collect()
@@ -225,18 +225,18 @@ fn links_and_owners_are_manifest_entries() {
         let attr = c.tree.setattr(file, None, change).await.expect("chown");
         assert_eq!((attr.uid, attr.gid), (Some(1234), Some(99)));
         let run = RunId::parse("run id", "core_l").expect("id");
-        let (m, _) = c.runs.load(&run).await.expect("manifest");
+        let m = c.runs.load(&run).await.expect("manifest");
         let path = mltrack::ids::RelPath::parse("outputs/step_1000").expect("path");
-        let entry = &m.files[&path];
+        let entry = &m.0.files[&path];
         assert_eq!((entry.uid, entry.gid), (Some(1234), Some(99)));
-        assert_eq!(m.links.len(), 1, "the link is not a file with data");
+        assert_eq!(m.0.links.len(), 1, "the link is not a file with data");
         c.tree
             .rename(dir, "latest", dir, "newest", false)
             .await
             .expect("mv link");
         c.tree.unlink(dir, "newest").await.expect("rm link");
-        let (m, _) = c.runs.load(&run).await.expect("manifest");
-        assert!(m.links.is_empty());
+        let m = c.runs.load(&run).await.expect("manifest");
+        assert!(m.0.links.is_empty());
         assert_eq!(c.names(out).await, ["step_1000"]);
     });
 }

@@ -343,8 +343,7 @@ fn a_mode_from_the_bucket_gives_other_users_no_write() {
     let file = run.join("outputs/o.bin");
     std::fs::write(&file, b"original").expect("write");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4777)).expect("chmod");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&t.get("manifests/r.json")).expect("manifest");
+    let manifest = t.manifest("r");
     assert_eq!(
         manifest["files"]["outputs/o.bin"]["mode"], 0o4777,
         "recorded as given"

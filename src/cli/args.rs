@@ -147,6 +147,8 @@ pub enum RunCommand {
         #[arg(long, value_name = "M")]
         model: Option<String>,
     },
+    /// Fold the run's manifest log into its manifest (the mount does this by itself)
+    Compact { run_id: String },
     /// Delete a run (its manifest and views; the data stays until gc)
     Delete { run_id: String },
 }

@@ -309,11 +309,23 @@ async fn run_command(
         RunCommand::AddView { run_id, mode } => {
             let run = Name::parse("run id", &run_id)?;
             let m = runs.add_view(&run, mode.parse::<StorageMode>()?).await?;
-            show(json, &m)
+            // A command leaves the manifest current for plain readers of the bucket.
+            runs.compact(&run).await?;
+            show(json, &m.0)
         }
         RunCommand::Show { run_id } => {
-            let (m, _) = runs.load(&Name::parse("run id", &run_id)?).await?;
-            show(json, &m)
+            let m = runs.load(&Name::parse("run id", &run_id)?).await?;
+            show(json, &m.0)
+        }
+        RunCommand::Compact { run_id } => {
+            let run = Name::parse("run id", &run_id)?;
+            let folded = runs.compact(&run).await?;
+            if json {
+                print_json(&json!({ "run_id": run, "folded": folded }));
+            } else {
+                println!("{run}: {folded} log entries folded into its manifest");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         RunCommand::List {
             project,
@@ -357,11 +369,11 @@ async fn run_command(
         RunCommand::Delete { run_id } => {
             let m = runs.delete(&Name::parse("run id", &run_id)?).await?;
             if json {
-                print_json(&json!({ "deleted": m.run_id }));
+                print_json(&json!({ "deleted": m.0.run_id }));
             } else {
                 println!(
                     "deleted run {} (its data stays until `mltrack gc`)",
-                    m.run_id
+                    m.0.run_id
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -385,6 +397,8 @@ async fn add_file(runs: &Runs, json: bool, dir: &str, args: AddFile) -> Result<E
         .add_file(&run, path.clone(), source, bar.progress())
         .await?;
     bar.finish();
+    // A command leaves the manifest current for plain readers of the bucket.
+    runs.compact(&run).await?;
     if json {
         print_json(&json!({ "run_id": run, "path": path, "entry": entry, "new": new }));
     } else {

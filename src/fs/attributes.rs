@@ -13,6 +13,7 @@ use super::spool::{Target, WriteFile};
 use super::{Attr, FileType, IMMUTABLE_TTL, Kind, Node, Tree, shown_mode};
 use crate::error::{Error, Result};
 use crate::ids::Digest;
+use crate::runs::change::ChangeSet;
 use crate::runs::manifest::{DEFAULT_DIR_MODE, StorageMode};
 use crate::runs::xattrs;
 
@@ -156,7 +157,12 @@ impl Tree {
                 }
             }
             Kind::ManifestFile(run) => match self.manifest(run).await? {
-                Some(m) => file(m.1.len() as u64, m.0.updated_at.into(), 0o444, self.refresh),
+                Some(m) => file(
+                    m.json().len() as u64,
+                    m.0.updated_at.into(),
+                    0o444,
+                    self.refresh,
+                ),
                 None => return Ok(None),
             },
             Kind::Root
@@ -318,14 +324,13 @@ impl Tree {
                 };
                 self.runs
                     .update(&run, |m| {
-                        let d = m
-                            .dir_mut(&dir)
+                        let mut c = ChangeSet::default();
+                        let d = c
+                            .dir_mut(m, &dir)
                             .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
-                        let mut x = d.xattrs.clone();
-                        change_xattr(&mut x, name, value, (create, replace), &shown)?;
-                        d.xattrs = x;
+                        change_xattr(&mut d.xattrs, name, value, (create, replace), &shown)?;
                         d.ctime = Some(crate::time::now());
-                        Ok(())
+                        Ok(c)
                     })
                     .await?;
                 return Ok(());
@@ -354,20 +359,19 @@ impl Tree {
             }
         }
         self.runs
-            .update(run, |m| match m.files.get_mut(path) {
-                Some(e) => {
-                    if file.is_some() {
-                        // Already changed on the open file: the same set is recorded.
-                        e.xattrs = file.as_ref().map(|f| f.xattrs()).unwrap_or_default();
-                    } else {
-                        let mut x = e.xattrs.clone();
-                        change(&mut x)?;
-                        e.xattrs = x;
-                    }
-                    e.ctime = Some(crate::time::now());
-                    Ok(())
+            .update(run, |m| {
+                let mut c = ChangeSet::default();
+                let e = c
+                    .file_mut(m, path)
+                    .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
+                if file.is_some() {
+                    // Already changed on the open file: the same set is recorded.
+                    e.xattrs = file.as_ref().map(|f| f.xattrs()).unwrap_or_default();
+                } else {
+                    change(&mut e.xattrs)?;
                 }
-                None => Err(Error::NoSuchPath(node.path.clone())),
+                e.ctime = Some(crate::time::now());
+                Ok(c)
             })
             .await?;
         Ok(())
@@ -397,15 +401,16 @@ impl Tree {
                 self.refuse_read_only(&node)?;
                 if mtime.is_some() || uid.is_some() || gid.is_some() {
                     self.runs
-                        .update(run, |m| match m.links.get_mut(path) {
-                            Some(l) => {
-                                l.mtime = mtime.unwrap_or(l.mtime);
-                                l.uid = uid.or(l.uid);
-                                l.gid = gid.or(l.gid);
-                                l.ctime = Some(crate::time::now());
-                                Ok(())
-                            }
-                            None => Err(Error::NoSuchPath(node.path.clone())),
+                        .update(run, |m| {
+                            let mut c = ChangeSet::default();
+                            let l = c
+                                .link_mut(m, path)
+                                .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
+                            l.mtime = mtime.unwrap_or(l.mtime);
+                            l.uid = uid.or(l.uid);
+                            l.gid = gid.or(l.gid);
+                            l.ctime = Some(crate::time::now());
+                            Ok(c)
                         })
                         .await?;
                 }
@@ -419,15 +424,16 @@ impl Tree {
                 if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
                     self.runs
                         .update(&run, |m| {
-                            let d = m
-                                .dir_mut(&dir)
+                            let mut c = ChangeSet::default();
+                            let d = c
+                                .dir_mut(m, &dir)
                                 .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
                             d.mode = mode.map_or(d.mode, |m| m & 0o7777);
                             d.mtime = mtime.unwrap_or(d.mtime);
                             d.uid = uid.or(d.uid);
                             d.gid = gid.or(d.gid);
                             d.ctime = Some(crate::time::now());
-                            Ok(())
+                            Ok(c)
                         })
                         .await?;
                 }
@@ -483,24 +489,17 @@ impl Tree {
             }
             if record {
                 self.runs
-                    .update(&run, |m| match m.files.get_mut(&path) {
-                        Some(e) => {
-                            if let Some(mode) = mode {
-                                e.mode = mode & 0o7777;
-                            }
-                            if let Some(t) = mtime {
-                                e.mtime = t;
-                            }
-                            if uid.is_some() {
-                                e.uid = uid;
-                            }
-                            if gid.is_some() {
-                                e.gid = gid;
-                            }
-                            e.ctime = Some(crate::time::now());
-                            Ok(())
-                        }
-                        None => Err(Error::NoSuchPath(format!("{run}/{path}"))),
+                    .update(&run, |m| {
+                        let mut c = ChangeSet::default();
+                        let e = c
+                            .file_mut(m, &path)
+                            .ok_or_else(|| Error::NoSuchPath(format!("{run}/{path}")))?;
+                        e.mode = mode.map_or(e.mode, |m| m & 0o7777);
+                        e.mtime = mtime.unwrap_or(e.mtime);
+                        e.uid = uid.or(e.uid);
+                        e.gid = gid.or(e.gid);
+                        e.ctime = Some(crate::time::now());
+                        Ok(c)
                     })
                     .await?;
             }

@@ -10,6 +10,7 @@ use super::{Attr, Kind, Node, Owner, Tree, lock};
 use crate::error::{Error, Result};
 use crate::ids::{Name, RunId};
 use crate::runs::RunSpec;
+use crate::runs::change::ChangeSet;
 use crate::runs::manifest::{DirEntry, Manifest, RunType, StorageMode};
 
 /// The run fields a view key sets, checked as `mkdir` would use it.
@@ -77,9 +78,10 @@ impl Tree {
                         }
                         let now = crate::time::now();
                         let dir = DirEntry::new(mode & 0o7777, now, owner.uid, owner.gid);
-                        m.dirs.insert(path.as_str().to_string(), dir);
-                        m.parent_changed(path.as_str(), now);
-                        Ok(())
+                        let mut c = ChangeSet::default();
+                        c.put_dir(path.as_str(), dir);
+                        c.parent_changed(m, path.as_str(), now);
+                        Ok(c)
                     })
                     .await?;
                 let child =
@@ -173,9 +175,10 @@ impl Tree {
                         if m.has_entries_under(&dir) {
                             return Err(Error::NotEmpty(shown.clone()));
                         }
-                        m.dirs.remove(&dir);
-                        m.parent_changed(&dir, crate::time::now());
-                        Ok(())
+                        let mut c = ChangeSet::default();
+                        c.remove_dir(&dir);
+                        c.parent_changed(m, &dir, crate::time::now());
+                        Ok(c)
                     })
                     .await?;
                 Ok(())

@@ -53,7 +53,7 @@ impl Tree {
                 None => Err(Error::DataNotFound(h.to_string())),
             },
             Kind::ManifestFile(run) => match self.manifest(run).await? {
-                Some(m) => Ok(Content::Bytes(m.1.clone())),
+                Some(m) => Ok(Content::Bytes(m.json())),
                 None => Err(Error::RunNotFound(run.clone())),
             },
             _ => Err(Error::IsDirectory(node.path.clone())),

@@ -9,7 +9,8 @@ use super::changes::{join, run_dir};
 use super::spool::{Target, WriteFile};
 use super::{Tree, lock};
 use crate::error::{Error, Result};
-use crate::ids::{Digest, RelPath, RunId};
+use crate::ids::{RelPath, RunId};
+use crate::runs::change::ChangeSet;
 use crate::runs::manifest::{DirEntry, FileEntry, LinkEntry, Manifest, Role, parent_dir};
 
 impl Tree {
@@ -198,44 +199,36 @@ impl Tree {
             }
         }
         let now = crate::time::now();
-        // Puts the moved links and directories at their new paths, replacing what was there;
-        // returns the data no longer referenced there.
-        let put_links_and_dirs = |m: &mut Manifest| -> Vec<Digest> {
-            let mut replaced = Vec::new();
-            for (_, to, l) in &links {
-                replaced.extend(m.files.remove(to).map(|old| old.hash));
-                m.links.insert(
-                    to.clone(),
-                    LinkEntry {
-                        ctime: Some(now),
-                        ..l.clone()
-                    },
-                );
-            }
-            for (_, to, d) in &dirs {
-                m.dirs.insert(
-                    to.clone(),
-                    DirEntry {
-                        ctime: Some(now),
-                        ..d.clone()
-                    },
-                );
-            }
-            m.dir_changed(parents[1], now);
-            replaced
-        };
         // Takes the moved entries out of the run they leave.
-        let take_out = |m: &mut Manifest| {
+        let take_out = |m: &Manifest, c: &mut ChangeSet| {
             for (from, _, _) in &entries {
-                m.files.remove(from);
+                c.remove(from.clone());
             }
             for (from, _, _) in &links {
-                m.links.remove(from);
+                c.remove(from.clone());
             }
             for (from, _, _) in &dirs {
-                m.dirs.remove(from);
+                c.remove_dir(from);
             }
-            m.dir_changed(parents[0], now);
+            c.dir_changed(m, parents[0], now);
+        };
+        // Puts the moved links and directories at their new paths, replacing what was there.
+        let put_links_and_dirs = |m: &Manifest, c: &mut ChangeSet| {
+            for (_, to, l) in &links {
+                let link = LinkEntry {
+                    ctime: Some(now),
+                    ..l.clone()
+                };
+                c.put_link(to.clone(), link);
+            }
+            for (_, to, d) in &dirs {
+                let dir = DirEntry {
+                    ctime: Some(now),
+                    ..d.clone()
+                };
+                c.put_dir(to, dir);
+            }
+            c.dir_changed(m, parents[1], now);
         };
         let moved_entry = |to: &RelPath, e: &FileEntry| FileEntry {
             role: Role::of(to),
@@ -245,16 +238,14 @@ impl Tree {
         if !entries.is_empty() || !links.is_empty() || !dirs.is_empty() {
             if from_run == to_run {
                 self.runs
-                    .change_files(from_run, |m| {
-                        take_out(m);
-                        let mut replaced = Vec::new();
+                    .update(from_run, |m| {
+                        let mut c = ChangeSet::default();
+                        take_out(m, &mut c);
                         for (_, to, e) in &entries {
-                            m.links.remove(to);
-                            let old = m.files.insert(to.clone(), moved_entry(to, e));
-                            replaced.extend(old.map(|old| old.hash));
+                            c.put_file(to.clone(), moved_entry(to, e));
                         }
-                        replaced.extend(put_links_and_dirs(m));
-                        Ok(replaced)
+                        put_links_and_dirs(m, &mut c);
+                        Ok(c)
                     })
                     .await?;
             } else {
@@ -264,12 +255,17 @@ impl Tree {
                     self.runs.record(to_run, to, moved_entry(to, e)).await?;
                 }
                 self.runs
-                    .change_files(to_run, |m| Ok(put_links_and_dirs(m)))
+                    .update(to_run, |m| {
+                        let mut c = ChangeSet::default();
+                        put_links_and_dirs(m, &mut c);
+                        Ok(c)
+                    })
                     .await?;
                 self.runs
-                    .change_files(from_run, |m| {
-                        take_out(m);
-                        Ok(entries.iter().map(|(_, _, e)| e.hash).collect())
+                    .update(from_run, |m| {
+                        let mut c = ChangeSet::default();
+                        take_out(m, &mut c);
+                        Ok(c)
                     })
                     .await?;
             }

@@ -1,30 +1,62 @@
-//! The manifests a long-lived process (a mount) has read or committed, so that every face
-//! reads runs through one copy: each manifest is fetched at most once per refresh interval, a
-//! commit of this process is seen by its next read at once (and a read that raced the commit
-//! never puts the older copy back), and the next update of a run can start from the copy this
-//! process committed (when the store honours `If-Match`, which catches anyone who wrote since).
+//! The run states a long-lived process (a mount) has read or committed, so that every face
+//! reads runs through one copy: each run is read at most once per refresh interval, a commit
+//! of this process is seen by its next read at once (and a read that raced the commit never
+//! puts the older state back), and the next update of a run can start from the state this
+//! process committed (when the store honours create-if-absent, which refuses a log entry
+//! whose number someone else took since). A commit is applied to the kept state in place: its
+//! cost is the change's, not the run's.
 //!
 //! What it does not do: decide what a missing or unreadable manifest means (that is
-//! [`super::Runs::current`]), cache object metadata (`cas` does), or cache view listings (the
-//! filesystem core still does).
+//! [`super::Runs::current`]), cache object metadata (`cas` does), or cache view listings.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::change::LogEntry;
 use super::manifest::Manifest;
 use crate::ids::RunId;
 
-/// A manifest as read or committed, and the exact bytes it is stored as (what
-/// `manifests/<run>.json` shows through a mount).
-pub type Current = Arc<(Manifest, Bytes)>;
+/// A run's state (its manifest with its log applied), and the bytes `manifests/<run>.json`
+/// shows for it through a mount: the stored manifest's own bytes when no log entry was
+/// applied, else the state serialized when first asked for.
+#[derive(Debug)]
+pub struct State(pub Manifest, OnceLock<Bytes>);
+
+impl State {
+    /// A state read as `bytes` from the store, nothing applied since.
+    pub fn stored(m: Manifest, bytes: Bytes) -> State {
+        State(m, OnceLock::from(bytes))
+    }
+
+    /// A state with log entries applied: serialized only if asked.
+    pub fn applied(m: Manifest) -> State {
+        State(m, OnceLock::new())
+    }
+
+    /// Applies `entry`, the next of the run's log.
+    pub fn apply(&mut self, entry: &LogEntry) {
+        self.0.apply(&entry.changes, entry.at);
+        self.1 = OnceLock::new();
+    }
+
+    /// What `manifests/<run>.json` shows.
+    pub fn json(&self) -> Bytes {
+        self.1.get_or_init(|| Bytes::from(self.0.to_json())).clone()
+    }
+}
+
+pub type Current = Arc<State>;
+
+/// The oldest kept state an update may start from; an older one is read again.
+pub const UPDATE_FROM_KEPT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct ManifestCache {
     refresh: Duration,
-    /// Updates may start from a cached copy: the store honours conditional writes.
+    /// Updates may start from a kept state: the store honours create-if-absent.
     conditional: bool,
     map: Mutex<HashMap<RunId, Cached>>,
 }
@@ -33,8 +65,9 @@ pub struct ManifestCache {
 struct Cached {
     /// `None`: this process deleted the run, or found it gone.
     current: Option<Current>,
-    etag: Option<String>,
-    /// When the copy was known to be the stored one: a commit's time, or when the read that
+    /// The number of the last log entry the state includes.
+    seq: u64,
+    /// When the state was known to be the stored one: a commit's time, or when the read that
     /// fetched it started.
     at: Instant,
 }
@@ -52,7 +85,7 @@ impl ManifestCache {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The run's manifest if it was read or committed less than the refresh interval ago.
+    /// The run's state if it was read or committed less than the refresh interval ago.
     pub fn fresh(&self, run: &RunId) -> Option<Current> {
         self.map()
             .get(run)
@@ -60,32 +93,50 @@ impl ManifestCache {
             .and_then(|c| c.current.clone())
     }
 
-    /// What an update may start from: the copy last read or committed, with its ETag, if the
-    /// store will refuse the write should that copy be stale.
-    pub fn for_update(&self, run: &RunId) -> Option<(Manifest, String)> {
+    /// What an update may start from: the state last read or committed, with the number of
+    /// its last log entry, if the store will refuse the entry should that state be stale and
+    /// the state is younger than [`UPDATE_FROM_KEPT`] (so the entries after it have not been
+    /// deleted by a compaction: `super::FOLDED_KEPT`).
+    pub fn for_update(&self, run: &RunId) -> Option<(Current, u64)> {
         if !self.conditional {
             return None;
         }
         let map = self.map();
-        let c = map.get(run)?;
-        Some((c.current.as_ref()?.0.clone(), c.etag.clone()?))
+        let c = map.get(run).filter(|c| c.at.elapsed() < UPDATE_FROM_KEPT)?;
+        Some((c.current.clone()?, c.seq))
+    }
+
+    /// Applies `entry`, just committed by this process, to the kept state, in place unless a
+    /// reader still holds it. `None` if the kept state is not the one the entry follows.
+    pub fn apply(&self, run: &RunId, entry: &LogEntry) -> Option<Current> {
+        let mut map = self.map();
+        let c = map.get_mut(run)?;
+        if c.seq + 1 != entry.seq {
+            return None;
+        }
+        let current = c.current.as_mut()?;
+        match Arc::get_mut(current) {
+            Some(state) => state.apply(entry),
+            None => {
+                let mut m = current.0.clone();
+                m.apply(&entry.changes, entry.at);
+                *current = Arc::new(State::applied(m));
+            }
+        }
+        c.seq = entry.seq;
+        c.at = Instant::now();
+        Some(current.clone())
     }
 
     /// Remembers what this process just committed.
-    pub fn committed(&self, run: &RunId, current: Current, etag: String) {
-        self.set(run, Some(current), Some(etag), Instant::now());
+    pub fn committed(&self, run: &RunId, current: Current, seq: u64) {
+        self.set(run, Some(current), seq, Instant::now());
     }
 
     /// Remembers what a read that started at `started` found (`None`: no such run), unless
     /// this process committed or deleted the run since: a read that raced a commit must not
-    /// put the older manifest back (the mount would show its own change undone).
-    pub fn read(
-        &self,
-        run: &RunId,
-        current: Option<Current>,
-        etag: Option<String>,
-        started: Instant,
-    ) {
+    /// put the older state back (the mount would show its own change undone).
+    pub fn read(&self, run: &RunId, current: Option<Current>, seq: u64, started: Instant) {
         let mut map = self.map();
         if map.get(run).is_some_and(|c| c.at > started) {
             return;
@@ -94,19 +145,19 @@ impl ManifestCache {
             run.clone(),
             Cached {
                 current,
-                etag,
+                seq,
                 at: started,
             },
         );
     }
 
-    /// Forgets the run's manifest: it was deleted, or a write found the copy stale.
+    /// Forgets the run's state: it was deleted, or a write found the copy stale.
     pub fn forget(&self, run: &RunId) {
-        self.set(run, None, None, Instant::now());
+        self.set(run, None, 0, Instant::now());
     }
 
-    fn set(&self, run: &RunId, current: Option<Current>, etag: Option<String>, at: Instant) {
-        self.map().insert(run.clone(), Cached { current, etag, at });
+    fn set(&self, run: &RunId, current: Option<Current>, seq: u64, at: Instant) {
+        self.map().insert(run.clone(), Cached { current, seq, at });
     }
 }
 
@@ -117,7 +168,7 @@ mod tests {
     fn current(tag: &str) -> Current {
         let mut m = crate::runs::manifest::tests::sample();
         m.tags.clear();
-        Arc::new((m, Bytes::from(tag.to_string())))
+        Arc::new(State::stored(m, Bytes::from(tag.to_string())))
     }
 
     #[test]
@@ -126,29 +177,44 @@ mod tests {
         let run = RunId::parse("run id", "prod_001").unwrap();
         let read_started = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        cache.committed(&run, current("committed"), "e2".into());
+        cache.committed(&run, current("committed"), 2);
         // The read's GET began before the commit and returns the older manifest.
-        cache.read(
-            &run,
-            Some(current("older")),
-            Some("e1".into()),
-            read_started,
-        );
-        assert_eq!(cache.fresh(&run).unwrap().1, "committed");
-        assert_eq!(cache.for_update(&run).unwrap().1, "e2");
+        cache.read(&run, Some(current("older")), 1, read_started);
+        assert_eq!(cache.fresh(&run).unwrap().json(), "committed");
+        assert_eq!(cache.for_update(&run).unwrap().1, 2);
         // A read that began after the commit replaces it.
-        cache.read(
-            &run,
-            Some(current("newer")),
-            Some("e3".into()),
-            Instant::now(),
-        );
-        assert_eq!(cache.fresh(&run).unwrap().1, "newer");
+        cache.read(&run, Some(current("newer")), 3, Instant::now());
+        assert_eq!(cache.fresh(&run).unwrap().json(), "newer");
         // A delete is not undone by a read that began before it either.
         let read_started = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         cache.forget(&run);
-        cache.read(&run, Some(current("older")), None, read_started);
+        cache.read(&run, Some(current("older")), 1, read_started);
         assert!(cache.fresh(&run).is_none());
+    }
+
+    #[test]
+    fn a_commit_applies_in_place_and_only_after_the_entry_it_follows() {
+        let cache = ManifestCache::new(Duration::from_secs(60), true);
+        let run = RunId::parse("run id", "prod_001").unwrap();
+        cache.committed(&run, current("base"), 4);
+        let path = crate::ids::RelPath::parse("outputs/new.bin").unwrap();
+        let mut changes = crate::runs::change::ChangeSet::default();
+        let file = current("x").0.files.values().next().unwrap().clone();
+        changes.put_file(path.clone(), file);
+        let entry = |seq| LogEntry {
+            seq,
+            at: chrono::Utc::now(),
+            writer: "test".into(),
+            changes: changes.clone(),
+        };
+        assert!(cache.apply(&run, &entry(6)).is_none(), "entry 5 is missing");
+        let after = cache.apply(&run, &entry(5)).expect("follows 4");
+        assert!(after.0.files.contains_key(&path));
+        assert!(
+            String::from_utf8_lossy(&after.json()).contains("outputs/new.bin"),
+            "the shown manifest is the state"
+        );
+        assert_eq!(cache.for_update(&run).unwrap().1, 5);
     }
 }

@@ -289,9 +289,6 @@ impl DirEntry {
     }
 }
 
-/// The key of the run directory itself in the stored `dirs` map (in memory: `""`).
-const RUN_DIR_KEY: &str = ".";
-
 /// The longest link target kept, as Linux's `PATH_MAX` less its NUL.
 pub const MAX_LINK_TARGET: usize = 4095;
 
@@ -308,19 +305,35 @@ impl LinkEntry {
     }
 }
 
-/// One value of the manifest's `files` map as stored: a file with its data, or a link.
-/// Read through [`RawEntry`] in one pass (an untagged enum would parse every entry twice,
-/// and manifests are read at every refresh).
-#[derive(Serialize)]
-#[serde(untagged)]
-enum StoredEntry {
-    Link {
-        #[serde(rename = "type")]
-        kind: LinkType,
-        #[serde(flatten)]
-        link: LinkEntry,
-    },
+/// One value of the manifest's `files` map: a file with its data, or a link (stored with
+/// `"type": "symlink"`). Read through [`RawEntry`] in one pass (an untagged enum would parse
+/// every entry twice, and manifests are read at every refresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
     File(FileEntry),
+    Link(LinkEntry),
+}
+
+/// A link as stored: its entry with `"type": "symlink"`.
+#[derive(Serialize)]
+struct StoredLink<'a> {
+    #[serde(rename = "type")]
+    kind: LinkType,
+    #[serde(flatten)]
+    link: &'a LinkEntry,
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Entry::File(f) => f.serialize(s),
+            Entry::Link(link) => StoredLink {
+                kind: LinkType::Symlink,
+                link,
+            }
+            .serialize(s),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Eq)]
@@ -360,24 +373,21 @@ struct RawEntry {
     xattrs: super::xattrs::Xattrs,
 }
 
-impl<'de> Deserialize<'de> for StoredEntry {
+impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let r = RawEntry::deserialize(d)?;
         let missing = |field: &'static str| D::Error::missing_field(field);
         Ok(match r.kind {
-            Some(LinkType::Symlink) => StoredEntry::Link {
-                kind: LinkType::Symlink,
-                link: LinkEntry {
-                    target: r.target.ok_or_else(|| missing("target"))?,
-                    mtime: r.mtime.ok_or_else(|| missing("mtime"))?,
-                    added_at: r.added_at.ok_or_else(|| missing("added_at"))?,
-                    uid: r.uid,
-                    gid: r.gid,
-                    ctime: r.ctime,
-                },
-            },
-            None => StoredEntry::File(FileEntry {
+            Some(LinkType::Symlink) => Entry::Link(LinkEntry {
+                target: r.target.ok_or_else(|| missing("target"))?,
+                mtime: r.mtime.ok_or_else(|| missing("mtime"))?,
+                added_at: r.added_at.ok_or_else(|| missing("added_at"))?,
+                uid: r.uid,
+                gid: r.gid,
+                ctime: r.ctime,
+            }),
+            None => Entry::File(FileEntry {
                 hash: r.hash.ok_or_else(|| missing("hash"))?,
                 size: r.size.ok_or_else(|| missing("size"))?,
                 format: r.format.ok_or_else(|| missing("format"))?,
@@ -413,10 +423,46 @@ struct StoredManifest {
     #[serde(default)]
     tags: BTreeMap<Name, String>,
     #[serde(default)]
-    files: BTreeMap<RelPath, StoredEntry>,
-    /// Directory path (`.`: the run directory) to what it keeps; checked by [`Manifest::parse`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    files: BTreeMap<RelPath, Entry>,
+    /// Directory path to what it keeps; checked by [`Manifest::parse`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "dir_keys")]
     dirs: BTreeMap<String, DirEntry>,
+    /// The last log entry folded in (docs/STORE.md, "Manifest log").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    log_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A map keyed by directory path as stored: the run directory, `""` in memory, is `.` (a key
+/// other tools can read).
+pub(super) mod dir_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    const RUN_DIR: &str = ".";
+
+    pub fn serialize<V: Serialize, S: Serializer>(
+        map: &BTreeMap<String, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            map.iter()
+                .map(|(k, v)| (if k.is_empty() { RUN_DIR } else { k.as_str() }, v)),
+        )
+    }
+
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, V>, D::Error> {
+        Ok(BTreeMap::<String, V>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (if k == RUN_DIR { String::new() } else { k }, v))
+            .collect())
+    }
 }
 
 impl From<StoredManifest> for Manifest {
@@ -425,10 +471,10 @@ impl From<StoredManifest> for Manifest {
         let mut links = BTreeMap::new();
         for (path, entry) in s.files {
             match entry {
-                StoredEntry::File(f) => {
+                Entry::File(f) => {
                     files.insert(path, f);
                 }
-                StoredEntry::Link { link, .. } => {
+                Entry::Link(link) => {
                     links.insert(path, link);
                 }
             }
@@ -445,30 +491,21 @@ impl From<StoredManifest> for Manifest {
             tags: s.tags,
             files,
             links,
-            dirs: s
-                .dirs
-                .into_iter()
-                .map(|(p, d)| (if p == RUN_DIR_KEY { String::new() } else { p }, d))
-                .collect(),
+            dirs: s.dirs,
+            log_seq: s.log_seq,
         }
     }
 }
 
 impl From<Manifest> for StoredManifest {
     fn from(m: Manifest) -> StoredManifest {
-        let mut files: BTreeMap<RelPath, StoredEntry> = m
+        let mut files: BTreeMap<RelPath, Entry> = m
             .files
             .into_iter()
-            .map(|(p, f)| (p, StoredEntry::File(f)))
+            .map(|(p, f)| (p, Entry::File(f)))
             .collect();
         for (p, link) in m.links {
-            files.insert(
-                p,
-                StoredEntry::Link {
-                    kind: LinkType::Symlink,
-                    link,
-                },
-            );
+            files.insert(p, Entry::Link(link));
         }
         StoredManifest {
             schema_version: m.schema_version,
@@ -481,11 +518,8 @@ impl From<Manifest> for StoredManifest {
             storage_modes: m.storage_modes,
             tags: m.tags,
             files,
-            dirs: m
-                .dirs
-                .into_iter()
-                .map(|(p, d)| (if p.is_empty() { RUN_DIR_KEY.into() } else { p }, d))
-                .collect(),
+            dirs: m.dirs,
+            log_seq: m.log_seq,
         }
     }
 }
@@ -513,6 +547,9 @@ pub struct Manifest {
     pub links: BTreeMap<RelPath, LinkEntry>,
     /// Directories by path relative to the run (`""`: the run directory itself).
     pub dirs: BTreeMap<String, DirEntry>,
+    /// The last entry of the run's manifest log folded into this manifest (0: none); the
+    /// run's state is this manifest with every later entry applied (docs/STORE.md).
+    pub log_seq: u64,
 }
 
 impl Manifest {
@@ -576,37 +613,6 @@ impl Manifest {
             .next()
             .is_some_and(|(d, _)| d.starts_with(&under));
         dirs_under || any_under(&self.files, dir) || any_under(&self.links, dir)
-    }
-
-    /// Notes that an entry was made, removed or renamed in directory `dir` at `at`: its
-    /// `mtime` and `ctime` move, as on any filesystem. A directory without an entry gets
-    /// one (mode `0755`), which also keeps it once its last file is gone.
-    pub fn dir_changed(&mut self, dir: &str, at: DateTime<Utc>) {
-        let d = self
-            .dirs
-            .entry(dir.to_string())
-            .or_insert_with(|| DirEntry::new(DEFAULT_DIR_MODE, at, None, None));
-        d.mtime = at;
-        d.ctime = Some(at);
-    }
-
-    /// The entry of directory `dir` to change (`chmod`, `chown`, `touch`, `setxattr`): made
-    /// with the defaults it showed if it had none; `None` if the run has no such directory.
-    pub fn dir_mut(&mut self, dir: &str) -> Option<&mut DirEntry> {
-        if !self.is_dir(dir) {
-            return None;
-        }
-        let shown = self.updated_at;
-        Some(
-            self.dirs
-                .entry(dir.to_string())
-                .or_insert_with(|| DirEntry::new(DEFAULT_DIR_MODE, shown, None, None)),
-        )
-    }
-
-    /// [`Manifest::dir_changed`] for the directory holding `path`.
-    pub fn parent_changed(&mut self, path: &str, at: DateTime<Utc>) {
-        self.dir_changed(parent_dir(path), at);
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -783,18 +789,22 @@ pub(crate) mod tests {
 
     #[test]
     fn directory_times_follow_the_entries_made_in_them() {
+        use crate::runs::change::ChangeSet;
         let mut m = sample();
-        let later = m.created_at + chrono::Duration::seconds(5);
-        m.parent_changed("outputs/ckpt/w.bin", later);
+        let later = m.updated_at + chrono::Duration::seconds(5);
+        let mut c = ChangeSet::default();
+        c.parent_changed(&m, "outputs/ckpt/w.bin", later);
+        c.parent_changed(&m, "top.txt", later);
+        assert!(c.dir_mut(&m, "nowhere").is_none());
+        m.apply(&c, later);
         assert_eq!(
             m.dirs["outputs/ckpt"].mtime, later,
             "made with the defaults"
         );
         assert_eq!(m.dirs["outputs/ckpt"].mode, DEFAULT_DIR_MODE);
-        m.parent_changed("top.txt", later);
         assert_eq!(m.dirs[""].ctime, Some(later), "the run directory itself");
+        assert_eq!(m.updated_at, later);
         assert_eq!(parent_dir("a/b/c"), "a/b");
-        assert!(m.dir_mut("nowhere").is_none());
     }
 
     #[test]

@@ -9,11 +9,18 @@
 //! - A run is created manifest first (with create-if-absent, so two creators cannot both win),
 //!   then its view pointers; deleted markers and pointers first, manifest last. A crash in
 //!   between leaves a run that `fsck --repair` or a repeated command completes.
-//! - Every manifest change is a read-modify-write under the machine-wide [`lock::RunLock`],
-//!   committed with `If-Match` on the ETag read, and retried if another machine got there
-//!   first. Nothing a concurrent writer added is lost.
+//! - Every change to a run is a [`change::ChangeSet`] computed from its current state under
+//!   the machine-wide [`lock::RunLock`] and committed as the next entry of the run's manifest
+//!   log with create-if-absent on its number; a writer that loses the number to another
+//!   machine reads what it missed and takes the next one. Nothing a concurrent writer added is
+//!   lost, and a commit costs what it changes, not the run's size.
+//! - A run's state is its manifest with the log entries after its `log_seq` applied in order.
+//!   Readers list the log before reading the manifest, so that a compaction between the two
+//!   cannot hide an entry. Compaction folds the log into the manifest (conditional on its
+//!   ETag), then deletes the folded entries.
 
 pub mod cache;
+pub mod change;
 pub mod lock;
 pub mod manifest;
 pub mod xattrs;
@@ -33,8 +40,9 @@ use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
 use crate::storage::{Body, Listings, PutMode, StorageError, children_kept, list_all};
-pub use cache::Current;
 use cache::ManifestCache;
+pub use cache::{Current, State};
+use change::{ChangeSet, LogEntry};
 use lock::RunLock;
 use manifest::{
     FileEntry, LinkEntry, Manifest, Role, RunType, SCHEMA_VERSION, Stamp, StorageMode, ViewPointer,
@@ -44,6 +52,21 @@ use manifest::{
 const UPDATE_ATTEMPTS: u32 = 20;
 /// Manifests fetched at once when listing runs.
 const LIST_CONCURRENCY: usize = 32;
+/// Log entries fetched at once when reading a run.
+const LOG_CONCURRENCY: usize = 16;
+/// How often a read is tried again when a compaction removed an entry it was about to read.
+const READ_ATTEMPTS: u32 = 5;
+/// How long a log entry stays after it was folded into the manifest. A writer takes the
+/// number after the last entry its state includes; were that number free because the entry
+/// had been folded and deleted, its entry would land at or below the manifest's `log_seq`,
+/// where readers ignore it. A mount starts an update from its kept state only if that state
+/// is younger than [`cache::UPDATE_FROM_KEPT`], so every entry after it is younger than that
+/// too, and still there (with a margin for clocks that disagree).
+pub const FOLDED_KEPT: Duration = Duration::from_secs(120);
+/// A mount compacts a run it wrote to once the run has not changed for this long...
+pub const COMPACT_QUIET: Duration = Duration::from_secs(3);
+/// ...or once its log has this many entries (a run written without a pause).
+pub const COMPACT_BOUND: u64 = 256;
 
 /// What `run create` asks for.
 #[derive(Debug, Clone)]
@@ -104,6 +127,24 @@ pub struct Runs {
     cache: Option<std::sync::Arc<ManifestCache>>,
     /// View listings kept for the refresh time (a mount); none for a CLI command.
     listings: Option<std::sync::Arc<Listings>>,
+    /// The runs this process wrote log entries to, for compaction (see [`Runs::compact_due`]).
+    written: std::sync::Arc<std::sync::Mutex<BTreeMap<RunId, Written>>>,
+}
+
+/// A run this process wrote to: when, and how long its log was then.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    at: std::time::Instant,
+    log_len: u64,
+}
+
+/// A run's state as read from the store.
+struct Loaded {
+    current: Current,
+    /// The number of the last log entry there is (applied, or skipped as unreadable).
+    seq: u64,
+    /// Log entries that could not be used, and why.
+    skipped: Vec<Skipped>,
 }
 
 impl Runs {
@@ -112,6 +153,7 @@ impl Runs {
             data,
             cache: None,
             listings: None,
+            written: Default::default(),
         }
     }
 
@@ -140,13 +182,6 @@ impl Runs {
 
     pub fn is_caching(&self) -> bool {
         self.cache.is_some()
-    }
-
-    /// Remembers what this process just committed (its reads see it at once).
-    fn committed(&self, m: &Manifest, json: Bytes, etag: String) {
-        if let Some(c) = &self.cache {
-            c.committed(&m.run_id, std::sync::Arc::new((m.clone(), json)), etag);
-        }
     }
 
     fn forget(&self, run: &RunId) {
@@ -219,7 +254,7 @@ impl Runs {
             .collect())
     }
 
-    /// The run's manifest as a reader sees it: from this process's cache if fresh, else read;
+    /// The run's state as a reader sees it: from this process's cache if fresh, else read;
     /// `None` if the run does not exist, and also if its manifest does not parse or breaks
     /// the rules (skipped with a warning, never followed: docs/STORE.md).
     pub async fn current(&self, run: &RunId) -> Result<Option<Current>> {
@@ -227,22 +262,125 @@ impl Runs {
             return Ok(Some(c));
         }
         let started = std::time::Instant::now();
-        let key = layout::manifest_key(run);
-        let (current, etag) = match self.store().get(&key, None).await {
-            Ok(got) => match Manifest::parse(run.as_str(), &key, &got.data) {
-                Ok(m) => (Some(std::sync::Arc::new((m, got.data))), got.etag),
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping run with an unreadable manifest");
-                    (None, None)
+        let (current, seq) = match self.read_state(run).await {
+            Ok(loaded) => {
+                for s in &loaded.skipped {
+                    tracing::warn!(%run, "{s}");
                 }
-            },
-            Err(StorageError::NotFound { .. }) => (None, None),
-            Err(e) => return Err(e.into()),
+                (Some(loaded.current), loaded.seq)
+            }
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "skipping run with an unreadable manifest");
+                (None, 0)
+            }
+            Err(Error::RunNotFound(_)) => (None, 0),
+            Err(e) => return Err(e),
         };
         if let Some(c) = &self.cache {
-            c.read(run, current.clone(), etag, started);
+            c.read(run, current.clone(), seq, started);
         }
         Ok(current)
+    }
+
+    /// Reads the run's state from the store: its log listed first, then its manifest, then
+    /// the entries after the manifest's `log_seq`, applied in order. An entry that does not
+    /// parse is skipped and reported (fsck names it), as is a gap in the numbers; an entry
+    /// that a compaction removed meanwhile makes the read start again.
+    async fn read_state(&self, run: &RunId) -> Result<Loaded> {
+        let key = layout::manifest_key(run);
+        let prefix = layout::manifest_log_prefix(run);
+        'attempt: for _ in 0..READ_ATTEMPTS {
+            let seqs = self.log_seqs(run).await?;
+            let got = match self.store().get(&key, None).await {
+                Ok(got) => got,
+                Err(StorageError::NotFound { .. }) => return Err(Error::RunNotFound(run.clone())),
+                Err(e) => return Err(e.into()),
+            };
+            let base = Manifest::parse(run.as_str(), &key, &got.data)?;
+            let after: Vec<u64> = seqs.into_iter().filter(|s| *s > base.log_seq).collect();
+            let mut fetched = futures::stream::iter(after.iter().copied())
+                .map(|seq| async move {
+                    let key = layout::manifest_log_key(run, seq);
+                    (seq, self.store().get(&key, None).await)
+                })
+                .buffered(LOG_CONCURRENCY);
+            let mut m = base;
+            let mut last = m.log_seq;
+            let mut skipped = Vec::new();
+            let bytes = got.data;
+            while let Some((seq, got)) = fetched.next().await {
+                let key = layout::manifest_log_key(run, seq);
+                let data = match got {
+                    Ok(got) => got.data,
+                    // Folded and deleted by a compaction since the listing: read again.
+                    Err(StorageError::NotFound { .. }) => continue 'attempt,
+                    Err(e) => return Err(e.into()),
+                };
+                if seq != last + 1 {
+                    skipped.push(Skipped {
+                        key: key.clone(),
+                        message: format!(
+                            "{prefix}: entries {} to {} are missing (a gap in the log)",
+                            last + 1,
+                            seq - 1
+                        ),
+                    });
+                }
+                match LogEntry::parse(&key, seq, &data).and_then(|e| {
+                    for mode in e.changes.storage_modes.iter().flatten() {
+                        m.view_key(*mode).map_err(|err| Error::Corrupt {
+                            key: key.clone(),
+                            reason: err.to_string(),
+                        })?;
+                    }
+                    Ok(e)
+                }) {
+                    Ok(e) => m.apply(&e.changes, e.at),
+                    Err(e) => skipped.push(Skipped {
+                        key: key.clone(),
+                        message: format!("{e}; the entry is left out"),
+                    }),
+                }
+                last = seq;
+            }
+            let state = if after.is_empty() {
+                State::stored(m, bytes)
+            } else {
+                State::applied(m)
+            };
+            return Ok(Loaded {
+                current: std::sync::Arc::new(state),
+                seq: last,
+                skipped,
+            });
+        }
+        Err(Error::Contention {
+            run: run.clone(),
+            attempts: READ_ATTEMPTS,
+        })
+    }
+
+    /// The numbers of the run's log entries, in order; keys that are not entries are ignored.
+    async fn log_seqs(&self, run: &RunId) -> Result<Vec<u64>> {
+        Ok(self
+            .log_entries(run)
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect())
+    }
+
+    /// The run's log entries, in order: number, and when the store last wrote it.
+    async fn log_entries(&self, run: &RunId) -> Result<Vec<(u64, Option<DateTime<Utc>>)>> {
+        let prefix = layout::manifest_log_prefix(run);
+        let page = list_all(self.store(), &prefix, false).await?;
+        let mut entries: Vec<_> = page
+            .objects
+            .iter()
+            .filter_map(|o| Some((layout::seq_of_log_key(&prefix, &o.key)?, o.last_modified)))
+            .collect();
+        entries.sort_unstable();
+        Ok(entries)
     }
 
     pub fn data(&self) -> &DataStore {
@@ -281,11 +419,21 @@ impl Runs {
             files: BTreeMap::new(),
             links: BTreeMap::new(),
             dirs: BTreeMap::new(),
+            log_seq: 0,
         };
+        let mut manifest = manifest;
         for mode in &manifest.storage_modes {
             manifest.view_key(*mode)?;
         }
         let _lock = self.lock(&spec.run_id).await?;
+        // Entries left by a run of the same id that was deleted while another machine still
+        // wrote to it are not this run's.
+        manifest.log_seq = self
+            .log_seqs(&spec.run_id)
+            .await?
+            .last()
+            .copied()
+            .unwrap_or(0);
         let key = layout::manifest_key(&spec.run_id);
         match self
             .store()
@@ -296,7 +444,13 @@ impl Runs {
             )
             .await
         {
-            Ok(etag) => self.committed(&manifest, Bytes::from(manifest.to_json()), etag),
+            Ok(_) => {
+                if let Some(c) = &self.cache {
+                    let json = Bytes::from(manifest.to_json());
+                    let state = State::stored(manifest.clone(), json);
+                    c.committed(&spec.run_id, std::sync::Arc::new(state), manifest.log_seq);
+                }
+            }
             Err(StorageError::AlreadyExists { .. }) => return Err(Error::RunExists(spec.run_id)),
             Err(e) => return Err(e.into()),
         }
@@ -315,14 +469,14 @@ impl Runs {
         Ok(())
     }
 
-    /// The run's manifest and the ETag it was read at.
-    pub async fn load(&self, run: &RunId) -> Result<(Manifest, Option<String>)> {
-        let key = layout::manifest_key(run);
-        match self.store().get(&key, None).await {
-            Ok(got) => Ok((Manifest::parse(run.as_str(), &key, &got.data)?, got.etag)),
-            Err(StorageError::NotFound { .. }) => Err(Error::RunNotFound(run.clone())),
-            Err(e) => Err(e.into()),
+    /// The run's state as stored now (its manifest with its log applied); log entries that
+    /// could not be used are logged as warnings.
+    pub async fn load(&self, run: &RunId) -> Result<Current> {
+        let loaded = self.read_state(run).await?;
+        for s in &loaded.skipped {
+            tracing::warn!(%run, "{s}");
         }
+        Ok(loaded.current)
     }
 
     pub async fn exists(&self, run: &RunId) -> Result<bool> {
@@ -333,36 +487,19 @@ impl Runs {
             .is_some())
     }
 
-    /// Applies `change` to the current manifest and commits it, retrying from a fresh read if
-    /// another writer committed first.
+    /// Commits the change set `change` computes from the run's current state as the next
+    /// entry of its manifest log, computing it again from a fresh read if another writer took
+    /// that entry first; then drops the `used_by` markers of the data the run no longer
+    /// references, under the same run lock, so that no other writer of the run on this machine
+    /// records a file with that data between the commit and the marker's removal. Returns the
+    /// run's state after the change.
     pub async fn update(
         &self,
         run: &RunId,
-        change: impl FnMut(&mut Manifest) -> Result<()>,
-    ) -> Result<Manifest> {
+        change: impl FnMut(&Manifest) -> Result<ChangeSet>,
+    ) -> Result<Current> {
         let held = self.lock(run).await?;
         self.update_locked(&held, run, change).await
-    }
-
-    /// Changes the run's files: `change` returns the data its entries stopped referencing, and
-    /// the `used_by` markers of those the committed manifest no longer references anywhere
-    /// are dropped, under the same run lock, so that no other writer of the run on this machine
-    /// records a file with that data between the commit and the marker's removal.
-    pub async fn change_files(
-        &self,
-        run: &RunId,
-        mut change: impl FnMut(&mut Manifest) -> Result<Vec<Digest>>,
-    ) -> Result<Manifest> {
-        let held = self.lock(run).await?;
-        let mut dropped = Vec::new();
-        let m = self
-            .update_locked(&held, run, |m| {
-                dropped = change(m)?;
-                Ok(())
-            })
-            .await?;
-        self.unmark_unused(&m, dropped).await?;
-        Ok(m)
     }
 
     /// [`Runs::update`] for a caller holding the run's lock (`_held`).
@@ -370,52 +507,66 @@ impl Runs {
         &self,
         _held: &RunLock,
         run: &RunId,
-        mut change: impl FnMut(&mut Manifest) -> Result<()>,
-    ) -> Result<Manifest> {
-        let key = layout::manifest_key(run);
-        let mut from_cache = false;
+        mut change: impl FnMut(&Manifest) -> Result<ChangeSet>,
+    ) -> Result<Current> {
         for attempt in 0..UPDATE_ATTEMPTS {
-            let cached = self.cache.as_ref().and_then(|c| c.for_update(run));
-            let (mut m, etag) = match cached {
-                Some((m, etag)) if attempt == 0 => {
-                    from_cache = true;
-                    (m, Some(etag))
-                }
-                _ => self.load(run).await?,
+            let kept = match attempt {
+                0 => self.cache.as_ref().and_then(|c| c.for_update(run)),
+                _ => None,
             };
-            if let Err(e) = change(&mut m) {
-                if from_cache && attempt == 0 {
-                    // Refused on the copy this process last committed, which may be stale (a
-                    // file another client recorded is missing from it): what is stored decides.
+            let from_cache = kept.is_some();
+            let (current, seq) = match kept {
+                Some(kept) => kept,
+                None => {
+                    let loaded = self.read_state(run).await?;
+                    for s in &loaded.skipped {
+                        tracing::warn!(%run, "{s}");
+                    }
+                    if let Some(c) = &self.cache {
+                        c.committed(run, loaded.current.clone(), loaded.seq);
+                    }
+                    (loaded.current, loaded.seq)
+                }
+            };
+            let changes = match change(&current.0) {
+                Ok(c) => c,
+                Err(_) if from_cache => {
+                    // Refused on the state this process last knew, which may be stale (a file
+                    // another client recorded is missing from it): what is stored decides.
                     self.forget(run);
                     continue;
                 }
-                return Err(e);
-            }
-            m.updated_at = crate::time::now();
-            let mode = match etag {
-                Some(e) => PutMode::Update(e),
-                None => PutMode::Overwrite,
+                Err(e) => return Err(e),
             };
-            let json = Bytes::from(m.to_json());
-            match self
-                .store()
-                .put(&key, Body::Bytes(json.clone()), mode)
-                .await
-            {
-                Ok(etag) => {
-                    self.committed(&m, json, etag);
-                    return Ok(m);
+            if changes.is_empty() {
+                return Ok(current);
+            }
+            let dropped = changes.dropped_data(&current.0);
+            let entry = LogEntry {
+                seq: seq + 1,
+                at: crate::time::now(),
+                writer: LogEntry::writer(),
+                changes,
+            };
+            let key = layout::manifest_log_key(run, entry.seq);
+            let body = Body::Bytes(Bytes::from(entry.to_json()));
+            match self.store().put(&key, body, PutMode::Create).await {
+                Ok(_) => {
+                    let log_len = entry.seq.saturating_sub(current.0.log_seq);
+                    let next = self.after_commit(run, current, &entry).await?;
+                    self.note_written(run, log_len);
+                    for h in dropped {
+                        self.data.unmark_used(&h, run).await?;
+                    }
+                    return Ok(next);
                 }
-                Err(StorageError::PreconditionFailed { .. } | StorageError::NotFound { .. })
-                    if attempt == 0 =>
-                {
-                    // Someone wrote since: start again from what is stored, at once.
+                Err(StorageError::AlreadyExists { .. }) => {
+                    // Another machine took this number: read what it wrote, then try the next.
                     self.forget(run);
-                }
-                Err(StorageError::PreconditionFailed { .. }) => {
-                    let jitter = u64::from(std::process::id() % 7 + attempt) * 10;
-                    tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
+                    if attempt > 0 {
+                        let jitter = u64::from(std::process::id() % 7 + attempt) * 10;
+                        tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -424,6 +575,147 @@ impl Runs {
             run: run.clone(),
             attempts: UPDATE_ATTEMPTS,
         })
+    }
+
+    /// The run's state once `entry`, just committed, is applied to `current`: in place in
+    /// this process's cache when it keeps one.
+    async fn after_commit(
+        &self,
+        run: &RunId,
+        mut current: Current,
+        entry: &LogEntry,
+    ) -> Result<Current> {
+        let Some(cache) = &self.cache else {
+            match std::sync::Arc::get_mut(&mut current) {
+                Some(state) => state.apply(entry),
+                None => {
+                    let mut m = current.0.clone();
+                    m.apply(&entry.changes, entry.at);
+                    current = std::sync::Arc::new(State::applied(m));
+                }
+            }
+            return Ok(current);
+        };
+        // Not held here, so that the kept state is changed in place.
+        drop(current);
+        if let Some(next) = cache.apply(run, entry) {
+            return Ok(next);
+        }
+        let loaded = self.read_state(run).await?;
+        cache.committed(run, loaded.current.clone(), loaded.seq);
+        Ok(loaded.current)
+    }
+
+    /// Notes that this process wrote log entry number `log_len` past the run's manifest.
+    fn note_written(&self, run: &RunId, log_len: u64) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.insert(
+            run.clone(),
+            Written {
+                at: std::time::Instant::now(),
+                log_len,
+            },
+        );
+    }
+
+    /// Folds the run's manifest log into its manifest: the manifest is replaced (conditional
+    /// on the ETag it was read at) with the entries applied and `log_seq` advanced, then the
+    /// folded entries are deleted; readers ignore entries at or below `log_seq`, so a crash
+    /// between the two loses nothing. An entry that does not parse is not folded, nor is
+    /// anything after it. Returns the number of entries folded.
+    pub async fn compact(&self, run: &RunId) -> Result<u64> {
+        let _held = self.lock(run).await?;
+        let key = layout::manifest_key(run);
+        let entries = self.log_entries(run).await?;
+        let seqs: Vec<u64> = entries.iter().map(|(s, _)| *s).collect();
+        let got = match self.store().get(&key, None).await {
+            Ok(got) => got,
+            Err(StorageError::NotFound { .. }) => return Err(Error::RunNotFound(run.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        let mut m = Manifest::parse(run.as_str(), &key, &got.data)?;
+        let base_seq = m.log_seq;
+        let mut folded = 0;
+        let mut fetched = futures::stream::iter(seqs.iter().copied().filter(|s| *s > base_seq))
+            .map(|seq| async move {
+                let key = layout::manifest_log_key(run, seq);
+                (seq, self.store().get(&key, None).await)
+            })
+            .buffered(LOG_CONCURRENCY);
+        while let Some((seq, got)) = fetched.next().await {
+            let entry_key = layout::manifest_log_key(run, seq);
+            let data = match got {
+                Ok(got) => got.data,
+                // Another node compacted meanwhile; its base write will win or lose below.
+                Err(StorageError::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            match LogEntry::parse(&entry_key, seq, &data) {
+                Ok(e) => m.apply(&e.changes, e.at),
+                Err(e) => {
+                    tracing::warn!(%run, error = %e, "compaction stops at an unreadable log entry");
+                    break;
+                }
+            }
+            m.log_seq = seq;
+            folded += 1;
+        }
+        drop(fetched);
+        if folded > 0 {
+            let mode = match got.etag {
+                Some(etag) => PutMode::Update(etag),
+                None => PutMode::Overwrite,
+            };
+            let json = Bytes::from(m.to_json());
+            match self.store().put(&key, Body::Bytes(json), mode).await {
+                Ok(_) => {}
+                // Someone else replaced the manifest since (a compaction on another node).
+                Err(StorageError::PreconditionFailed { .. }) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+            self.forget(run);
+        }
+        // A folded entry is kept for a while: a writer on another machine whose state ends
+        // before it must find its number taken, not free (see FOLDED_KEPT).
+        let old = Utc::now() - chrono::Duration::from_std(FOLDED_KEPT).unwrap_or_default();
+        for (seq, written) in entries {
+            if seq <= m.log_seq && written.is_some_and(|w| w < old) {
+                self.store()
+                    .delete(&layout::manifest_log_key(run, seq))
+                    .await?;
+            }
+        }
+        Ok(folded)
+    }
+
+    /// Compacts the runs this process wrote to whose log reached `bound` entries, or that
+    /// have not changed for `quiet` (`Duration::ZERO`: all of them, as at unmount). A run that
+    /// fails stays due and is tried again next time.
+    pub async fn compact_written(&self, quiet: Duration, bound: u64) -> Result<()> {
+        let due: Vec<(RunId, Written)> = {
+            let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            written
+                .iter()
+                .filter(|(_, w)| w.at.elapsed() >= quiet || w.log_len >= bound)
+                .map(|(r, w)| (r.clone(), *w))
+                .collect()
+        };
+        let mut failed = None;
+        for (run, w) in due {
+            match self.compact(&run).await {
+                Ok(_) | Err(Error::RunNotFound(_)) => {
+                    let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+                    if written.get(&run).is_some_and(|now| now.at == w.at) {
+                        written.remove(&run);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%run, error = %e, "compacting the manifest log failed; will retry");
+                    failed = Some(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Records `path` in the run, with bytes from `source`. Returns the entry and whether the
@@ -505,7 +797,7 @@ impl Runs {
 
     /// Points `path` of the run at stored data: marker, presence check, manifest entry; drops
     /// the marker of data the path referenced before if nothing else in the run does.
-    pub async fn record(&self, run: &RunId, path: &RelPath, entry: FileEntry) -> Result<Manifest> {
+    pub async fn record(&self, run: &RunId, path: &RelPath, entry: FileEntry) -> Result<Current> {
         // Held from the marker to the removal of the old data's marker: a concurrent `rm` of a
         // file with the same data in this run cannot drop the marker this entry needs.
         let held = self.lock(run).await?;
@@ -518,73 +810,39 @@ impl Runs {
         {
             return Err(Error::DataNotFound(entry.hash.to_string()));
         }
-        let mut replaced = None;
-        let m = self
-            .update_locked(&held, run, |m| {
-                if m.is_dir(path.as_str()) {
-                    return Err(Error::IsDirectory(format!("{run}/{path}")));
-                }
-                let was_link = m.links.remove(path).is_some();
-                replaced = m
-                    .files
-                    .insert(path.clone(), entry.clone())
-                    .map(|old| old.hash);
-                if replaced.is_none() && !was_link {
-                    m.parent_changed(path.as_str(), entry.added_at);
-                }
-                Ok(())
-            })
-            .await?;
-        self.unmark_unused(&m, replaced).await?;
-        Ok(m)
-    }
-
-    /// Drops the `used_by` markers of the `dropped` data that `m`, just committed, no longer
-    /// references anywhere. The caller holds the run's lock.
-    async fn unmark_unused(
-        &self,
-        m: &Manifest,
-        dropped: impl IntoIterator<Item = Digest>,
-    ) -> Result<()> {
-        let dropped: BTreeSet<Digest> = dropped.into_iter().collect();
-        for h in dropped {
-            if !m.files.values().any(|f| f.hash == h) {
-                self.data.unmark_used(&h, &m.run_id).await?;
+        self.update_locked(&held, run, |m| {
+            if m.is_dir(path.as_str()) {
+                return Err(Error::IsDirectory(format!("{run}/{path}")));
             }
-        }
-        Ok(())
+            let mut c = ChangeSet::default();
+            if !m.files.contains_key(path) && !m.links.contains_key(path) {
+                c.parent_changed(m, path.as_str(), entry.added_at);
+            }
+            c.put_file(path.clone(), entry.clone());
+            Ok(c)
+        })
+        .await
     }
 
-    /// Removes the run's files whose path matches (the data stays until gc), and the markers
-    /// of data the run no longer uses.
+    /// Removes the run's files and links whose path matches (the data stays until gc), and
+    /// the markers of data the run no longer uses.
     pub async fn remove_files(
         &self,
         run: &RunId,
         matches: impl Fn(&RelPath) -> bool,
-    ) -> Result<Manifest> {
-        self.change_files(run, |m| {
-            let mut removed = Vec::new();
+    ) -> Result<Current> {
+        self.update(run, |m| {
+            let mut c = ChangeSet::default();
             let mut parents = BTreeSet::new();
-            m.files.retain(|p, e| {
-                let gone = matches(p);
-                if gone {
-                    removed.push(e.hash);
-                    parents.insert(manifest::parent_dir(p.as_str()).to_string());
-                }
-                !gone
-            });
-            m.links.retain(|p, _| {
-                let gone = matches(p);
-                if gone {
-                    parents.insert(manifest::parent_dir(p.as_str()).to_string());
-                }
-                !gone
-            });
+            for p in m.files.keys().chain(m.links.keys()).filter(|p| matches(p)) {
+                c.remove(p.clone());
+                parents.insert(manifest::parent_dir(p.as_str()));
+            }
             let now = crate::time::now();
             for dir in parents {
-                m.dir_changed(&dir, now);
+                c.dir_changed(m, dir, now);
             }
-            Ok(removed)
+            Ok(c)
         })
         .await
     }
@@ -595,45 +853,55 @@ impl Runs {
         run: &RunId,
         path: &RelPath,
         link: LinkEntry,
-    ) -> Result<Manifest> {
+    ) -> Result<Current> {
         LinkEntry::check_target(&link.target)?;
         self.update(run, |m| {
             if m.files.contains_key(path) || m.links.contains_key(path) || m.is_dir(path.as_str()) {
                 return Err(Error::Exists(format!("{run}/{path}")));
             }
-            m.links.insert(path.clone(), link.clone());
-            m.parent_changed(path.as_str(), link.added_at);
-            Ok(())
+            let mut c = ChangeSet::default();
+            c.put_link(path.clone(), link.clone());
+            c.parent_changed(m, path.as_str(), link.added_at);
+            Ok(c)
         })
         .await
     }
 
-    pub async fn add_view(&self, run: &RunId, mode: StorageMode) -> Result<Manifest> {
+    pub async fn add_view(&self, run: &RunId, mode: StorageMode) -> Result<Current> {
         let m = self
             .update(run, |m| {
+                let mut c = ChangeSet::default();
                 if !m.storage_modes.contains(&mode) {
                     m.view_key(mode)?;
-                    m.storage_modes.push(mode);
-                    m.storage_modes.sort();
+                    let mut modes = m.storage_modes.clone();
+                    modes.push(mode);
+                    modes.sort();
+                    c.storage_modes = Some(modes);
                 }
-                Ok(())
+                Ok(c)
             })
             .await?;
-        self.write_pointer(&m, mode).await?;
+        self.write_pointer(&m.0, mode).await?;
         self.forget_views();
         Ok(m)
     }
 
     /// Deletes the run: its markers, view pointers and manifest. The data stays until gc.
-    pub async fn delete(&self, run: &RunId) -> Result<Manifest> {
+    pub async fn delete(&self, run: &RunId) -> Result<Current> {
         let _lock = self.lock(run).await?;
-        let (m, _) = self.load(run).await?;
-        let hashes: BTreeSet<Digest> = m.files.values().map(|f| f.hash).collect();
+        let m = self.load(run).await?;
+        let hashes: BTreeSet<Digest> = m.0.files.values().map(|f| f.hash).collect();
         for h in &hashes {
             self.data.unmark_used(h, run).await?;
         }
-        for mode in &m.storage_modes {
-            self.store().delete(&m.view_pointer_key(*mode)?).await?;
+        for mode in &m.0.storage_modes {
+            self.store().delete(&m.0.view_pointer_key(*mode)?).await?;
+        }
+        // The log before the manifest: a crash in between leaves a run, not a stray log.
+        for seq in self.log_seqs(run).await? {
+            self.store()
+                .delete(&layout::manifest_log_key(run, seq))
+                .await?;
         }
         self.store().delete(&layout::manifest_key(run)).await?;
         self.forget(run);
@@ -660,11 +928,21 @@ impl Runs {
             }
         }
         let mut loaded = futures::stream::iter(ids)
-            .map(|id| async move { (self.load(&id).await, id) })
+            .map(|id| async move { (self.read_state(&id).await, id) })
             .buffer_unordered(LIST_CONCURRENCY);
         while let Some((result, id)) = loaded.next().await {
             match result {
-                Ok((m, _)) => listing.runs.push(m),
+                Ok(loaded) => {
+                    if !loaded.skipped.is_empty() {
+                        // An entry that cannot be read may reference data: gc keeps it.
+                        listing.unreadable.insert(id.to_string());
+                        listing.problems.extend(loaded.skipped);
+                    }
+                    let state = std::sync::Arc::try_unwrap(loaded.current);
+                    listing
+                        .runs
+                        .push(state.map_or_else(|shared| shared.0.clone(), |s| s.0));
+                }
                 // Deleted between the list and the get: not a problem, just gone.
                 Err(Error::RunNotFound(_)) => {}
                 Err(e @ Error::Corrupt { .. }) => {

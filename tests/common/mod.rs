@@ -198,7 +198,14 @@ impl TestStore {
     }
 
     /// The run's manifest as stored, read straight from the backend.
+    /// The run's state as every reader sees it (its manifest with its log applied), in the
+    /// manifest's JSON form: `mltrack run show --json`.
     pub fn manifest(&self, run: &str) -> serde_json::Value {
+        self.json(&["run", "show", run])
+    }
+
+    /// The run's manifest object as stored, without the log entries not yet folded into it.
+    pub fn stored_manifest(&self, run: &str) -> serde_json::Value {
         serde_json::from_slice(&self.get(&format!("manifests/{run}.json"))).expect("manifest")
     }
 

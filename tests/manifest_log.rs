@@ -1,0 +1,254 @@
+//! The manifest log (docs/STORE.md, "Manifest log"): a close commits a small immutable entry
+//! instead of rewriting the run's manifest; readers see the manifest with its entries applied;
+//! compaction folds them in at unmount and on `mltrack run compact`. A crash before
+//! compaction loses nothing, an entry that does not parse or a gap in the numbers is named by
+//! fsck and costs nothing else, and two machines and the CLI, each with its own lock
+//! directory (so only create-if-absent keeps them apart), lose no entry of each other's.
+
+mod common;
+
+use common::{Kind, TestStore, bytes, path_str};
+
+/// The keys of run `run`'s log entries.
+fn log_keys(t: &TestStore, run: &str) -> Vec<String> {
+    let prefix = format!("manifests/{run}.log/");
+    t.keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .collect()
+}
+
+fn log_key(run: &str, seq: u64) -> String {
+    format!("manifests/{run}.log/{seq:020}.json")
+}
+
+fn file_names(state: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = state["files"]
+        .as_object()
+        .map(|f| f.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn closes_are_log_entries_folded_at_unmount(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/lg");
+    std::fs::create_dir(&run).expect("mkdir run");
+    for i in 0..5u64 {
+        std::fs::write(run.join(format!("outputs/f{i}.bin")), bytes(i, 1000)).expect("write");
+    }
+    // Each close is an entry of its own; the manifest object is not rewritten by them.
+    assert!(
+        log_keys(&t, "lg").len() >= 5,
+        "one entry per close: {:?}",
+        log_keys(&t, "lg")
+    );
+    let want: Vec<String> = (0..5).map(|i| format!("outputs/f{i}.bin")).collect();
+    assert_eq!(
+        file_names(&t.manifest("lg")),
+        want,
+        "readers see every entry"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.path("manifests/lg.json")).expect("read"))
+            .expect("the mount's manifests/ shows the state");
+    assert_eq!(file_names(&shown), want);
+    drop(m);
+    // Unmounting folded the log into the manifest object itself.
+    let stored = t.stored_manifest("lg");
+    assert_eq!(file_names(&stored), want, "{stored}");
+    assert!(stored["log_seq"].as_u64().unwrap_or(0) >= 5, "{stored}");
+}
+
+/// Writes run `run`'s next log entry by hand, as a writer that crashed before compaction
+/// leaves it: file `path` with the entry `like` has (data that is stored and marked).
+fn plant_entry(t: &TestStore, run: &str, seq: u64, path: &str, like: &serde_json::Value) {
+    let entry = serde_json::json!({
+        "seq": seq, "at": "2026-11-30T12:00:00Z", "writer": "crashed:1",
+        "files": { path: like },
+    });
+    t.put_raw(&log_key(run, seq), entry.to_string().as_bytes());
+}
+
+fn a_crash_before_compaction_loses_nothing(kind: Kind) {
+    let t = TestStore::new(kind);
+    t.ok(&["run", "create", "cr", "--project", "p"]);
+    let f = t.file("a.bin", &bytes(7, 5000));
+    t.ok(&["run", "add-output", "cr", "a.bin", path_str(&f)]);
+    let stored = t.stored_manifest("cr");
+    let seq = stored["log_seq"].as_u64().expect("the CLI compacted") + 1;
+    plant_entry(
+        &t,
+        "cr",
+        seq,
+        "outputs/b.bin",
+        &stored["files"]["outputs/a.bin"],
+    );
+    // Every reader sees the entry: the CLI, a mount, fsck (nothing to report).
+    assert_eq!(
+        file_names(&t.manifest("cr")),
+        ["outputs/a.bin", "outputs/b.bin"]
+    );
+    {
+        let m = t.mount(&t.dir.path().join("cache"), &["--read-only"]);
+        let b = std::fs::read(m.path("runs/by_project/p/cr/outputs/b.bin")).expect("read b");
+        assert_eq!(b, bytes(7, 5000));
+    }
+    t.assert_only_crash_leftovers_then_clean("an entry not yet compacted");
+    // Compaction folds it; the state is the same, now in the manifest object.
+    let out = t.json(&["run", "compact", "cr"]);
+    assert_eq!(out["folded"], 1, "{out}");
+    assert_eq!(
+        file_names(&t.stored_manifest("cr")),
+        ["outputs/a.bin", "outputs/b.bin"]
+    );
+    assert_eq!(t.stored_manifest("cr")["log_seq"], seq);
+    // A crash between the manifest's replacement and the entry's deletion leaves a folded
+    // entry behind: readers ignore it, and it changes nothing.
+    assert!(log_keys(&t, "cr").contains(&log_key("cr", seq)));
+    assert_eq!(file_names(&t.manifest("cr")).len(), 2);
+    t.assert_only_crash_leftovers_then_clean("a folded entry left behind");
+}
+
+fn an_unreadable_entry_and_a_gap_are_named_and_lose_nothing_else(kind: Kind) {
+    let t = TestStore::new(kind);
+    t.ok(&["run", "create", "bad", "--project", "p"]);
+    let f = t.file("a.bin", &bytes(8, 3000));
+    t.ok(&["run", "add-output", "bad", "a.bin", path_str(&f)]);
+    let stored = t.stored_manifest("bad");
+    let base = stored["log_seq"].as_u64().expect("compacted");
+    t.put_raw(&log_key("bad", base + 1), b"{ not json");
+    // base + 2 is missing: a gap.
+    plant_entry(
+        &t,
+        "bad",
+        base + 3,
+        "outputs/after.bin",
+        &stored["files"]["outputs/a.bin"],
+    );
+    let out = t.run(&["--json", "run", "show", "bad"]);
+    common::assert_succeeded(&out);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        file_names(&state),
+        ["outputs/a.bin", "outputs/after.bin"],
+        "the entries around the bad one still apply"
+    );
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains(&log_key("bad", base + 1)), "{warned}");
+
+    let out = t.run(&["--json", "fsck"]);
+    assert!(!out.status.success(), "fsck fails on a damaged log");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains(&log_key("bad", base + 1)), "{report}");
+    assert!(
+        report.contains(&format!("entries {} to {} are missing", base + 2, base + 2)),
+        "{report}"
+    );
+
+    // Compaction never folds past what it cannot read, so nothing is lost to it.
+    assert_eq!(t.json(&["run", "compact", "bad"])["folded"], 0);
+    assert_eq!(t.stored_manifest("bad")["log_seq"], base);
+    // Once the operator removes the bad entry, the rest folds.
+    t.delete(&log_key("bad", base + 1));
+    assert_eq!(t.json(&["run", "compact", "bad"])["folded"], 1);
+    assert_eq!(
+        file_names(&t.stored_manifest("bad")),
+        ["outputs/a.bin", "outputs/after.bin"]
+    );
+}
+
+/// Two mounts acting as two machines (each its own `MLTRACK_LOCK_DIR`) and the CLI with a
+/// third write one run at once while `mltrack run compact` runs in a loop: every entry
+/// lands, as each was acknowledged.
+fn two_machines_and_the_cli_write_one_run(kind: Kind) {
+    let t = TestStore::new(kind);
+    t.ok(&["run", "create", "many", "--project", "p"]);
+    let lock_dir = |name: &str| {
+        let d = t.dir.path().join(name);
+        std::fs::create_dir(&d).expect("mkdir lock dir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        d
+    };
+    let (a, b, c) = (
+        lock_dir("locks-a"),
+        lock_dir("locks-b"),
+        lock_dir("locks-c"),
+    );
+    let m1 = t.mount_with(
+        &t.dir.path().join("cache1"),
+        &["--refresh", "1"],
+        &[("MLTRACK_LOCK_DIR", path_str(&a))],
+    );
+    let m2 = t.mount_with(
+        &t.dir.path().join("cache2"),
+        &["--refresh", "1"],
+        &[("MLTRACK_LOCK_DIR", path_str(&b))],
+    );
+    let per_writer = 10u64;
+    let writing = std::sync::atomic::AtomicUsize::new(3);
+    std::thread::scope(|s| {
+        let writing = &writing;
+        let done = || writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        // Compactions from a fourth place all along, as other machines would run them.
+        let (tc, cc) = (&t, &c);
+        s.spawn(move || {
+            while writing.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                let out = tc
+                    .cmd()
+                    .env("MLTRACK_LOCK_DIR", cc)
+                    .args(["run", "compact", "many"])
+                    .output()
+                    .expect("run mltrack");
+                common::assert_succeeded(&out);
+            }
+        });
+        for (mi, m) in [&m1, &m2].into_iter().enumerate() {
+            s.spawn(move || {
+                let dir = m.path("runs/by_project/p/many/outputs");
+                for i in 0..per_writer {
+                    let data = bytes(100 * mi as u64 + i, 2000 + i as usize);
+                    std::fs::write(dir.join(format!("m{mi}_{i}.bin")), &data)
+                        .unwrap_or_else(|e| panic!("mount {mi}, file {i}: {e}"));
+                }
+                done();
+            });
+        }
+        let (t, c) = (&t, &c);
+        s.spawn(move || {
+            for i in 0..per_writer {
+                let f = t.file(&format!("cli{i}.bin"), &bytes(900 + i, 1500));
+                let out = t
+                    .cmd()
+                    .env("MLTRACK_LOCK_DIR", c)
+                    .args(["run", "add-output", "many"])
+                    .arg(format!("cli_{i}.bin"))
+                    .arg(&f)
+                    .output()
+                    .expect("run mltrack");
+                common::assert_succeeded(&out);
+            }
+            done();
+        });
+    });
+    let want = 3 * per_writer as usize;
+    assert_eq!(file_names(&t.manifest("many")).len(), want);
+    drop(m1);
+    drop(m2);
+    assert_eq!(
+        file_names(&t.stored_manifest("many")).len(),
+        want,
+        "compacted at unmount"
+    );
+    t.assert_only_crash_leftovers_then_clean("after the writers");
+}
+
+both_backends!(
+    closes_are_log_entries_folded_at_unmount,
+    a_crash_before_compaction_loses_nothing,
+    an_unreadable_entry_and_a_gap_are_named_and_lose_nothing_else,
+    two_machines_and_the_cli_write_one_run,
+);
