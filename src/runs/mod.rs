@@ -127,15 +127,84 @@ pub struct Runs {
     cache: Option<std::sync::Arc<ManifestCache>>,
     /// View listings kept for the refresh time (a mount); none for a CLI command.
     listings: Option<std::sync::Arc<Listings>>,
-    /// The runs this process wrote log entries to, for compaction (see [`Runs::compact_due`]).
+    /// The runs this process wrote log entries to, for compaction (see
+    /// [`Runs::compact_written`]).
     written: std::sync::Arc<std::sync::Mutex<BTreeMap<RunId, Written>>>,
+    /// Files waiting to be recorded, by run: committed together (see [`Runs::record`]).
+    queue: std::sync::Arc<Queue>,
 }
 
-/// A run this process wrote to: when, and how long its log was then.
+/// Files waiting to be recorded while another writer of their run holds its lock.
+#[derive(Default)]
+struct Queue {
+    next_id: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<BTreeMap<RunId, Vec<Queued>>>,
+}
+
+/// A file waiting to be recorded, and where its outcome goes.
+struct Queued {
+    id: u64,
+    path: RelPath,
+    entry: FileEntry,
+    done: tokio::sync::oneshot::Sender<Result<Current>>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, BTreeMap<RunId, Vec<Queued>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(
+        &self,
+        run: &RunId,
+        path: RelPath,
+        entry: FileEntry,
+        done: tokio::sync::oneshot::Sender<Result<Current>>,
+    ) -> u64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queued = Queued {
+            id,
+            path,
+            entry,
+            done,
+        };
+        self.waiting().entry(run.clone()).or_default().push(queued);
+        id
+    }
+
+    /// Takes request `id` back, if no one took it to commit it.
+    fn take_back(&self, run: &RunId, id: u64) -> bool {
+        let mut waiting = self.waiting();
+        let Some(queued) = waiting.get_mut(run) else {
+            return false;
+        };
+        let before = queued.len();
+        queued.retain(|q| q.id != id);
+        let found = queued.len() != before;
+        if queued.is_empty() {
+            waiting.remove(run);
+        }
+        found
+    }
+
+    fn take_all(&self, run: &RunId) -> Vec<Queued> {
+        self.waiting().remove(run).unwrap_or_default()
+    }
+}
+
+/// A run this process wrote to: when last, and how many entries since its last compaction.
 #[derive(Debug, Clone, Copy)]
 struct Written {
     at: std::time::Instant,
-    log_len: u64,
+    entries: u64,
 }
 
 /// A run's state as read from the store.
@@ -154,6 +223,7 @@ impl Runs {
             cache: None,
             listings: None,
             written: Default::default(),
+            queue: Default::default(),
         }
     }
 
@@ -552,9 +622,8 @@ impl Runs {
             let body = Body::Bytes(Bytes::from(entry.to_json()));
             match self.store().put(&key, body, PutMode::Create).await {
                 Ok(_) => {
-                    let log_len = entry.seq.saturating_sub(current.0.log_seq);
                     let next = self.after_commit(run, current, &entry).await?;
-                    self.note_written(run, log_len);
+                    self.note_written(run);
                     for h in dropped {
                         self.data.unmark_used(&h, run).await?;
                     }
@@ -606,16 +675,15 @@ impl Runs {
         Ok(loaded.current)
     }
 
-    /// Notes that this process wrote log entry number `log_len` past the run's manifest.
-    fn note_written(&self, run: &RunId, log_len: u64) {
+    /// Notes that this process wrote a log entry of the run.
+    fn note_written(&self, run: &RunId) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        written.insert(
-            run.clone(),
-            Written {
-                at: std::time::Instant::now(),
-                log_len,
-            },
-        );
+        let w = written.entry(run.clone()).or_insert(Written {
+            at: std::time::Instant::now(),
+            entries: 0,
+        });
+        w.at = std::time::Instant::now();
+        w.entries += 1;
     }
 
     /// Folds the run's manifest log into its manifest: the manifest is replaced (conditional
@@ -624,7 +692,6 @@ impl Runs {
     /// between the two loses nothing. An entry that does not parse is not folded, nor is
     /// anything after it. Returns the number of entries folded.
     pub async fn compact(&self, run: &RunId) -> Result<u64> {
-        let _held = self.lock(run).await?;
         let key = layout::manifest_key(run);
         let entries = self.log_entries(run).await?;
         let seqs: Vec<u64> = entries.iter().map(|(s, _)| *s).collect();
@@ -667,13 +734,18 @@ impl Runs {
                 None => PutMode::Overwrite,
             };
             let json = Bytes::from(m.to_json());
+            // Entries are immutable and the replacement is conditional, so only this write
+            // takes the run's lock (where the store ignores `If-Match`, the lock at least
+            // keeps two compactions on this machine from undoing each other). Writers wait
+            // for one PUT, not for the entries to be read. The state this process keeps is
+            // unchanged by a compaction: it stays.
+            let _held = self.lock(run).await?;
             match self.store().put(&key, Body::Bytes(json), mode).await {
                 Ok(_) => {}
                 // Someone else replaced the manifest since (a compaction on another node).
                 Err(StorageError::PreconditionFailed { .. }) => return Ok(0),
                 Err(e) => return Err(e.into()),
             }
-            self.forget(run);
         }
         // A folded entry is kept for a while: a writer on another machine whose state ends
         // before it must find its number taken, not free (see FOLDED_KEPT).
@@ -696,7 +768,7 @@ impl Runs {
             let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
             written
                 .iter()
-                .filter(|(_, w)| w.at.elapsed() >= quiet || w.log_len >= bound)
+                .filter(|(_, w)| w.at.elapsed() >= quiet || w.entries >= bound)
                 .map(|(r, w)| (r.clone(), *w))
                 .collect()
         };
@@ -705,8 +777,13 @@ impl Runs {
             match self.compact(&run).await {
                 Ok(_) | Err(Error::RunNotFound(_)) => {
                     let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-                    if written.get(&run).is_some_and(|now| now.at == w.at) {
-                        written.remove(&run);
+                    match written.get_mut(&run) {
+                        Some(now) if now.at == w.at => {
+                            written.remove(&run);
+                        }
+                        // Written to meanwhile: what came since is folded next time.
+                        Some(now) => now.entries = now.entries.saturating_sub(w.entries),
+                        None => {}
                     }
                 }
                 Err(e) => {
@@ -797,31 +874,96 @@ impl Runs {
 
     /// Points `path` of the run at stored data: marker, presence check, manifest entry; drops
     /// the marker of data the path referenced before if nothing else in the run does.
+    ///
+    /// Group commit: files that arrive while another writer of the run holds its lock wait
+    /// together, and the next one to get the lock records them all: their markers and
+    /// presence checks at once, then one log entry. Parallel writers (`xargs -P`, a data
+    /// loader writing shards) so share round trips. Each still gets its own outcome.
     pub async fn record(&self, run: &RunId, path: &RelPath, entry: FileEntry) -> Result<Current> {
-        // Held from the marker to the removal of the old data's marker: a concurrent `rm` of a
-        // file with the same data in this run cannot drop the marker this entry needs.
-        let held = self.lock(run).await?;
-        self.data.mark_used(&entry.hash, run).await?;
-        if self
-            .store()
-            .head(&layout::metadata_key(&entry.hash))
-            .await?
-            .is_none()
-        {
-            return Err(Error::DataNotFound(entry.hash.to_string()));
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        let id = self.queue.push(run, path.clone(), entry, done);
+        let dropped = || Error::Failed(format!("the commit of {run}/{path} was dropped"));
+        let held = match self.lock(run).await {
+            Ok(held) => held,
+            Err(e) if self.queue.take_back(run, id) => return Err(e),
+            // Another writer took it to commit it: its outcome is ours.
+            Err(_) => return outcome.await.unwrap_or_else(|_| Err(dropped())),
+        };
+        // Whoever held the lock before may have committed it with theirs; else it is still
+        // waiting (takers commit before they let go of the lock), with any that came since.
+        if let Ok(done) = outcome.try_recv() {
+            return done;
         }
-        self.update_locked(&held, run, |m| {
-            if m.is_dir(path.as_str()) {
-                return Err(Error::IsDirectory(format!("{run}/{path}")));
+        let batch = self.queue.take_all(run);
+        self.commit_batch(&held, run, batch).await;
+        drop(held);
+        outcome.await.unwrap_or_else(|_| Err(dropped()))
+    }
+
+    /// Records `batch`, under the run's lock (`held`): every marker and presence check at once
+    /// (held from the marker to the removal of old data's markers, so that a concurrent `rm`
+    /// of a file with the same data cannot drop a marker an entry needs), then one log entry
+    /// for those that passed. Sends each its outcome.
+    async fn commit_batch(&self, held: &RunLock, run: &RunId, batch: Vec<Queued>) {
+        let hashes: BTreeSet<Digest> = batch.iter().map(|q| q.entry.hash).collect();
+        let checked = futures::future::join_all(hashes.iter().map(|h| async move {
+            self.data.mark_used(h, run).await?;
+            match self.store().head(&layout::metadata_key(h)).await? {
+                Some(_) => Ok(()),
+                None => Err(Error::DataNotFound(h.to_string())),
             }
-            let mut c = ChangeSet::default();
-            if !m.files.contains_key(path) && !m.links.contains_key(path) {
-                c.parent_changed(m, path.as_str(), entry.added_at);
+        }))
+        .await;
+        let mut failed: BTreeMap<Digest, std::sync::Arc<Error>> = BTreeMap::new();
+        for (h, r) in hashes.iter().zip(checked) {
+            if let Err(e) = r {
+                failed.insert(*h, std::sync::Arc::new(e));
             }
-            c.put_file(path.clone(), entry.clone());
-            Ok(c)
-        })
-        .await
+        }
+        let (ready, unready): (Vec<Queued>, Vec<Queued>) = batch
+            .into_iter()
+            .partition(|q| !failed.contains_key(&q.entry.hash));
+        for q in unready {
+            let e = failed[&q.entry.hash].clone();
+            let _ = q.done.send(Err(Error::Shared(e)));
+        }
+        let mut refused: Vec<Option<Error>> = Vec::new();
+        let committed = self
+            .update_locked(held, run, |m| {
+                refused = ready.iter().map(|_| None).collect();
+                let mut c = ChangeSet::default();
+                for (q, refusal) in ready.iter().zip(refused.iter_mut()) {
+                    let path = &q.path;
+                    let made_dir = matches!(c.dirs.get(path.as_str()), Some(Some(_)));
+                    if made_dir || m.is_dir(path.as_str()) {
+                        *refusal = Some(Error::IsDirectory(format!("{run}/{path}")));
+                        continue;
+                    }
+                    let exists = match c.files.get(path) {
+                        Some(e) => e.is_some(),
+                        None => m.files.contains_key(path) || m.links.contains_key(path),
+                    };
+                    if !exists {
+                        c.parent_changed(m, path.as_str(), q.entry.added_at);
+                    }
+                    c.put_file(path.clone(), q.entry.clone());
+                }
+                Ok(c)
+            })
+            .await;
+        match committed {
+            Ok(next) => {
+                for (q, refusal) in ready.into_iter().zip(refused) {
+                    let _ = q.done.send(refusal.map_or_else(|| Ok(next.clone()), Err));
+                }
+            }
+            Err(e) => {
+                let e = std::sync::Arc::new(e);
+                for q in ready {
+                    let _ = q.done.send(Err(Error::Shared(e.clone())));
+                }
+            }
+        }
     }
 
     /// Removes the run's files and links whose path matches (the data stays until gc), and
