@@ -29,6 +29,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS, SECRET, BUCKET = "bench-access", "bench-secret-key", "bench"
+# The S3 server: s3s-fs with TCP_NODELAY (examples/s3_server.rs), built by scripts/bench.
+S3_SERVER = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
+                         "release", "examples", "s3_server")
 PEERS = ("s3fs", "rclone")
 
 # What to undo when the run ends: mount points and processes, newest first.
@@ -86,15 +89,17 @@ def cleanup():
 
 
 class S3Server:
-    """The s3s-fs binary serving a directory on 127.0.0.1. It keeps each object as a plain file
-    at <root>/<bucket>/<key>, so a case can lay out thousands of objects with plain file writes."""
+    """s3s-fs serving a directory on 127.0.0.1 (examples/s3_server.rs: the s3s-fs library with
+    TCP_NODELAY on its connections; the stand-alone s3s-fs binary stalls small answers 40 ms on
+    Nagle and delayed ACKs). It keeps each object as a plain file at <root>/<bucket>/<key>, so a
+    case can lay out thousands of objects with plain file writes."""
 
     def __init__(self, root):
         os.makedirs(os.path.join(root, BUCKET), exist_ok=True)
         self.root = root
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["s3s-fs", "--host", "127.0.0.1", "--port", str(self.port),
+            [S3_SERVER, "--port", str(self.port),
              "--access-key", ACCESS, "--secret-key", SECRET, root],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         PROCS.append(self.proc)
@@ -104,7 +109,7 @@ class S3Server:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("s3s-fs did not start")
+        raise RuntimeError(f"{S3_SERVER} did not start (scripts/bench builds it)")
 
     @property
     def endpoint(self):
@@ -748,7 +753,8 @@ def write_reports(results, quick, repeat):
         f"Each figure is the median of {repeat} run(s) (the small-files and many-runs cases run",
         "once); each ratio is the figure divided by a limit measured in the same run on the same",
         "files with the same page-cache state (for times, 1.00 is as fast as the limit, 2.00 twice",
-        "as slow). Peers ran on the same S3 server (s3s-fs on 127.0.0.1) with the same bytes: "
+        "as slow). Peers ran on the same S3 server (s3s-fs on 127.0.0.1, with TCP_NODELAY:",
+        "examples/s3_server.rs) with the same bytes: "
         f"{peers['s3fs']}; {peers['rclone']}.",
         "Cold cases run every tool without its disk cache, warm cases with it filled by an earlier",
         "mount; see `scripts/bench.py` for each tool's options. Why each figure is what it is,",

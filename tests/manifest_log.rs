@@ -252,3 +252,39 @@ both_backends!(
     an_unreadable_entry_and_a_gap_are_named_and_lose_nothing_else,
     two_machines_and_the_cli_write_one_run,
 );
+
+/// What a close costs at the server, counted: the same small number of requests for the
+/// 201st file of a run as for the first, none of them carrying the run's manifest (the
+/// manifest object is not written by a close at all).
+#[test]
+fn a_close_costs_the_same_requests_whatever_the_runs_size() {
+    use std::sync::atomic::Ordering;
+    let t = TestStore::new(Kind::S3);
+    let faults = t.server().faults.clone();
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "600"]);
+    let run = m.path("runs/by_project/p/cost");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let write = |from: u64, n: u64| {
+        let before = faults.requests.load(Ordering::SeqCst);
+        for i in from..from + n {
+            std::fs::write(run.join(format!("outputs/f{i}.bin")), bytes(i, 4096)).expect("write");
+        }
+        (faults.requests.load(Ordering::SeqCst) - before) as f64 / n as f64
+    };
+    let first = write(0, 5);
+    write(5, 195);
+    let stored = t.stored_manifest("cost");
+    let late = write(200, 5);
+    eprintln!("requests per close: {first:.1} for the first files, {late:.1} after 200");
+    assert!(
+        late <= first + 0.5,
+        "{late} requests per close after 200 files, {first} before"
+    );
+    assert!(first <= 7.0, "{first} requests per close");
+    // No close rewrote the manifest object meanwhile (unless a compaction ran in between).
+    let after = t.stored_manifest("cost");
+    assert!(
+        after == stored || after["log_seq"] != stored["log_seq"],
+        "a close rewrote the manifest"
+    );
+}

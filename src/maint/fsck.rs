@@ -74,7 +74,7 @@ pub async fn fsck(
 ) -> Result<FsckReport> {
     let store = runs.data().backend().clone();
     let inv = Inventory::scan(store.as_ref()).await?;
-    let listing = runs.list().await?;
+    let listing = runs.list_thoroughly().await?;
     let mut report = FsckReport {
         runs_checked: listing.runs.len() as u64,
         ..Default::default()

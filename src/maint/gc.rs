@@ -51,7 +51,7 @@ pub async fn gc(
 ) -> Result<GcReport> {
     let store = runs.data().backend();
     let inv = Inventory::scan(store.as_ref()).await?;
-    let listing = runs.list().await?;
+    let listing = runs.list_thoroughly().await?;
     let referenced: BTreeSet<Digest> = listing
         .runs
         .iter()

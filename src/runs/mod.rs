@@ -14,10 +14,10 @@
 //!   log with create-if-absent on its number; a writer that loses the number to another
 //!   machine reads what it missed and takes the next one. Nothing a concurrent writer added is
 //!   lost, and a commit costs what it changes, not the run's size.
-//! - A run's state is its manifest with the log entries after its `log_seq` applied in order.
-//!   Readers list the log before reading the manifest, so that a compaction between the two
-//!   cannot hide an entry. Compaction folds the log into the manifest (conditional on its
-//!   ETag), then deletes the folded entries.
+//! - A run's state is its manifest with the log entries after its `log_seq` applied in order
+//!   (see [`Runs::read_state`] for how a reader stays consistent with a compaction running).
+//!   Compaction folds the log into the manifest (conditional on its ETag), then deletes the
+//!   folded entries once they are old enough that no writer can still need their numbers.
 
 pub mod cache;
 pub mod change;
@@ -207,6 +207,15 @@ struct Written {
     entries: u64,
 }
 
+/// How [`Runs::read_state`] reads a run's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// As every face reads: one HEAD when the log is empty.
+    Quick,
+    /// Everything, gaps included: for fsck and gc.
+    Thorough,
+}
+
 /// A run's state as read from the store.
 struct Loaded {
     current: Current,
@@ -332,7 +341,7 @@ impl Runs {
             return Ok(Some(c));
         }
         let started = std::time::Instant::now();
-        let (current, seq) = match self.read_state(run).await {
+        let (current, seq) = match self.read_state(run, Read::Quick).await {
             Ok(loaded) => {
                 for s in &loaded.skipped {
                     tracing::warn!(%run, "{s}");
@@ -352,21 +361,52 @@ impl Runs {
         Ok(current)
     }
 
-    /// Reads the run's state from the store: its log listed first, then its manifest, then
-    /// the entries after the manifest's `log_seq`, applied in order. An entry that does not
-    /// parse is skipped and reported (fsck names it), as is a gap in the numbers; an entry
-    /// that a compaction removed meanwhile makes the read start again.
-    async fn read_state(&self, run: &RunId) -> Result<Loaded> {
+    /// Reads the run's state from the store: its manifest, then the log entries after the
+    /// manifest's `log_seq`, applied in order. An entry that does not parse is skipped and
+    /// reported (fsck names it), as is a gap in the numbers; an entry that a compaction
+    /// removed meanwhile makes the read start again.
+    ///
+    /// [`Read::Quick`] first asks for entry `log_seq + 1` alone: most runs have none, and one
+    /// HEAD says so, where a LIST costs some servers a walk of the whole bucket (s3s-fs). Only
+    /// if it is there is the log listed; should that listing lack it, a compaction deleted it
+    /// since the manifest was read, and the read starts again. So a quick read sees a
+    /// consistent state, never later entries without earlier ones; it does not see entries
+    /// past a gap right after `log_seq`. [`Read::Thorough`] lists the log first, then reads
+    /// the manifest (a compaction between the two cannot hide an entry), and sees everything:
+    /// fsck and gc read so.
+    async fn read_state(&self, run: &RunId, how: Read) -> Result<Loaded> {
         let key = layout::manifest_key(run);
         let prefix = layout::manifest_log_prefix(run);
         'attempt: for _ in 0..READ_ATTEMPTS {
-            let seqs = self.log_seqs(run).await?;
+            let listed_first = match how {
+                Read::Thorough => Some(self.log_seqs(run).await?),
+                Read::Quick => None,
+            };
             let got = match self.store().get(&key, None).await {
                 Ok(got) => got,
                 Err(StorageError::NotFound { .. }) => return Err(Error::RunNotFound(run.clone())),
                 Err(e) => return Err(e.into()),
             };
             let base = Manifest::parse(run.as_str(), &key, &got.data)?;
+            let seqs = match listed_first {
+                Some(seqs) => seqs,
+                None => {
+                    let next = layout::manifest_log_key(run, base.log_seq + 1);
+                    if self.store().head(&next).await?.is_none() {
+                        let seq = base.log_seq;
+                        return Ok(Loaded {
+                            current: std::sync::Arc::new(State::stored(base, got.data)),
+                            seq,
+                            skipped: Vec::new(),
+                        });
+                    }
+                    let seqs = self.log_seqs(run).await?;
+                    if !seqs.contains(&(base.log_seq + 1)) {
+                        continue 'attempt;
+                    }
+                    seqs
+                }
+            };
             let after: Vec<u64> = seqs.into_iter().filter(|s| *s > base.log_seq).collect();
             let mut fetched = futures::stream::iter(after.iter().copied())
                 .map(|seq| async move {
@@ -542,7 +582,7 @@ impl Runs {
     /// The run's state as stored now (its manifest with its log applied); log entries that
     /// could not be used are logged as warnings.
     pub async fn load(&self, run: &RunId) -> Result<Current> {
-        let loaded = self.read_state(run).await?;
+        let loaded = self.read_state(run, Read::Quick).await?;
         for s in &loaded.skipped {
             tracing::warn!(%run, "{s}");
         }
@@ -588,7 +628,7 @@ impl Runs {
             let (current, seq) = match kept {
                 Some(kept) => kept,
                 None => {
-                    let loaded = self.read_state(run).await?;
+                    let loaded = self.read_state(run, Read::Quick).await?;
                     for s in &loaded.skipped {
                         tracing::warn!(%run, "{s}");
                     }
@@ -670,7 +710,7 @@ impl Runs {
         if let Some(next) = cache.apply(run, entry) {
             return Ok(next);
         }
-        let loaded = self.read_state(run).await?;
+        let loaded = self.read_state(run, Read::Quick).await?;
         cache.committed(run, loaded.current.clone(), loaded.seq);
         Ok(loaded.current)
     }
@@ -1053,6 +1093,15 @@ impl Runs {
 
     /// Every run in the store, sorted by id; unreadable manifests are skipped and reported.
     pub async fn list(&self) -> Result<Listing> {
+        self.list_with(Read::Quick).await
+    }
+
+    /// [`Runs::list`], reading every run's whole log (gaps included): for fsck and gc.
+    pub async fn list_thoroughly(&self) -> Result<Listing> {
+        self.list_with(Read::Thorough).await
+    }
+
+    async fn list_with(&self, how: Read) -> Result<Listing> {
         let page = list_all(self.store(), layout::MANIFESTS, true).await?;
         let mut listing = Listing::default();
         let mut ids = Vec::new();
@@ -1070,7 +1119,7 @@ impl Runs {
             }
         }
         let mut loaded = futures::stream::iter(ids)
-            .map(|id| async move { (self.read_state(&id).await, id) })
+            .map(|id| async move { (self.read_state(&id, how).await, id) })
             .buffer_unordered(LIST_CONCURRENCY);
         while let Some((result, id)) = loaded.next().await {
             match result {
