@@ -705,7 +705,10 @@ def tree_cases(tools, work, runs, repeat, add):
     try:
         ls = timed(["ls", "-lR", os.path.join(mnt, "runs", "by_project")])
     finally:
-        d.stop()
+        rss = d.stop()
+    # The CLI over the same runs: every manifest read (32 at a time), and one LIST of markers.
+    run_list = median_time(repeat, [mlt, "--json", "run", "list"], env=env)
+    runs_using = median_time(repeat, [mlt, "--json", "runs-using", objs[0][0]], env=env)
     d = tools.rclone(mnt, "off", cache)
     try:
         rc = timed(["ls", "-lR", os.path.join(mnt, "plaintree", "by_project")])
@@ -713,6 +716,10 @@ def tree_cases(tools, work, runs, repeat, add):
         d.stop()
     add(f"ls -lR of {runs} runs of 10 files (first listing, S3)", ls, "ls -lR of the same tree on local disk",
         local_ls, peers={"rclone": rc})
+    add(f"daemon peak memory, that ls -lR of {runs} runs", rss, "the goal of issue 14", 300,
+        unit="MiB")
+    add(f"mltrack run list over {runs} runs (S3)", run_list, "the goal of issue 14", 5.0)
+    add(f"mltrack runs-using over {runs} runs (S3)", runs_using, "the goal of issue 14", 5.0)
     shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -53,6 +53,11 @@ pub type Current = Arc<State>;
 /// The oldest kept state an update may start from; an older one is read again.
 pub const UPDATE_FROM_KEPT: Duration = Duration::from_secs(10);
 
+/// The most runs whose states a process keeps. Past it, the quarter confirmed longest ago is
+/// dropped (and read again when next needed), so that listing 100,000 runs does not hold
+/// 100,000 manifests.
+pub const MAX_KEPT: usize = 4096;
+
 #[derive(Debug)]
 pub struct ManifestCache {
     refresh: Duration,
@@ -149,6 +154,7 @@ impl ManifestCache {
                 at: started,
             },
         );
+        bound(&mut map);
     }
 
     /// Forgets the run's state: it was deleted, or a write found the copy stale.
@@ -157,8 +163,22 @@ impl ManifestCache {
     }
 
     fn set(&self, run: &RunId, current: Option<Current>, seq: u64, at: Instant) {
-        self.map().insert(run.clone(), Cached { current, seq, at });
+        let mut map = self.map();
+        map.insert(run.clone(), Cached { current, seq, at });
+        bound(&mut map);
     }
+}
+
+/// Drops the quarter of `map` confirmed longest ago once it holds more than [`MAX_KEPT`] runs
+/// (a quarter at a time, so that the sort is paid once per thousand insertions).
+fn bound(map: &mut HashMap<RunId, Cached>) {
+    if map.len() <= MAX_KEPT {
+        return;
+    }
+    let mut ats: Vec<Instant> = map.values().map(|c| c.at).collect();
+    ats.sort_unstable();
+    let cutoff = ats[ats.len() / 4];
+    map.retain(|_, c| c.at > cutoff);
 }
 
 #[cfg(test)]
@@ -191,6 +211,18 @@ mod tests {
         cache.forget(&run);
         cache.read(&run, Some(current("older")), 1, read_started);
         assert!(cache.fresh(&run).is_none());
+    }
+
+    #[test]
+    fn at_most_max_kept_runs_are_kept_the_oldest_go_first() {
+        let cache = ManifestCache::new(Duration::from_secs(60), true);
+        let run = |i: usize| RunId::parse("run id", &format!("r{i}")).unwrap();
+        for i in 0..=MAX_KEPT {
+            cache.read(&run(i), Some(current("x")), 0, Instant::now());
+        }
+        assert!(cache.map().len() <= MAX_KEPT);
+        assert!(cache.fresh(&run(0)).is_none(), "the oldest went first");
+        assert!(cache.fresh(&run(MAX_KEPT)).is_some(), "the newest stays");
     }
 
     #[test]
