@@ -1071,7 +1071,8 @@ impl Runs {
     /// Deletes the run: its markers, view pointers and manifest. The data stays until gc.
     pub async fn delete(&self, run: &RunId) -> Result<Current> {
         let _lock = self.lock(run).await?;
-        let m = self.load(run).await?;
+        // Every entry, past a gap too: each file's marker goes.
+        let m = self.read_state(run, Read::Thorough).await?.current;
         let hashes: BTreeSet<Digest> = m.0.files.values().map(|f| f.hash).collect();
         for h in &hashes {
             self.data.unmark_used(h, run).await?;
