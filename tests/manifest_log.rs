@@ -86,11 +86,11 @@ fn a_crash_before_compaction_loses_nothing(kind: Kind) {
         "outputs/b.bin",
         &stored["files"]["outputs/a.bin"],
     );
-    // Every reader sees the entry: the CLI, a mount, fsck (nothing to report).
-    assert_eq!(
-        file_names(&t.manifest("cr")),
-        ["outputs/a.bin", "outputs/b.bin"]
-    );
+    // Every reader sees the entry: the CLI, a mount, fsck (nothing to report). The state
+    // shown is a manifest that includes it (its `log_seq` says so).
+    let state = t.manifest("cr");
+    assert_eq!(file_names(&state), ["outputs/a.bin", "outputs/b.bin"]);
+    assert_eq!(state["log_seq"], seq, "{state}");
     {
         let m = t.mount(&t.dir.path().join("cache"), &["--read-only"]);
         let b = std::fs::read(m.path("runs/by_project/p/cr/outputs/b.bin")).expect("read b");

@@ -19,9 +19,10 @@ use super::change::LogEntry;
 use super::manifest::Manifest;
 use crate::ids::RunId;
 
-/// A run's state (its manifest with its log applied), and the bytes `manifests/<run>.json`
-/// shows for it through a mount: the stored manifest's own bytes when no log entry was
-/// applied, else the state serialized when first asked for.
+/// A run's state (its manifest with its log applied, `log_seq` the last entry it includes),
+/// and the bytes `manifests/<run>.json` shows for it through a mount: the stored manifest's
+/// own bytes when no log entry was applied, else the state serialized when first asked for
+/// (a manifest that would read back as the same state).
 #[derive(Debug)]
 pub struct State(pub Manifest, OnceLock<Bytes>);
 
@@ -39,6 +40,7 @@ impl State {
     /// Applies `entry`, the next of the run's log.
     pub fn apply(&mut self, entry: &LogEntry) {
         self.0.apply(&entry.changes, entry.at);
+        self.0.log_seq = entry.seq;
         self.1 = OnceLock::new();
     }
 
@@ -123,9 +125,9 @@ impl ManifestCache {
         match Arc::get_mut(current) {
             Some(state) => state.apply(entry),
             None => {
-                let mut m = current.0.clone();
-                m.apply(&entry.changes, entry.at);
-                *current = Arc::new(State::applied(m));
+                let mut state = State::applied(current.0.clone());
+                state.apply(entry);
+                *current = Arc::new(state);
             }
         }
         c.seq = entry.seq;

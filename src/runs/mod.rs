@@ -456,6 +456,7 @@ impl Runs {
             let state = if after.is_empty() {
                 State::stored(m, bytes)
             } else {
+                m.log_seq = last;
                 State::applied(m)
             };
             return Ok(Loaded {
@@ -698,9 +699,9 @@ impl Runs {
             match std::sync::Arc::get_mut(&mut current) {
                 Some(state) => state.apply(entry),
                 None => {
-                    let mut m = current.0.clone();
-                    m.apply(&entry.changes, entry.at);
-                    current = std::sync::Arc::new(State::applied(m));
+                    let mut state = State::applied(current.0.clone());
+                    state.apply(entry);
+                    current = std::sync::Arc::new(state);
                 }
             }
             return Ok(current);
