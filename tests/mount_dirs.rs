@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use common::write::{rsync_would_change, sh};
+use common::write::{copy_tree, rsync_would_change, sh};
 use common::{Kind, NOBODY, TestStore, bytes, path_str};
 
 /// 2022-03-04T05:06:07Z, as `touch -d` is given it below.
@@ -154,16 +154,7 @@ fn cp_a_and_rsync_ax_of_a_full_tree_leave_nothing_to_do() {
     full_tree(&src);
     for tool in ["cp", "rsync"] {
         let dst = run.join(format!("outputs/{tool}"));
-        match tool {
-            "cp" => sh(
-                &format!("cp -a '{}' '{}'", path_str(&src), path_str(&dst)),
-                t.dir.path(),
-            ),
-            _ => sh(
-                &format!("rsync -aX '{}/' '{}/'", path_str(&src), path_str(&dst)),
-                t.dir.path(),
-            ),
-        };
+        copy_tree(tool, &src, &dst);
         let changes = rsync_would_change("-aX", &src, &dst);
         assert!(
             changes.is_empty(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::write::{rsync_would_change, sh};
+use common::write::{copy_tree, rsync_would_change, sh};
 use common::{Kind, TestStore, bytes, path_str};
 
 fn user_attributes_are_kept_and_refusals_have_their_errno(kind: Kind) {
@@ -64,17 +64,9 @@ fn cp_a_and_rsync_ax_carry_attributes() {
         "setfattr -n user.checksum -v sha256:abc a.bin && setfattr -n user.note -v 'two words' sub/b.bin",
         &src,
     );
-    let from = format!("{}/", path_str(&src));
     for (tool, dst) in [("cp", "outputs/cp"), ("rsync", "outputs/rsync")] {
         let dst = run.join(dst);
-        let to = format!("{}/", path_str(&dst));
-        match tool {
-            "cp" => sh(
-                &format!("cp -a '{}' '{}'", path_str(&src), path_str(&dst)),
-                t.dir.path(),
-            ),
-            _ => sh(&format!("rsync -aX '{from}' '{to}'"), t.dir.path()),
-        };
+        copy_tree(tool, &src, &dst);
         let changes = rsync_would_change("-aX", &src, &dst);
         assert!(
             changes.is_empty(),

@@ -399,17 +399,19 @@ impl Tree {
             // is always 0777.
             Kind::RunLink(run, path) if size.is_none() => {
                 self.refuse_read_only(&node)?;
-                if mtime.is_some() || uid.is_some() || gid.is_some() {
+                if change.keeps_anything() {
                     self.runs
                         .update(run, |m| {
                             let mut c = ChangeSet::default();
                             let l = c
                                 .link_mut(m, path)
                                 .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
-                            l.mtime = mtime.unwrap_or(l.mtime);
-                            l.uid = uid.or(l.uid);
-                            l.gid = gid.or(l.gid);
-                            l.ctime = Some(crate::time::now());
+                            change.apply(
+                                None,
+                                &mut l.mtime,
+                                (&mut l.uid, &mut l.gid),
+                                &mut l.ctime,
+                            );
                             Ok(c)
                         })
                         .await?;
@@ -421,18 +423,15 @@ impl Tree {
                 let Some((run, dir)) = run_dir(&node) else {
                     return Err(Self::not_here(&node));
                 };
-                if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
+                if change.keeps_anything() {
                     self.runs
                         .update(&run, |m| {
                             let mut c = ChangeSet::default();
                             let d = c
                                 .dir_mut(m, &dir)
                                 .ok_or_else(|| Error::NoSuchPath(node.path.clone()))?;
-                            d.mode = mode.map_or(d.mode, |m| m & 0o7777);
-                            d.mtime = mtime.unwrap_or(d.mtime);
-                            d.uid = uid.or(d.uid);
-                            d.gid = gid.or(d.gid);
-                            d.ctime = Some(crate::time::now());
+                            let owner = (&mut d.uid, &mut d.gid);
+                            change.apply(Some(&mut d.mode), &mut d.mtime, owner, &mut d.ctime);
                             Ok(c)
                         })
                         .await?;
@@ -466,7 +465,7 @@ impl Tree {
                 }
             }
         }
-        if mode.is_some() || mtime.is_some() || uid.is_some() || gid.is_some() {
+        if change.keeps_anything() {
             let mut record = true;
             if let Some(f) = &file {
                 f.set_times(|t| {
@@ -494,11 +493,8 @@ impl Tree {
                         let e = c
                             .file_mut(m, &path)
                             .ok_or_else(|| Error::NoSuchPath(format!("{run}/{path}")))?;
-                        e.mode = mode.map_or(e.mode, |m| m & 0o7777);
-                        e.mtime = mtime.unwrap_or(e.mtime);
-                        e.uid = uid.or(e.uid);
-                        e.gid = gid.or(e.gid);
-                        e.ctime = Some(crate::time::now());
+                        let owner = (&mut e.uid, &mut e.gid);
+                        change.apply(Some(&mut e.mode), &mut e.mtime, owner, &mut e.ctime);
                         Ok(c)
                     })
                     .await?;
@@ -517,6 +513,31 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<DateTime<Utc>>,
+}
+
+impl SetAttr {
+    /// Whether it changes anything a manifest entry keeps (its mode, time or owner).
+    fn keeps_anything(&self) -> bool {
+        self.mode.is_some() || self.mtime.is_some() || self.uid.is_some() || self.gid.is_some()
+    }
+
+    /// Applies it to the fields of a file's, link's or directory's entry (a link has no mode:
+    /// `None`), and moves the entry's `ctime` to now.
+    fn apply(
+        &self,
+        mode: Option<&mut u32>,
+        mtime: &mut DateTime<Utc>,
+        (uid, gid): (&mut Option<u32>, &mut Option<u32>),
+        ctime: &mut Option<DateTime<Utc>>,
+    ) {
+        if let (Some(kept), Some(new)) = (mode, self.mode) {
+            *kept = new & 0o7777;
+        }
+        *mtime = self.mtime.unwrap_or(*mtime);
+        *uid = self.uid.or(*uid);
+        *gid = self.gid.or(*gid);
+        *ctime = Some(crate::time::now());
+    }
 }
 
 /// Sets (`value`) or removes (`None`) attribute `name` of `x`, with `setxattr`'s `create`

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{
-    DEFAULT_DIR_MODE, DirEntry, Entry, FileEntry, LinkEntry, Manifest, StorageMode, dir_keys,
-    parent_dir,
+    DEFAULT_DIR_MODE, DirEntry, Entry, FileEntry, LinkEntry, Manifest, StorageMode, check_dir,
+    dir_keys, parent_dir,
 };
 use crate::error::{Error, Result};
 use crate::ids::RelPath;
@@ -61,58 +61,57 @@ impl ChangeSet {
         self.dirs.insert(dir.to_string(), None);
     }
 
-    /// The file at `path` once this set is applied to `m`.
-    pub fn file<'a>(&'a self, m: &'a Manifest, path: &RelPath) -> Option<&'a FileEntry> {
-        match self.files.get(path) {
-            Some(Some(Entry::File(f))) => Some(f),
-            Some(_) => None,
-            None => m.files.get(path),
+    /// The entry (file or link) at `path` to change, as this set will record it; `None` if
+    /// there is none.
+    fn entry_mut(&mut self, m: &Manifest, path: &RelPath) -> Option<&mut Entry> {
+        if !self.files.contains_key(path) {
+            let current = match (m.files.get(path), m.links.get(path)) {
+                (Some(f), _) => Entry::File(f.clone()),
+                (None, Some(l)) => Entry::Link(l.clone()),
+                (None, None) => return None,
+            };
+            self.files.insert(path.clone(), Some(current));
         }
+        self.files.get_mut(path)?.as_mut()
     }
 
     /// The file at `path` to change, as this set will record it; `None` if there is none.
     pub fn file_mut(&mut self, m: &Manifest, path: &RelPath) -> Option<&mut FileEntry> {
-        let current = self.file(m, path)?.clone();
-        let slot = self
-            .files
-            .entry(path.clone())
-            .or_insert(Some(Entry::File(current)));
-        match slot {
-            Some(Entry::File(f)) => Some(f),
-            _ => None,
+        match self.entry_mut(m, path)? {
+            Entry::File(f) => Some(f),
+            Entry::Link(_) => None,
         }
     }
 
     /// The link at `path` to change, as this set will record it; `None` if there is none.
     pub fn link_mut(&mut self, m: &Manifest, path: &RelPath) -> Option<&mut LinkEntry> {
-        let current = match self.files.get(path) {
-            Some(Some(Entry::Link(l))) => l.clone(),
-            Some(_) => return None,
-            None => m.links.get(path)?.clone(),
-        };
-        let slot = self
-            .files
-            .entry(path.clone())
-            .or_insert(Some(Entry::Link(current)));
-        match slot {
-            Some(Entry::Link(l)) => Some(l),
-            _ => None,
+        match self.entry_mut(m, path)? {
+            Entry::Link(l) => Some(l),
+            Entry::File(_) => None,
+        }
+    }
+
+    /// Directory `dir` as this set leaves it: its entry here, else the manifest's, else the
+    /// defaults a directory without one shows; `None` if this set removes it.
+    fn dir_after(&self, m: &Manifest, dir: &str) -> Option<DirEntry> {
+        match self.dirs.get(dir) {
+            Some(d) => d.clone(),
+            None => Some(
+                m.dirs
+                    .get(dir)
+                    .cloned()
+                    .unwrap_or_else(|| DirEntry::new(DEFAULT_DIR_MODE, m.updated_at, None, None)),
+            ),
         }
     }
 
     /// The entry of directory `dir` to change (`chmod`, `chown`, `touch`, `setxattr`), made
     /// with the defaults it showed if it had none; `None` if the run has no such directory.
     pub fn dir_mut(&mut self, m: &Manifest, dir: &str) -> Option<&mut DirEntry> {
-        let current = match self.dirs.get(dir) {
-            Some(Some(d)) => d.clone(),
-            Some(None) => return None,
-            None if !m.is_dir(dir) => return None,
-            None => m
-                .dirs
-                .get(dir)
-                .cloned()
-                .unwrap_or_else(|| DirEntry::new(DEFAULT_DIR_MODE, m.updated_at, None, None)),
-        };
+        if !self.dirs.contains_key(dir) && !m.is_dir(dir) {
+            return None;
+        }
+        let current = self.dir_after(m, dir)?;
         self.dirs
             .entry(dir.to_string())
             .or_insert(Some(current))
@@ -123,14 +122,8 @@ impl ChangeSet {
     /// `mtime` and `ctime` move, as on any filesystem. A directory without an entry gets one
     /// (mode `0755`), which also keeps it once its last file is gone.
     pub fn dir_changed(&mut self, m: &Manifest, dir: &str, at: DateTime<Utc>) {
-        let mut d = match self.dirs.get(dir) {
-            Some(Some(d)) => d.clone(),
-            Some(None) => return,
-            None => m
-                .dirs
-                .get(dir)
-                .cloned()
-                .unwrap_or_else(|| DirEntry::new(DEFAULT_DIR_MODE, at, None, None)),
+        let Some(mut d) = self.dir_after(m, dir) else {
+            return;
         };
         d.mtime = at;
         d.ctime = Some(at);
@@ -233,29 +226,28 @@ impl LogEntry {
             return Err(corrupt(format!("it says it is entry {}", e.seq)));
         }
         for (path, entry) in &e.changes.files {
-            match entry {
-                Some(Entry::File(f)) => super::xattrs::check(&f.xattrs),
-                Some(Entry::Link(l)) => LinkEntry::check_target(&l.target),
-                None => Ok(()),
+            if let Some(entry) = entry {
+                entry
+                    .check()
+                    .map_err(|err| corrupt(format!("{path}: {err}")))?;
             }
-            .map_err(|err| corrupt(format!("{path}: {err}")))?;
         }
         for (dir, d) in &e.changes.dirs {
-            if !dir.is_empty() {
-                RelPath::parse(dir).map_err(|err| corrupt(format!("dirs: {err}")))?;
-            }
-            if let Some(d) = d {
-                super::xattrs::check(&d.xattrs).map_err(|err| corrupt(format!("{dir}: {err}")))?;
-            }
+            check_dir(dir, d.as_ref()).map_err(corrupt)?;
         }
         Ok(e)
     }
 
-    /// Who is writing: `host:pid`.
+    /// Who is writing: `host:pid`, read once per process (every commit names it).
     pub fn writer() -> String {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
-        format!("{host}:{}", std::process::id())
+        static WRITER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        WRITER
+            .get_or_init(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default();
+                format!("{host}:{}", std::process::id())
+            })
+            .clone()
     }
 }

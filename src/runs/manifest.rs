@@ -314,6 +314,28 @@ pub enum Entry {
     Link(LinkEntry),
 }
 
+impl Entry {
+    /// What a reader checks before it follows the entry: a file's attributes, a link's target.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            Entry::File(f) => super::xattrs::check(&f.xattrs),
+            Entry::Link(l) => LinkEntry::check_target(&l.target),
+        }
+    }
+}
+
+/// What a reader checks of a `dirs` key (`""`, the run directory, or a relative path) and of
+/// what it keeps; the reason names the key.
+pub(super) fn check_dir(path: &str, d: Option<&DirEntry>) -> std::result::Result<(), String> {
+    if !path.is_empty() {
+        RelPath::parse(path).map_err(|e| format!("dirs: {e}"))?;
+    }
+    if let Some(d) = d {
+        super::xattrs::check(&d.xattrs).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A link as stored: its entry with `"type": "symlink"`.
 #[derive(Serialize)]
 struct StoredLink<'a> {
@@ -582,10 +604,7 @@ impl Manifest {
             LinkEntry::check_target(&link.target).map_err(|e| corrupt(format!("{path}: {e}")))?;
         }
         for (path, d) in &m.dirs {
-            if !path.is_empty() {
-                RelPath::parse(path).map_err(|e| corrupt(format!("dirs: {e}")))?;
-            }
-            super::xattrs::check(&d.xattrs).map_err(|e| corrupt(format!("{path}: {e}")))?;
+            check_dir(path, Some(d)).map_err(corrupt)?;
         }
         Ok(m)
     }

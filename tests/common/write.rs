@@ -150,6 +150,18 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Copies directory `from` to `to` (which must not exist yet) as `tool` does it: `cp -a`, or
+/// `rsync -aX` (attributes too).
+pub fn copy_tree(tool: &str, from: &Path, to: &Path) {
+    let (from, to) = (path_str(from), path_str(to));
+    let cmd = match tool {
+        "cp" => format!("cp -a '{from}' '{to}'"),
+        "rsync" => format!("rsync -aX '{from}/' '{to}/'"),
+        _ => panic!("copy_tree: no tool {tool}"),
+    };
+    sh(&cmd, Path::new("/"));
+}
+
 /// What `rsync -n --itemize-changes` with `flags` would still change from `from` to `to`,
 /// both directories: empty when `to` is a faithful copy.
 pub fn rsync_would_change(flags: &str, from: &Path, to: &Path) -> String {
