@@ -14,8 +14,10 @@ pub mod described;
 pub mod format;
 pub mod hashing;
 pub mod metadata;
+pub mod tables;
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RunId};
 use crate::layout;
 use crate::storage::{Body, DynStore, Listings, PutMode, StorageError, children_kept, list_all};
+use crate::trusted::TrustedDir;
 use described::MetadataCache;
 pub use described::{Described, MetadataKeeper};
 use format::Format;
@@ -173,6 +176,22 @@ impl DataStore {
         let stored = self.store_hashed(path, name, hash, before).await?;
         self.remember(&stored.meta);
         Ok(stored)
+    }
+
+    /// Stores the bytes `fill` writes into an anonymous file in `spool` (a table, an array or
+    /// bytes handed over from Python): the file is private until stored and gone after.
+    pub async fn put_written(
+        &self,
+        spool: &TrustedDir,
+        name: Option<&Name>,
+        fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+    ) -> Result<Stored> {
+        let mut file = spool.tmpfile().map_err(Error::io(spool.path()))?;
+        fill(&mut file)?;
+        file.flush().map_err(Error::io(spool.path()))?;
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let none: Progress = Arc::new(|_| {});
+        self.put_file(&path, name, none).await
     }
 
     /// Stores the file at `path`, already hashed (by a reader that followed its writer); the

@@ -5,7 +5,6 @@
 pub mod args;
 mod output;
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use crate::error::Error;
 use crate::ids::{Name, RelPath};
 use crate::maint;
 use crate::runs::manifest::{Manifest, RunType, StorageMode};
-use crate::runs::{RunSpec, Runs, Source};
+use crate::runs::{RunArgs, RunFilter, RunSpec, Runs, Source};
 use crate::units::{human_size, parse_duration};
 use args::{AddFile, Cli, Command, RunCommand};
 use output::{Bar, print_json};
@@ -283,24 +282,24 @@ async fn run_command(
             views,
             tags,
         } => {
-            let spec = RunSpec {
-                run_id: Name::parse("run id", &run_id)?,
-                run_type: match run_type {
-                    Some(t) => t.parse()?,
-                    None => config.default_run_type,
-                },
-                project: project.map(|p| Name::parse("project", &p)).transpose()?,
-                model: model.map(|m| Name::parse("model", &m)).transpose()?,
-                storage_modes: if views.is_empty() {
-                    config.default_storage_modes.clone()
-                } else {
-                    views
-                        .iter()
-                        .map(|v| v.parse())
-                        .collect::<Result<_, Error>>()?
-                },
-                tags: parse_tags(&tags)?,
+            let tags = tags
+                .iter()
+                .map(|t| {
+                    t.split_once('=').ok_or_else(|| {
+                        Error::BadRequest(format!("tag {t:?} is not of the form KEY=VALUE"))
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let args = RunArgs {
+                run_id: &run_id,
+                run_type: run_type.as_deref(),
+                project: project.as_deref(),
+                model: model.as_deref(),
+                storage_modes: &views,
+                tags,
             };
+            let spec =
+                RunSpec::parse(args, config.default_run_type, &config.default_storage_modes)?;
             let m = runs.create(spec).await?;
             show(json, &m)
         }
@@ -333,32 +332,17 @@ async fn run_command(
             date,
             model,
         } => {
-            let project = project.map(|p| Name::parse("project", &p)).transpose()?;
-            let model = model.map(|m| Name::parse("model", &m)).transpose()?;
-            let run_type = run_type.map(|t| t.parse::<RunType>()).transpose()?;
-            if let Some(d) = &date {
-                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                    Error::BadRequest(format!("date {d:?} is not of the form YYYY-MM-DD"))
-                })?;
-            }
+            let filter = RunFilter {
+                project: project.map(|p| Name::parse("project", &p)).transpose()?,
+                model: model.map(|m| Name::parse("model", &m)).transpose()?,
+                run_type: run_type.map(|t| t.parse::<RunType>()).transpose()?,
+                date: date.as_deref().map(RunFilter::parse_date).transpose()?,
+            };
             let listing = runs.list().await?;
             let problems: Vec<String> = listing.problems.iter().map(ToString::to_string).collect();
             output::warn_all(&problems);
-            let selected: Vec<&Manifest> = listing
-                .runs
-                .iter()
-                .filter(|m| {
-                    project
-                        .as_ref()
-                        .is_none_or(|p| m.project.as_ref() == Some(p))
-                })
-                .filter(|m| model.as_ref().is_none_or(|p| m.model.as_ref() == Some(p)))
-                .filter(|m| run_type.is_none_or(|t| m.run_type == t))
-                .filter(|m| {
-                    date.as_ref()
-                        .is_none_or(|d| &m.created_at.format("%Y-%m-%d").to_string() == d)
-                })
-                .collect();
+            let selected: Vec<&Manifest> =
+                listing.runs.iter().filter(|m| filter.matches(m)).collect();
             if json {
                 print_json(&selected);
             } else {
@@ -409,17 +393,6 @@ async fn add_file(runs: &Runs, json: bool, dir: &str, args: AddFile) -> Result<E
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn parse_tags(tags: &[String]) -> Result<BTreeMap<Name, String>, Error> {
-    tags.iter()
-        .map(|t| {
-            let (k, v) = t.split_once('=').ok_or_else(|| {
-                Error::BadRequest(format!("tag {t:?} is not of the form KEY=VALUE"))
-            })?;
-            Ok((Name::parse("tag key", k)?, v.to_string()))
-        })
-        .collect()
 }
 
 fn show(json: bool, m: &Manifest) -> Result<ExitCode> {

@@ -17,7 +17,7 @@ use super::manifest::{
     dir_keys, parent_dir,
 };
 use crate::error::{Error, Result};
-use crate::ids::RelPath;
+use crate::ids::{Name, RelPath};
 
 /// The changes of one manifest update.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +31,17 @@ pub struct ChangeSet {
     /// The run's views, when they changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_modes: Option<Vec<StorageMode>>,
+    /// The run's tags, all of them, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<Name, String>>,
 }
 
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.dirs.is_empty() && self.storage_modes.is_none()
+        self.files.is_empty()
+            && self.dirs.is_empty()
+            && self.storage_modes.is_none()
+            && self.tags.is_none()
     }
 
     /// Puts file `entry` at `path` (replacing a file or link there).
@@ -191,6 +197,9 @@ impl Manifest {
         }
         if let Some(modes) = &c.storage_modes {
             self.storage_modes = modes.clone();
+        }
+        if let Some(tags) = &c.tags {
+            self.tags = tags.clone();
         }
         self.updated_at = self.updated_at.max(at);
     }

@@ -827,6 +827,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tags_set_in_a_log_entry_replace_the_runs_tags() {
+        use crate::runs::change::{ChangeSet, LogEntry};
+        let mut m = sample();
+        let mut tags = m.tags.clone();
+        tags.insert(Name::parse("tag key", "outcome").unwrap(), "raised".into());
+        let entry = LogEntry {
+            seq: 1,
+            at: m.updated_at,
+            writer: "node:1".into(),
+            changes: ChangeSet {
+                tags: Some(tags.clone()),
+                ..ChangeSet::default()
+            },
+        };
+        let back = LogEntry::parse("k", 1, &entry.to_json()).unwrap();
+        assert_eq!(back, entry);
+        assert!(!back.changes.is_empty());
+        m.apply(&back.changes, back.at);
+        assert_eq!(m.tags, tags);
+        let hostile = String::from_utf8(entry.to_json())
+            .unwrap()
+            .replace("\"outcome\"", "\"../x\"");
+        assert!(LogEntry::parse("k", 1, hostile.as_bytes()).is_err());
+    }
+
+    #[test]
     fn the_product_example_round_trips() {
         let m = sample();
         assert_eq!(m.run_type, RunType::Production);

@@ -79,6 +79,50 @@ pub struct RunSpec {
     pub tags: BTreeMap<Name, String>,
 }
 
+/// What a face was given as text for a new run, before it is checked.
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs<'a> {
+    pub run_id: &'a str,
+    pub run_type: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub storage_modes: &'a [String],
+    pub tags: Vec<(&'a str, &'a str)>,
+}
+
+impl RunSpec {
+    /// Checks `args`; a run type or storage modes not given are `default_type` and
+    /// `default_modes` (the configuration's).
+    pub fn parse(
+        args: RunArgs<'_>,
+        default_type: RunType,
+        default_modes: &[StorageMode],
+    ) -> Result<RunSpec> {
+        Ok(RunSpec {
+            run_id: Name::parse("run id", args.run_id)?,
+            run_type: args.run_type.map_or(Ok(default_type), str::parse)?,
+            project: args
+                .project
+                .map(|p| Name::parse("project", p))
+                .transpose()?,
+            model: args.model.map(|m| Name::parse("model", m)).transpose()?,
+            storage_modes: if args.storage_modes.is_empty() {
+                default_modes.to_vec()
+            } else {
+                args.storage_modes
+                    .iter()
+                    .map(|v| v.parse())
+                    .collect::<Result<_>>()?
+            },
+            tags: args
+                .tags
+                .into_iter()
+                .map(|(k, v)| Ok((Name::parse("tag key", k)?, v.to_string())))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
 /// Where the bytes of a recorded file come from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -94,6 +138,36 @@ pub enum Hashing {
     Done(crate::cas::hashing::ContentHash),
     /// Hashed now, in one pass, telling `Progress` the bytes read.
     Pass(Progress),
+}
+
+/// Which runs `run list` (and Python's `list_runs`) shows: every field given must match.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub project: Option<Name>,
+    pub model: Option<Name>,
+    pub run_type: Option<RunType>,
+    /// `YYYY-MM-DD` of `created_at`, UTC.
+    pub date: Option<chrono::NaiveDate>,
+}
+
+impl RunFilter {
+    /// Parses a date filter, refusing anything but `YYYY-MM-DD`.
+    pub fn parse_date(d: &str) -> Result<chrono::NaiveDate> {
+        chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| Error::BadRequest(format!("date {d:?} is not of the form YYYY-MM-DD")))
+    }
+
+    pub fn matches(&self, m: &Manifest) -> bool {
+        self.project
+            .as_ref()
+            .is_none_or(|p| m.project.as_ref() == Some(p))
+            && self
+                .model
+                .as_ref()
+                .is_none_or(|p| m.model.as_ref() == Some(p))
+            && self.run_type.is_none_or(|t| m.run_type == t)
+            && self.date.is_none_or(|d| m.created_at.date_naive() == d)
+    }
 }
 
 /// The runs found in the store, and the manifests that had to be skipped.
@@ -1067,6 +1141,20 @@ impl Runs {
         self.write_pointer(&m.0, mode).await?;
         self.forget_views();
         Ok(m)
+    }
+
+    /// Sets the run's tags in `tags` (other tags stay as they are).
+    pub async fn set_tags(&self, run: &RunId, tags: &BTreeMap<Name, String>) -> Result<Current> {
+        self.update(run, |m| {
+            let mut all = m.tags.clone();
+            all.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let mut c = ChangeSet::default();
+            if all != m.tags {
+                c.tags = Some(all);
+            }
+            Ok(c)
+        })
+        .await
     }
 
     /// Deletes the run: its markers, view pointers and manifest. The data stays until gc.
