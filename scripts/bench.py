@@ -271,6 +271,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller files, fewer runs, one repetition")
     ap.add_argument("--mltrack", required=True)
+    ap.add_argument("--python", required=True, help="a Python with the mltrack package")
     args = ap.parse_args()
     quick = args.quick
     repeat = 1 if quick else 3
@@ -297,7 +298,7 @@ def main():
 
     try:
         print(f"{'case':<52} {'mltrack':>14} {'limit':<32} {'':>14} {'ratio':<7} peers", flush=True)
-        cli_cases(args.mltrack, work, write_size, repeat, add, quick)
+        cli_cases(args.mltrack, args.python, work, write_size, repeat, add, quick)
         server = S3Server(os.path.join(work, "s3"))
         tools = Tools(args.mltrack, server, work)
         read_cases(tools, work, read_size, repeat, add, quick)
@@ -329,8 +330,9 @@ def interrupted(*_):
     raise KeyboardInterrupt
 
 
-def cli_cases(mlt, work, size, repeat, add, quick):
-    """`mltrack put` on the local store: hashing and storing, against openssl and cp."""
+def cli_cases(mlt, python, work, size, repeat, add, quick):
+    """`mltrack put` on the local store: hashing and storing, against openssl and cp; and
+    Python's `store_data` of the same file, against `mltrack put` (the same core)."""
     label = label_of(size)
     data = os.path.join(work, "data.bin")
     make_file(data, size)
@@ -351,6 +353,12 @@ def cli_cases(mlt, work, size, repeat, add, quick):
     add(f"put new {label}, local store", put_new, "cp + sync to local disk", cp_sync)
     put_dup = median_time(repeat, [mlt, "put", data, "--name", "again"], env=local_env)
     add(f"put already-stored {label}, local store", put_dup, "openssl dgst -sha256", openssl)
+    # The whole call from Python, import and store opening included, as a script pays it.
+    store_data = [python, "-c", f"import mltrack; mltrack.FlexibleDataStore().store_data({data!r})"]
+    py_new = median_time(repeat, store_data, env=local_env, setup=fresh_store)
+    add(f"python store_data new {label}, local store", py_new, "mltrack put", put_new)
+    py_dup = median_time(repeat, store_data, env=local_env)
+    add(f"python store_data already-stored {label}, local", py_dup, "mltrack put", put_dup)
     if not quick:
         rss = peak_rss_mib([mlt, "put", data], env=local_env, setup=fresh_store)
         add(f"peak memory of put {label}, local store", rss, "size of the file", size >> 20, unit="MiB")
