@@ -156,7 +156,7 @@ def start_run_ids():
         return None
 
 
-def test_shared_data_across_experiments(env, training_df, tmp_path):
+def test_shared_data_across_experiments(env, training_df, tmp_path, monkeypatch, capsys):
     store = FlexibleDataStore()
     large_dataset = training_df
     hyperparameter_configs = [{"depth": d} for d in (3, 5, 8)]
@@ -167,10 +167,15 @@ def test_shared_data_across_experiments(env, training_df, tmp_path):
 
     run_ids = []
     use_mlflow = start_run_ids()
+    with capsys.disabled():
+        print("\n  the mlflow example runs " + ("with mlflow" if use_mlflow else
+                                             "without mlflow, with the run ids it would give"))
     for config in hyperparameter_configs:
         if use_mlflow:
             import mlflow
 
+            # Its file store, which mlflow 3 keeps behind this switch; no server needed.
+            monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri(f"file://{tmp_path}/mlruns")
             ctx = mlflow.start_run()
         else:
@@ -198,6 +203,7 @@ def test_shared_data_across_experiments(env, training_df, tmp_path):
     assert store.find_runs_by_data(data_ref.hash) == sorted(run_ids)
     assert store.find_runs_by_data(data_ref) == sorted(run_ids)
     assert store.find_runs_by_data(data_ref.hash[:8]) == sorted(run_ids), "prefix accepted"
+    assert all(len(r) == 32 and int(r, 16) >= 0 for r in run_ids), run_ids
     for rid in run_ids:
         assert store.get_run(rid).inputs["inputs/training_data.parquet"]["hash"] == data_ref.hash
 
