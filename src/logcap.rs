@@ -10,6 +10,12 @@ use std::os::fd::AsFd;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+/// Log directives added to the default level (unless `RUST_LOG` says otherwise): fuser warns
+/// "Failed to umount filesystem" at every exit, because the mount was already detached by
+/// `mltrack unmount`; the AWS credential chain warns, kilobytes at a time, about every source
+/// it tried (the one sentence an operator needs is the error, docs/STORE.md).
+pub const QUIET: &str = ",fuser::session=error,aws_config=error,aws_runtime=error";
+
 /// The most a log file written as stderr grows to.
 pub const LOG_LIMIT: u64 = 64 * 1024 * 1024;
 

@@ -10,9 +10,7 @@ use mltrack::cli::{self, args::Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // fuser warns "Failed to umount filesystem" at every exit, because the mount was already
-    // detached by `mltrack unmount`: quiet, unless RUST_LOG asks for fuser by name.
-    let quiet = ",fuser::session=error";
+    let quiet = mltrack::logcap::QUIET;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| {
             EnvFilter::try_new(format!(

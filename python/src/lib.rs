@@ -517,8 +517,9 @@ impl ObjectReader {
 fn _mltrack(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Warnings of the domain (a manifest skipped, a retry) go to stderr, as the CLI's do;
     // RUST_LOG chooses more. An embedding application's own subscriber wins.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn{}", mltrack::logcap::QUIET))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(mltrack::logcap::CappedStderr)

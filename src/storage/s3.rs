@@ -28,9 +28,10 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
-use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
@@ -74,6 +75,8 @@ pub struct S3Store {
     bucket: String,
     /// Empty, or a prefix ending in `/`.
     prefix: String,
+    /// `AWS_ENDPOINT_URL` when one is set, for the message when it cannot be reached.
+    endpoint: Option<String>,
 }
 
 impl S3Store {
@@ -110,7 +113,18 @@ impl S3Store {
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
             )
             .build();
-        Self::with_client(Client::from_conf(config), bucket, prefix)
+        let mut store = Self::with_client(Client::from_conf(config), bucket, prefix);
+        // Without any `user:password@` part: a message never carries a secret.
+        store.endpoint = sdk.endpoint_url().map(|e| match e.split_once("://") {
+            Some((scheme, rest)) => {
+                format!(
+                    "{scheme}://{}",
+                    rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+                )
+            }
+            None => e.to_string(),
+        });
+        store
     }
 
     pub fn with_client(client: Client, bucket: &str, prefix: &str) -> Self {
@@ -124,6 +138,7 @@ impl S3Store {
             client,
             bucket: bucket.to_string(),
             prefix,
+            endpoint: None,
         }
     }
 
@@ -150,7 +165,7 @@ impl S3Store {
             .key(&full)
             .send()
             .await
-            .map_err(|e| classify("start upload of", key, e))?;
+            .map_err(|e| self.classify("start upload of", key, e))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| remote("start upload of", key, "the server returned no upload id"))?
@@ -213,7 +228,7 @@ impl S3Store {
                         .disable_payload_signing()
                         .send()
                         .await
-                        .map_err(|e| classify("upload part of", key, e))?;
+                        .map_err(|e| self.classify("upload part of", key, e))?;
                     Ok::<_, StorageError>(
                         CompletedPart::builder()
                             .part_number(number)
@@ -245,7 +260,7 @@ impl S3Store {
         let out = req
             .send()
             .await
-            .map_err(|e| conditional(mode, key, classify("complete upload of", key, e)))?;
+            .map_err(|e| conditional(mode, key, self.classify("complete upload of", key, e)))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 }
@@ -259,22 +274,113 @@ fn remote(op: &'static str, key: &str, message: &str) -> StorageError {
     }
 }
 
-/// Turns an SDK error into a storage error by HTTP status; the message keeps the server's
-/// error code and the SDK's cause chain (which never includes credentials).
-fn classify<E, R>(op: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
-{
-    match err.raw_response().map(HttpStatus::status) {
-        Some(404) => StorageError::NotFound {
-            key: key.to_string(),
-        },
-        Some(412) => StorageError::PreconditionFailed {
-            key: key.to_string(),
-        },
-        _ => remote(op, key, &error_chain(&err)),
+impl S3Store {
+    /// Turns an SDK error into a storage error by HTTP status; the message keeps the server's
+    /// error code and the SDK's cause chain (which never includes credentials), or, for a
+    /// store that is set up wrong, says what to fix ([`misconfiguration`]).
+    fn classify<E, R>(&self, op: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+        R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
+    {
+        if let Some(fix) = misconfiguration(&err, self.endpoint.as_deref()) {
+            return remote(op, key, &fix);
+        }
+        match err.raw_response().map(HttpStatus::status) {
+            Some(404) => StorageError::NotFound {
+                key: key.to_string(),
+            },
+            Some(412) => StorageError::PreconditionFailed {
+                key: key.to_string(),
+            },
+            _ => remote(op, key, &error_chain(&err)),
+        }
     }
+}
+
+/// What an operator must fix when the failure says the store is set up wrong rather than
+/// failing: no credentials, credentials refused or without permission, a bucket that does not
+/// exist or lives in another region, an endpoint that cannot be reached. One sentence each,
+/// naming the setting to change (docs/STORE.md, "Errors a user sees"); `None` otherwise.
+fn misconfiguration<E, R>(err: &SdkError<E, R>, endpoint: Option<&str>) -> Option<String>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.code();
+    match code {
+        Some("NoSuchBucket") => {
+            return Some(
+                "the bucket does not exist: check the store URL (--store, MLTRACK_STORE or \
+                 MLTRACK_S3_BUCKET)"
+                    .into(),
+            );
+        }
+        Some("AccessDenied" | "AllAccessDisabled") => {
+            return Some(
+                "access denied (AccessDenied): the credentials in use have no permission on \
+                 this bucket and prefix; check their policy, or which ones are used (AWS_PROFILE)"
+                    .into(),
+            );
+        }
+        Some(
+            c @ ("InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "InvalidToken"
+            | "ExpiredToken"
+            | "TokenRefreshRequired"
+            | "NotSignedUp"),
+        ) => {
+            return Some(format!(
+                "the server refused the credentials ({c}): check AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+            ));
+        }
+        Some(c @ ("PermanentRedirect" | "AuthorizationHeaderMalformed")) => {
+            return Some(format!(
+                "the bucket is in another region ({c}): set AWS_REGION to the bucket's region"
+            ));
+        }
+        _ => {}
+    }
+    let SdkError::DispatchFailure(failure) = err else {
+        return None;
+    };
+    let mut causes = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return Some(
+                "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or give the node an instance role"
+                    .into(),
+            );
+        }
+        causes.push(e);
+        next = e.source();
+    }
+    let refused = causes.iter().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    let no_such_host = causes
+        .iter()
+        .any(|e| e.to_string().starts_with("dns error"));
+    let why = if refused {
+        "connection refused"
+    } else if no_such_host {
+        "no such host"
+    } else if failure.is_timeout() {
+        "no answer"
+    } else {
+        return None;
+    };
+    let endpoint = endpoint.map_or("the S3 endpoint".to_string(), |e| {
+        format!("the S3 endpoint {e}")
+    });
+    Some(format!(
+        "cannot connect to {endpoint} ({why}): check AWS_ENDPOINT_URL (or AWS_REGION) and the network"
+    ))
 }
 
 /// The CRC32C of `len` bytes of `path` from `offset`, base64 as S3 wants it: the server checks
@@ -415,7 +521,7 @@ impl S3Store {
                         .map_or_else(|| "dispatch failure".to_string(), |c| error_chain(c));
                     remote("get", key, &why)
                 }
-                Err(e) => return Err(classify("get", key, e)),
+                Err(e) => return Err(self.classify("get", key, e)),
             };
             if attempt >= MAX_ATTEMPTS {
                 return Err(failure);
@@ -472,7 +578,7 @@ impl S3Store {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| conditional(&mode, key, classify("put", key, e)))?;
+            .map_err(|e| conditional(&mode, key, self.classify("put", key, e)))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
@@ -492,7 +598,7 @@ impl S3Store {
                 etag: out.e_tag().map(str::to_string),
                 last_modified: to_utc(out.last_modified()),
             })),
-            Err(e) => match classify("head", key, e) {
+            Err(e) => match self.classify("head", key, e) {
                 StorageError::NotFound { .. } => Ok(None),
                 e => Err(e),
             },
@@ -514,7 +620,10 @@ impl S3Store {
         if delimited {
             req = req.delimiter("/");
         }
-        let out = req.send().await.map_err(|e| classify("list", prefix, e))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.classify("list", prefix, e))?;
         let objects = out
             .contents()
             .iter()
@@ -556,7 +665,7 @@ impl S3Store {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match classify("delete", key, e) {
+            Err(e) => match self.classify("delete", key, e) {
                 StorageError::NotFound { .. } => Ok(()),
                 e => Err(e),
             },

@@ -31,6 +31,8 @@ pub enum Fault {
     Unavailable,
     /// `503 SlowDown`, S3's throttling answer, nothing applied.
     SlowDown,
+    /// `403 AccessDenied`: credentials without permission. Not drawn at random.
+    AccessDenied,
     /// The connection is dropped without an answer, nothing applied.
     Reset,
     /// The request is served after this long.
@@ -312,6 +314,9 @@ impl S3Server {
                                     }
                                     Some(Fault::SlowDown) => {
                                         return Ok(error_response(503, "SlowDown"));
+                                    }
+                                    Some(Fault::AccessDenied) => {
+                                        return Ok(error_response(403, "AccessDenied"));
                                     }
                                     Some(Fault::Reset) => {
                                         return Err(s3s::HttpError::new(
