@@ -149,6 +149,11 @@ class S3Server:
             p = os.path.join(bucket, name)
             shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
+    def remove(self, prefix):
+        """Removes the objects under `prefix` (a top-level directory of the bucket): the write
+        cases free each 2 GiB copy once it is measured, or they need 36 GiB of disk at once."""
+        shutil.rmtree(os.path.join(self.root, BUCKET, prefix), ignore_errors=True)
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -469,6 +474,7 @@ def write_cases(tools, work, size, repeat, add):
                            setup=lambda: os.path.exists(dst) and os.remove(dst))
     os.path.exists(dst) and os.remove(dst)
     curl = statistics.median(timed(server.curl_put(data, f"plain-w/{i}")) for i in range(repeat))
+    server.remove("plain-w")
     openssl = median_time(repeat, ["openssl", "dgst", "-sha256", data])
     ln_local = median_time(repeat, ["sh", "-c", f"ln {data} {work}/ln-dst && rm {work}/ln-dst"])
     mnt = os.path.join(work, "wmnt")
@@ -497,6 +503,8 @@ def write_cases(tools, work, size, repeat, add):
                 m.stop()
                 shutil.rmtree(cache, ignore_errors=True)
                 shutil.rmtree(store, ignore_errors=True)
+                if kind == "S3":
+                    server.remove(f"writes{i}")
         peers_new, peers_dup = {}, {}
         if kind == "S3":
             news, dups = {p: [] for p in PEERS}, {p: [] for p in PEERS}
@@ -507,6 +515,7 @@ def write_cases(tools, work, size, repeat, add):
                     dups["s3fs"].append(timed(["cp", data, f"{mnt}/again.bin"]))
                 finally:
                     d.stop()
+                    server.remove(f"s3fs-w{i}")
                 d = tools.rclone(mnt, "writes", os.path.join(work, "rc-w"), ["--vfs-write-back", "0s"])
                 try:
                     for name, out in (("new", news), ("again", dups)):
@@ -519,6 +528,7 @@ def write_cases(tools, work, size, repeat, add):
                 finally:
                     d.stop()
                     shutil.rmtree(os.path.join(work, "rc-w"), ignore_errors=True)
+                    server.remove(f"rclone-w{i}")
             peers_new = {p: statistics.median(v) for p, v in news.items()}
             peers_dup = {p: statistics.median(v) for p, v in dups.items()}
             server.clear()
