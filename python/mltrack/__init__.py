@@ -276,22 +276,13 @@ class FlexibleDataStore:
             return DataRef._from_json(core.put_bytes(bytes(data), name, named))
         if _is_table(data):
             hint = name if name is None or "." in name else f"{name}.parquet"
-            ref = DataRef._from_json(core.put_table(_arrow_ipc(data), hint, False))
-            return self._named(ref, name, named)
+            return DataRef._from_json(core.put_table(_arrow_ipc(data), name, named, hint))
         if _is_array(data):
             hint = name if name is None or "." in name else f"{name}.npy"
-            ref = DataRef._from_json(core.put_bytes(_npy(data), hint, False))
-            return self._named(ref, name, named)
+            return DataRef._from_json(core.put_bytes(_npy(data), name, named, hint))
         raise TypeError(
             f"cannot store a {type(data).__module__}.{type(data).__name__}: give a DataFrame, a "
             "pyarrow Table, a NumPy array, bytes, a path, a DataRef or a hash")
-
-    def _named(self, ref: DataRef, name: Optional[str], named: bool) -> DataRef:
-        # The name marker records the name as given, not the hint with an extension.
-        if name is not None and named:
-            self._core.put_name(ref.hash, name)
-        ref.name = name
-        return ref
 
     def _stored(self, text: str) -> DataRef:
         meta = json.loads(self._core.metadata(text))
@@ -309,9 +300,8 @@ class FlexibleDataStore:
         """The stored data, verified: a pandas DataFrame for Parquet and Arrow, a NumPy array
         for ``.npy``, bytes otherwise. ``data`` is a hash, a unique prefix or a DataRef."""
         text = data.hash if isinstance(data, DataRef) else _text(data, "hash")
-        meta = json.loads(self._core.metadata(text))
-        raw = self._core.read(meta["hash"])
-        fmt = meta["format"]
+        meta_json, raw = self._core.read(text)
+        fmt = json.loads(meta_json)["format"]
         if fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq

@@ -95,19 +95,32 @@ impl Inner {
         Ok(self.spool.get_or_init(|| spool))
     }
 
+    /// Stores what `fill` writes. `hint` (default: `name`) is the name the data first arrives
+    /// under, which detects a format without a signature by its extension.
     async fn put_written(
         &self,
         name: Option<&str>,
+        hint: Option<&str>,
         named: bool,
         fill: impl FnOnce(&mut std::fs::File) -> Result<(), Error>,
     ) -> Result<String, Error> {
         let name = name.map(|n| Name::parse("name", n)).transpose()?;
+        let hint = match hint {
+            Some(h) => Some(Name::parse("name", h)?),
+            None => name.clone(),
+        };
         let stored = self
             .runs
             .data()
-            .put_written(self.spool()?, name.as_ref(), fill)
+            .put_written(self.spool()?, hint.as_ref(), fill)
             .await?;
         self.named(stored, name.as_ref(), named).await
+    }
+
+    /// The metadata of the stored object that `text` (a hash or a unique prefix) names.
+    async fn described(&self, text: &str) -> Result<ObjectMetadata, Error> {
+        let data = self.runs.data();
+        data.require(&data.resolve(text).await?).await
     }
 
     /// Writes the name marker when asked, and describes what was stored.
@@ -210,71 +223,51 @@ impl Store {
     ) -> PyResult<String> {
         let inner = &self.inner;
         inner.block(py, async {
-            let name = match name {
-                Some(n) => Name::parse("name", &n)?,
-                None => {
-                    let base = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                        Error::BadRequest(format!(
-                            "{} has no usable file name; give a name",
-                            path.display()
-                        ))
-                    })?;
-                    Name::parse("name", base)?
-                }
-            };
+            let name = mltrack::cas::name_for(&path, name.as_deref(), "give a name")?;
             let none: Progress = Arc::new(|_| {});
             let stored = inner.runs.data().put_file(&path, Some(&name), none).await?;
             inner.named(stored, Some(&name), named).await
         })
     }
 
-    /// Stores `data` as it is; `name` helps detect the format (by its extension) and is
-    /// recorded as a name marker when `named`. Returns JSON as `put_path`.
-    #[pyo3(signature = (data, name=None, named=true))]
+    /// Stores `data` as it is; `name` is recorded as a name marker when `named`, and `hint`
+    /// (default: `name`) helps detect the format by its extension. Returns JSON as `put_path`.
+    #[pyo3(signature = (data, name=None, named=true, hint=None))]
     fn put_bytes(
         &self,
         py: Python<'_>,
         data: &[u8],
         name: Option<&str>,
         named: bool,
+        hint: Option<&str>,
     ) -> PyResult<String> {
         let inner = &self.inner;
         inner.block(
             py,
-            inner.put_written(name, named, |f| {
+            inner.put_written(name, hint, named, |f| {
                 f.write_all(data).map_err(Error::io("spool file"))
             }),
         )
     }
 
     /// Stores the table in the Arrow IPC stream `ipc` as Parquet with mltrack's fixed writer
-    /// options (the same table, the same bytes). Returns JSON as `put_path`.
-    #[pyo3(signature = (ipc, name=None, named=true))]
+    /// options (the same table, the same bytes). Returns JSON as `put_bytes`.
+    #[pyo3(signature = (ipc, name=None, named=true, hint=None))]
     fn put_table(
         &self,
         py: Python<'_>,
         ipc: &[u8],
         name: Option<&str>,
         named: bool,
+        hint: Option<&str>,
     ) -> PyResult<String> {
         let inner = &self.inner;
         inner.block(
             py,
-            inner.put_written(name, named, |f| {
+            inner.put_written(name, hint, named, |f| {
                 mltrack::cas::tables::parquet_from_ipc(ipc, std::io::BufWriter::new(f))
             }),
         )
-    }
-
-    /// Records `name` as a name of the stored object `hash` (a marker that gc respects).
-    fn put_name(&self, py: Python<'_>, hash: &str, name: &str) -> PyResult<()> {
-        let name = Name::parse("name", name).map_err(to_py)?;
-        let data = self.inner.runs.data();
-        self.inner.block(py, async {
-            let h = data.resolve(hash).await?;
-            data.require(&h).await?;
-            data.add_name(&h, &name).await
-        })
     }
 
     /// Creates a run. Returns its manifest as JSON.
@@ -332,9 +325,9 @@ impl Store {
         let mode = parse_mode(mode).map_err(to_py)?;
         let runs = &self.inner.runs;
         self.inner.block(py, async {
-            runs.add_view(&run, mode).await?;
+            let m = runs.add_view(&run, mode).await?;
             runs.compact(&run).await?;
-            Ok(json(&runs.load(&run).await?.0))
+            Ok(json(&m.0))
         })
     }
 
@@ -353,9 +346,9 @@ impl Store {
             .map_err(to_py)?;
         let runs = &self.inner.runs;
         self.inner.block(py, async {
-            runs.set_tags(&run, &tags).await?;
+            let m = runs.set_tags(&run, &tags).await?;
             runs.compact(&run).await?;
-            Ok(json(&runs.load(&run).await?.0))
+            Ok(json(&m.0))
         })
     }
 
@@ -392,12 +385,6 @@ impl Store {
         Ok((json(&selected), problems))
     }
 
-    /// The full hash that `text` (a hash or a unique prefix of at least 4 hex digits) names.
-    fn resolve(&self, py: Python<'_>, text: &str) -> PyResult<String> {
-        let h = self.inner.block(py, self.inner.runs.data().resolve(text))?;
-        Ok(h.to_string())
-    }
-
     /// The full hash and the runs that use the data `text` names (one LIST).
     fn runs_using(&self, py: Python<'_>, text: &str) -> PyResult<(String, Vec<String>)> {
         let data = self.inner.runs.data();
@@ -410,35 +397,25 @@ impl Store {
 
     /// The stored object's `metadata.json`, as JSON.
     fn metadata(&self, py: Python<'_>, hash: &str) -> PyResult<String> {
-        let data = self.inner.runs.data();
-        let meta = self.inner.block(py, async {
-            let h = data.resolve(hash).await?;
-            data.require(&h).await
-        })?;
-        Ok(json(&meta))
+        Ok(json(&self.inner.block(py, self.inner.described(hash))?))
     }
 
-    /// The whole object, every block verified.
-    fn read<'py>(&self, py: Python<'py>, hash: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.inner.runs.data();
-        let bytes = self.inner.block(py, async {
-            let h = data.resolve(hash).await?;
-            let meta = data.require(&h).await?;
+    /// The stored object's `metadata.json` (as JSON) and its bytes, every block verified.
+    fn read<'py>(&self, py: Python<'py>, hash: &str) -> PyResult<(String, Bound<'py, PyBytes>)> {
+        let inner = &self.inner;
+        let (meta, bytes) = inner.block(py, async {
+            let meta = inner.described(hash).await?;
             let mut out = Vec::with_capacity(meta.size as usize);
             let none: Progress = Arc::new(|_| {});
-            data.export(&meta, &mut out, none).await?;
-            Ok(out)
+            inner.runs.data().export(&meta, &mut out, none).await?;
+            Ok((meta, out))
         })?;
-        Ok(PyBytes::new(py, &bytes))
+        Ok((json(&meta), PyBytes::new(py, &bytes)))
     }
 
     /// A reader of the stored object: ranged, verified reads.
     fn open(&self, py: Python<'_>, hash: &str) -> PyResult<ObjectReader> {
-        let data = self.inner.runs.data();
-        let meta = self.inner.block(py, async {
-            let h = data.resolve(hash).await?;
-            data.require(&h).await
-        })?;
+        let meta = self.inner.block(py, self.inner.described(hash))?;
         Ok(ObjectReader {
             inner: self.inner.clone(),
             meta: Arc::new(meta),

@@ -474,6 +474,18 @@ async fn describe(path: &Path, name: Option<&Name>, hash: &ContentHash) -> Resul
     .await
 }
 
+/// The name data stored from `path` goes by: `given`, else the file's own name. `fix` says how
+/// to give one when the path has none that can be used (`/`, `..`, not UTF-8).
+pub fn name_for(path: &Path, given: Option<&str>, fix: &str) -> Result<Name> {
+    let text = match given {
+        Some(n) => n,
+        None => path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            Error::BadRequest(format!("{} has no usable file name; {fix}", path.display()))
+        })?,
+    };
+    Ok(Name::parse("name", text)?)
+}
+
 /// What must not change while a file is stored: inode, size and modification time.
 fn identity(path: &Path) -> Result<(u64, u64, i64, i64)> {
     let m = std::fs::metadata(path).map_err(Error::io(path))?;

@@ -173,18 +173,7 @@ async fn put(
     file: std::path::PathBuf,
     name: Option<String>,
 ) -> Result<ExitCode> {
-    let name = match name {
-        Some(n) => Name::parse("name", &n)?,
-        None => {
-            let base = file.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                Error::BadRequest(format!(
-                    "{} has no usable file name; give one with --name",
-                    file.display()
-                ))
-            })?;
-            Name::parse("name", base)?
-        }
-    };
+    let name = crate::cas::name_for(&file, name.as_deref(), "give one with --name")?;
     let size = std::fs::metadata(&file).map_err(Error::io(&file))?.len();
     let bar = Bar::new(size, json, "hashing");
     let stored = runs
