@@ -1,7 +1,7 @@
 //! Faults outside test suites found in ordinary use of a mount, each reproduced as a user met
 //! it: `chmod`/`touch` of a file another client recorded, the same bytes written and removed
-//! in two loops at once, `mknod` of a regular file, and the log noise of Python's `open()`
-//! and of every unmount.
+//! in two loops at once, `mknod` of a regular file, `truncate` right after `close`, and the
+//! log noise of Python's `open()` and of every unmount.
 
 mod common;
 
@@ -90,6 +90,56 @@ both_backends!(
 );
 
 /// `os.mknod(path)` makes an empty regular file, recorded like any other; a FIFO is refused.
+/// `truncate(path)` right after `close()`, from several threads at once (pjdfstest's
+/// `truncate::shrink_not_empty`, which failed now and then in CI): the kernel sends the
+/// close's `release` without waiting for it, so the truncate can reach the daemon while the
+/// file is being let go. Every truncate is seen by `stat` at once and is what the run records.
+#[test]
+fn truncate_right_after_close_is_kept() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let run = m.path("runs/by_project/p/r");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let rounds = common::env_u64("MLTRACK_TRUNCATE_ROUNDS", 150);
+    let threads = 6;
+    std::thread::scope(|s| {
+        for th in 0..threads {
+            let run = &run;
+            s.spawn(move || {
+                for i in 0..rounds {
+                    let f = run.join(format!("outputs/t{th}_{i}"));
+                    std::fs::write(&f, bytes(th * 1000 + i, 12_345)).expect("write");
+                    for size in [23_456, 1] {
+                        truncate(&f, size)
+                            .unwrap_or_else(|e| panic!("truncate t{th}_{i} to {size}: {e}"));
+                        let seen = std::fs::symlink_metadata(&f).expect("lstat").len();
+                        assert_eq!(seen, size, "t{th}_{i}: stat after truncate to {size}");
+                    }
+                }
+            });
+        }
+    });
+    let files = t.manifest("r")["files"].clone();
+    for th in 0..threads {
+        for i in 0..rounds {
+            let e = &files[format!("outputs/t{th}_{i}")];
+            assert_eq!(e["size"], 1, "t{th}_{i} as recorded: {e}");
+        }
+    }
+}
+
+/// `truncate(2)`: by path, no open file (`File::set_len` would be `ftruncate`).
+fn truncate(path: &std::path::Path, size: u64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let size = libc::off_t::try_from(size).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    match unsafe { libc::truncate(c.as_ptr(), size) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 #[test]
 fn mknod_of_a_regular_file_makes_an_empty_file() {
     let t = TestStore::new(Kind::Local);

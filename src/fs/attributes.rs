@@ -12,7 +12,7 @@ use super::changes::run_dir;
 use super::spool::{Target, WriteFile};
 use super::{Attr, FileType, IMMUTABLE_TTL, Kind, Node, Tree, shown_mode};
 use crate::error::{Error, Result};
-use crate::ids::Digest;
+use crate::ids::{Digest, RelPath, RunId};
 use crate::runs::change::ChangeSet;
 use crate::runs::manifest::{DEFAULT_DIR_MODE, StorageMode};
 use crate::runs::xattrs;
@@ -385,13 +385,7 @@ impl Tree {
         file: Option<Arc<WriteFile>>,
         change: SetAttr,
     ) -> Result<Attr> {
-        let SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            mtime,
-        } = change;
+        let size = change.size;
         let node = self.node(ino)?;
         let (run, path) = match &node.kind {
             Kind::RunFile(run, path) => (run.clone(), path.clone()),
@@ -445,29 +439,64 @@ impl Tree {
             _ => return Err(Self::not_here(&node)),
         };
         self.refuse_read_only(&node)?;
-        let file = file.or_else(|| self.writing(&run, &path));
-        if let Some(size) = size {
-            match &file {
-                Some(f) => self.truncate(f, size).await?,
-                None => {
-                    let target = Target {
-                        run: run.clone(),
-                        path: path.clone(),
-                    };
-                    let f = self.open_write(target, 0o644, size == 0).await?;
-                    let result = self.truncate(&f, size).await;
-                    let committed = match result {
-                        Ok(()) => self.commit(&f).await,
-                        Err(e) => Err(e),
-                    };
-                    self.release(&f).await;
-                    committed?;
+        // Without the caller's handle, a handle of our own: shared with an open writer (counted,
+        // so that writer's last release cannot commit and let go of the file between our
+        // change and its record), or opened for a truncate. Released below, which commits it
+        // if it is the last.
+        let own = match (&file, size) {
+            (Some(_), _) => None,
+            (None, size) => {
+                let target = Target {
+                    run: run.clone(),
+                    path: path.clone(),
+                };
+                match self.share_write(&target) {
+                    Some(f) => Some(f),
+                    None if size.is_some() => {
+                        Some(self.open_write(target, 0o644, size == Some(0)).await?)
+                    }
+                    None => None,
                 }
+            }
+        };
+        let result = self.set_file_attr(&run, &path, file.as_ref().or(own.as_ref()), change);
+        let result = match (result.await, &own) {
+            // `truncate(2)` returns with the file stored, as a close would.
+            (Ok(()), Some(f)) if size.is_some() => self.commit(f).await,
+            (result, _) => result,
+        };
+        if let Some(f) = &own {
+            self.release(f).await;
+        }
+        result?;
+        self.attr_or_gone(&node).await
+    }
+
+    /// `setattr` of a run's file through `file`, the open write file if there is one.
+    async fn set_file_attr(
+        &self,
+        run: &RunId,
+        path: &RelPath,
+        file: Option<&Arc<WriteFile>>,
+        change: SetAttr,
+    ) -> Result<()> {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+        } = change;
+        if let Some(size) = size {
+            match file {
+                Some(f) => self.truncate(f, size).await?,
+                // Nothing open and nothing to open: `setattr` made sure of a handle.
+                None => return Err(Error::NoSuchPath(format!("{run}/{path}"))),
             }
         }
         if change.keeps_anything() {
             let mut record = true;
-            if let Some(f) = &file {
+            if let Some(f) = file {
                 f.set_times(|t| {
                     if let Some(m) = mode {
                         t.mode = m & 0o7777;
@@ -488,10 +517,10 @@ impl Tree {
             }
             if record {
                 self.runs
-                    .update(&run, |m| {
+                    .update(run, |m| {
                         let mut c = ChangeSet::default();
                         let e = c
-                            .file_mut(m, &path)
+                            .file_mut(m, path)
                             .ok_or_else(|| Error::NoSuchPath(format!("{run}/{path}")))?;
                         let owner = (&mut e.uid, &mut e.gid);
                         change.apply(Some(&mut e.mode), &mut e.mtime, owner, &mut e.ctime);
@@ -500,7 +529,7 @@ impl Tree {
                     .await?;
             }
         }
-        self.attr_or_gone(&node).await
+        Ok(())
     }
 }
 
