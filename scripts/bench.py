@@ -428,6 +428,7 @@ def read_cases(tools, work, size, repeat, add, quick):
     sh(cat(data))
     curl_get = median_time(repeat, server.curl_get("plain/data.bin"))
     case(f"cold read {label} (1 reader)", "curl GET, same server", curl_get, False, cat)
+    observability_cases(tools, mnt, caches["mltrack"], size, h, repeat, add, curl_get, cat)
     cat_local = median_time(repeat, cat(data))
     case(f"warm read {label} (1 reader, new mount)", "cat of a local file", cat_local, True, cat)
     four_gets = median_time(repeat, ["sh", "-c", " & ".join([get] * 4) + " & wait"])
@@ -461,6 +462,48 @@ def read_cases(tools, work, size, repeat, add, quick):
     for c in caches.values():
         shutil.rmtree(c, ignore_errors=True)
     os.remove(data)
+
+
+def observability_cases(tools, mnt, cache, size, h, repeat, add, curl_get, cat):
+    """What counting costs a cold read (`--metrics` on, scraped once a second as Prometheus
+    would, against the same mount without it, alternating), and `mltrack warmup` of the object
+    through a fresh mount against one curl GET of it."""
+    label = label_of(size)
+    path = os.path.join(mnt, "data", h[:2], h, "data.bin")
+
+    def cold(extra, scrape_port=None):
+        shutil.rmtree(cache, ignore_errors=True)
+        d = tools.mltrack(mnt, "mounted", cache, 4 * size, extra)
+        scraper = None
+        if scrape_port:
+            url = f"http://127.0.0.1:{scrape_port}/metrics"
+            scraper = subprocess.Popen(["sh", "-c", f"while curl -sf --noproxy '*' {url} > /dev/null; do sleep 1; done"])
+        try:
+            return timed(cat(path))
+        finally:
+            if scraper:
+                scraper.kill()
+                scraper.wait()
+            d.stop()
+
+    plain, counted = [], []
+    for _ in range(repeat):
+        plain.append(cold(()))
+        port = free_port()
+        counted.append(cold(("--metrics", str(port)), port))
+    add(f"cold read {label}, --metrics on and scraped", statistics.median(counted),
+        "the same mount without --metrics", statistics.median(plain))
+
+    def warmup():
+        shutil.rmtree(cache, ignore_errors=True)
+        d = tools.mltrack(mnt, "mounted", cache, 4 * size)
+        try:
+            return timed([tools.mlt, "warmup", path])
+        finally:
+            d.stop()
+
+    add(f"mltrack warmup {label} (1 file, empty cache)", median_of(repeat, warmup),
+        "curl GET, same server", curl_get)
 
 
 def write_cases(tools, work, size, repeat, add):

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::runs::manifest::{RunType, StorageMode};
 use crate::storage::DynStore;
+use crate::storage::counted::CountedStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 
@@ -142,10 +143,12 @@ impl Config {
 
 /// Opens the backend a URL names.
 pub async fn open_store(url: &StoreUrl) -> Result<DynStore> {
-    Ok(match url {
+    let store: DynStore = match url {
         StoreUrl::Local(path) => Arc::new(LocalStore::open(path)?),
         StoreUrl::S3 { bucket, prefix } => Arc::new(S3Store::connect(bucket, prefix).await),
-    })
+    };
+    // Every request counted, for `mount --metrics` and `mltrack status`.
+    Ok(Arc::new(CountedStore::new(store)))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod layout;
 pub mod logcap;
 pub mod maint;
+pub mod metrics;
 pub mod mount;
 pub mod runs;
 pub mod storage;

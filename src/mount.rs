@@ -30,6 +30,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     pub foreground: bool,
     pub read_only: bool,
+    /// Where to serve Prometheus metrics (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Mounts and serves until unmounted.
@@ -62,6 +64,16 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
             false
         }
     };
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let bound = crate::metrics::serve(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            tracing::info!(address = %bound, "serving Prometheus metrics");
+            Some(bound.to_string())
+        }
+        None => None,
+    };
     let runs = runs.caching(opts.refresh, conditional);
     // Folds the manifest logs of the runs this mount writes, seconds after their last change.
     let compactor = tokio::spawn({
@@ -92,6 +104,8 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         default_run_type: config.default_run_type,
         default_modes: config.default_storage_modes.clone(),
         read_only: opts.read_only,
+        cache_dir: Some(config.cache_dir.clone()),
+        metrics,
     };
     let tree = Arc::new(Tree::new(runs.clone(), tree_opts, Some(cache)));
     let fs = MltrackFs::new(tree, reader, tokio::runtime::Handle::current());
@@ -247,7 +261,7 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape(mp) == want))
 }
 
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

@@ -35,6 +35,8 @@ fn core_over(store: DynStore) -> Core {
         default_run_type: RunType::Experiment,
         default_modes: vec![StorageMode::ByProject],
         read_only: false,
+        cache_dir: None,
+        metrics: None,
     };
     Core {
         tree: Tree::new(runs.clone(), opts, None),

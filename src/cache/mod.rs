@@ -134,6 +134,7 @@ impl BlockCache {
             return Some(Bytes::from(buf));
         }
         tracing::warn!(hash = %meta.hash, block, "cached block failed verification; dropping it");
+        crate::metrics::metrics().verification_failed("cache");
         None
     }
 
@@ -223,6 +224,14 @@ impl BlockCache {
         true
     }
 
+    /// The bytes of the object's blocks this mount has indexed.
+    pub fn cached_bytes(&self, meta: &ObjectMetadata) -> u64 {
+        let state = self.lock();
+        (0..meta.block_hashes.len() as u64)
+            .filter_map(|b| state.lru.peek(&(meta.hash, b)))
+            .sum()
+    }
+
     /// Whether every block of the object is cached.
     fn is_complete(&self, meta: &ObjectMetadata) -> bool {
         let mut state = self.lock();
@@ -245,6 +254,7 @@ impl BlockCache {
                 Ok(Punched::Freed) => {
                     state.used = state.used.saturating_sub(size);
                     total = total.saturating_sub(size);
+                    crate::metrics::metrics().cache_evicted(1);
                 }
                 // Another mount evicted it already (and counted it then).
                 Ok(Punched::AlreadyGone) => state.used = state.used.saturating_sub(size),
@@ -340,12 +350,27 @@ impl BlockCache {
     }
 
     fn dir_lock(&self) -> io::Result<DirLock> {
-        self.dir.lock().map(DirLock)
+        self.dir.lock().map(|f| DirLock(f, self.limit))
+    }
+
+    /// The bytes the directory holds (shared by every mount using it) and its limit.
+    pub fn usage(&self) -> (u64, u64) {
+        let total = self.dir_lock().map_or(self.lock().used, |l| l.total());
+        (total, self.limit)
+    }
+
+    /// Blocks and distinct objects this mount has indexed.
+    pub fn indexed(&self) -> (u64, u64) {
+        let state = self.lock();
+        let objects: std::collections::HashSet<&Digest> =
+            state.lru.iter().map(|((h, _), _)| h).collect();
+        (state.lru.len() as u64, objects.len() as u64)
     }
 }
 
-/// The directory lock, held while the cache's files or its shared total change.
-struct DirLock(File);
+/// The directory lock, held while the cache's files or its shared total change, and the
+/// cache's limit (for the metrics).
+struct DirLock(File, u64);
 
 impl DirLock {
     /// The bytes the directory holds, as every mount sharing it has counted them.
@@ -360,6 +385,7 @@ impl DirLock {
     fn set_total(&self, total: u64) {
         // Best effort: a lost update is corrected by the next mount's start-up scan.
         let _ = self.0.write_all_at(&total.to_le_bytes(), 0);
+        crate::metrics::metrics().cache_size(total, self.1);
     }
 }
 

@@ -377,6 +377,7 @@ impl DataStore {
                 Ok(()) => return Ok(got.data),
                 Err(bad) if attempt < FETCHES_OF_A_BAD_BLOCK => {
                     tracing::warn!(hash = %meta.hash, block = bad, attempt, "block failed verification; fetching again");
+                    crate::metrics::metrics().verification_failed("store");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                     attempt += 1;
                 }

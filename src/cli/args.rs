@@ -58,6 +58,29 @@ pub enum Command {
         /// Stay in the foreground instead of starting a daemon
         #[arg(long)]
         foreground: bool,
+        /// Serve Prometheus metrics over HTTP on ADDR: a port (on 127.0.0.1) or HOST:PORT
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
+    /// What a mount is doing: its store, cache, files being written, requests and errors
+    Status { mountpoint: PathBuf },
+    /// Fetch whole files into the node's cache through a mount, verified, before they are read
+    #[command(
+        long_about = "Fetch whole files into the node's cache through a mount, verified, so that \
+                      training starts on a warm cache. Each argument is a path in a mount (a \
+                      file, a directory, a run's directory: everything under it) or a run id \
+                      (its inputs/). Files already cached are not fetched again; what does not \
+                      fit in the cache is left out, and said so."
+    )]
+    Warmup {
+        #[arg(value_name = "PATH_OR_RUN", required = true)]
+        targets: Vec<String>,
+        /// The mount to find run ids in (default: the one mltrack mount of this node)
+        #[arg(long, value_name = "MOUNTPOINT")]
+        mount: Option<PathBuf>,
+        /// Files fetched at once
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
     },
     /// Unmount a mount point (the daemon finishes and exits)
     Unmount { mountpoint: PathBuf },

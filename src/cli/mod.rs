@@ -4,6 +4,8 @@
 
 pub mod args;
 mod output;
+mod status;
+mod warmup;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,9 +25,19 @@ use args::{AddFile, Cli, Command, RunCommand};
 use output::{Bar, print_json};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Unmount { mountpoint } = &cli.command {
-        crate::mount::unmount(mountpoint)?;
-        return Ok(ExitCode::SUCCESS);
+    // These speak to a mount, not to the store.
+    match &cli.command {
+        Command::Unmount { mountpoint } => {
+            crate::mount::unmount(mountpoint)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Status { mountpoint } => return status::status(mountpoint, cli.json),
+        Command::Warmup {
+            targets,
+            mount,
+            jobs,
+        } => return warmup::warmup(targets, mount.as_deref(), *jobs, cli.json),
+        _ => {}
     }
     let mut config = Config::from_env(cli.store.as_deref())?;
     if let Command::Mount {
@@ -51,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             allow_other,
             foreground,
             read_only,
+            metrics,
             ..
         } => {
             if !(refresh.is_finite() && refresh >= 0.0) {
@@ -65,11 +78,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 allow_other,
                 foreground,
                 read_only,
+                metrics: metrics.as_deref().map(metrics_address).transpose()?,
             };
             crate::mount::mount(&config, runs, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Unmount { .. } => Ok(ExitCode::SUCCESS),
+        Command::Unmount { .. } | Command::Status { .. } | Command::Warmup { .. } => {
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Put { file, name } => put(&runs, json, file, name).await,
         Command::Get { hash, output } => get(&runs, hash, output).await,
         Command::Run(cmd) => run_command(&config, &runs, json, cmd).await,
@@ -391,4 +407,18 @@ fn show(json: bool, m: &Manifest) -> Result<ExitCode> {
         output::run_details(m).context("printing the run")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--metrics ADDR`: a port alone is on the loopback address, so nothing is exposed beyond the
+/// node unless an address says so.
+fn metrics_address(addr: &str) -> Result<std::net::SocketAddr> {
+    if let Ok(port) = addr.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    addr.parse().map_err(|_| {
+        Error::BadRequest(format!(
+            "--metrics {addr:?} is not a port or an address such as 127.0.0.1:9100"
+        ))
+        .into()
+    })
 }

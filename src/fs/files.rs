@@ -263,7 +263,10 @@ impl Tree {
         if !st.dirty || st.detached {
             return Ok(());
         }
+        let _counted = crate::metrics::metrics().commit(file.size());
+        file.committing.store(true, Ordering::Relaxed);
         let result = self.commit_locked(file, &mut st).await;
+        file.committing.store(false, Ordering::Relaxed);
         st.failed = result.is_err();
         result
     }

@@ -8,7 +8,8 @@
 //! path); `namespace` (listing and lookup); `attributes` (stat, readlink, xattrs, setattr);
 //! `files` (open, create, write, commit, release, link); `directories` (mkdir, rmdir, runs
 //! made and deleted); `moves` (rename, unlink); `changes` (what every change checks first);
-//! `pending` (what exists on this mount only: files being written, new keys). Reads go
+//! `pending` (what exists on this mount only: files being written, new keys); `status` (what
+//! `mltrack status` and `mltrack warmup` ask the mount). Reads go
 //! through [`reader::Reader`] and the verified block cache; writes through
 //! [`spool::WriteFile`]. Every change is a manifest change through `runs`
 //! (docs/SEMANTICS.md); nothing here writes under `data/` or `manifests/` (`EROFS`).
@@ -24,6 +25,7 @@ mod namespace;
 mod pending;
 pub mod reader;
 pub mod spool;
+pub mod status;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -132,6 +134,9 @@ pub struct TreeOptions {
     /// The views every run made with `mkdir` gets, besides the one it was made in.
     pub default_modes: Vec<StorageMode>,
     pub read_only: bool,
+    /// For `mltrack status`: the cache directory, and where `--metrics` serves.
+    pub cache_dir: Option<std::path::PathBuf>,
+    pub metrics: Option<String>,
 }
 
 /// The mounted tree.

@@ -30,6 +30,7 @@ use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::Digest;
+use crate::metrics::metrics;
 
 const MIN_WINDOW: u64 = 2;
 const MAX_WINDOW: u64 = 32;
@@ -129,14 +130,20 @@ impl Reader {
     }
 
     async fn block(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, b: u64) -> Result<Bytes> {
+        let m = metrics();
         if let Some(data) = lock(&self.recent).get(&(meta.hash, b)) {
             return Ok(data.clone());
         }
         let ahead = lock(&file.ahead).remove(&(meta.hash, b));
         let data = match ahead {
+            // Counted when it was fetched (or found cached).
             Some(fetch) => fetch.await,
             None => match self.cache.get(meta, b) {
-                Some(d) => Ok(d),
+                Some(d) => {
+                    m.cache_hit();
+                    m.read_from("cache", d.len() as u64);
+                    Ok(d)
+                }
                 None => self.fetch(meta.clone(), b).await,
             },
         }
@@ -159,6 +166,8 @@ impl Reader {
         let fut = async move {
             let result = data.read_blocks(&meta, b..b + 1).await;
             if let Ok(bytes) = &result {
+                metrics().cache_miss();
+                metrics().read_from("store", bytes.len() as u64);
                 if let Err(e) = cache.put(&meta, b, bytes) {
                     tracing::warn!(hash = %meta.hash, block = b, error = %e, "could not cache a block");
                 }

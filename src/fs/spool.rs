@@ -64,6 +64,8 @@ pub struct WriteFile {
     xattrs: Mutex<crate::runs::xattrs::Xattrs>,
     /// Open handles sharing this file; the last release commits and retires it.
     pub opens: AtomicUsize,
+    /// A commit of it is under way (for `mltrack status`).
+    pub committing: std::sync::atomic::AtomicBool,
     pub state: tokio::sync::Mutex<State>,
 }
 
@@ -132,12 +134,14 @@ impl WriteFile {
         let file = dir.tmpfile().map_err(Error::io(dir.path()))?;
         let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let size = existing.as_ref().map_or(0, |m| m.size);
+        crate::metrics::metrics().pending_write(true);
         Ok(WriteFile {
             target: Mutex::new(target),
             file,
             proc_path,
             size: AtomicU64::new(size),
             opens: AtomicUsize::new(1),
+            committing: Default::default(),
             times: Mutex::new(Times {
                 mode,
                 uid: None,
@@ -334,6 +338,7 @@ fn abandon(st: &mut State) {
 
 impl Drop for WriteFile {
     fn drop(&mut self) {
+        crate::metrics::metrics().pending_write(false);
         if let Some(f) = self.state.get_mut().follower.take() {
             f.stop();
         }

@@ -21,22 +21,23 @@ pub(super) fn new_name(name: &OsStr) -> Result<&str, Errno> {
 
 /// The error number a user sees for a domain error; logged once here with its cause.
 pub fn errno(op: &str, e: &Error) -> Errno {
-    let code = match e.kind() {
-        Kind::NotFound => Errno::ENOENT,
-        Kind::NameTooLong => Errno::ENAMETOOLONG,
-        Kind::Invalid => Errno::EINVAL,
-        Kind::NoSpace => Errno::ENOSPC,
-        Kind::Exists => Errno::EEXIST,
-        Kind::NotEmpty => Errno::ENOTEMPTY,
-        Kind::ReadOnly => Errno::EROFS,
-        Kind::NotPermitted => Errno::EPERM,
-        Kind::IsDirectory => Errno::EISDIR,
-        Kind::NotDirectory => Errno::ENOTDIR,
-        Kind::Stale => Errno::ESTALE,
-        Kind::Unsupported => Errno::ENOTSUP,
-        Kind::NoAttribute => Errno::NO_XATTR,
-        Kind::Failed => Errno::EIO,
+    let (code, name) = match e.kind() {
+        Kind::NotFound => (Errno::ENOENT, "ENOENT"),
+        Kind::NameTooLong => (Errno::ENAMETOOLONG, "ENAMETOOLONG"),
+        Kind::Invalid => (Errno::EINVAL, "EINVAL"),
+        Kind::NoSpace => (Errno::ENOSPC, "ENOSPC"),
+        Kind::Exists => (Errno::EEXIST, "EEXIST"),
+        Kind::NotEmpty => (Errno::ENOTEMPTY, "ENOTEMPTY"),
+        Kind::ReadOnly => (Errno::EROFS, "EROFS"),
+        Kind::NotPermitted => (Errno::EPERM, "EPERM"),
+        Kind::IsDirectory => (Errno::EISDIR, "EISDIR"),
+        Kind::NotDirectory => (Errno::ENOTDIR, "ENOTDIR"),
+        Kind::Stale => (Errno::ESTALE, "ESTALE"),
+        Kind::Unsupported => (Errno::ENOTSUP, "ENOTSUP"),
+        Kind::NoAttribute => (Errno::NO_XATTR, "ENODATA"),
+        Kind::Failed => (Errno::EIO, "EIO"),
     };
+    crate::metrics::metrics().error(name);
     tracing::warn!(op, error = %e, "request failed");
     code
 }

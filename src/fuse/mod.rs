@@ -38,6 +38,7 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::reader::{OpenFile, Reader};
 use crate::fs::spool::WriteFile;
+use crate::fs::status::{CACHED_XATTR, STATUS_XATTR};
 use crate::fs::{Attr, Content, FileType, Owner, SetAttr, Tree};
 use crate::ids::Digest;
 use closers::Closers;
@@ -282,6 +283,7 @@ impl Filesystem for MltrackFs {
                 tracing::debug!(ino, "opened with passthrough");
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                 self.passthrough.opened(fh, id, file);
+                crate::metrics::metrics().passthrough_opened();
                 return;
             }
         }
@@ -349,7 +351,10 @@ impl Filesystem for MltrackFs {
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        match self.rt.block_on(self.reader.read(&h.read, offset, size)) {
+        let started = std::time::Instant::now();
+        let read = self.rt.block_on(self.reader.read(&h.read, offset, size));
+        crate::metrics::metrics().read_took(started);
+        match read {
             Ok(data) => reply.data(&data),
             // Bytes that fail verification are an error (EIO), never served; the object gone
             // from the store (collected) is ENOENT, and so on: one map for every handler.
@@ -770,14 +775,30 @@ impl Filesystem for MltrackFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let attrs = match self.rt.block_on(self.tree.xattrs(u64::from(ino))) {
-            Ok(a) => a,
-            Err(e) => return reply.error(errno("getxattr", &e)),
+        let ino = u64::from(ino);
+        // The mount's own attributes, never listed (`fs::status`).
+        let computed = match name.to_str() {
+            Some(STATUS_XATTR) if ino == crate::fs::ROOT_INO => {
+                Some(serde_json::to_vec(&self.tree.status()).unwrap_or_default())
+            }
+            Some(CACHED_XATTR) => match self.rt.block_on(self.tree.cached_bytes(ino)) {
+                Ok(Some(n)) => Some(n.to_string().into_bytes()),
+                Ok(None) => return reply.error(Errno::NO_XATTR),
+                Err(e) => return reply.error(errno("getxattr", &e)),
+            },
+            _ => None,
         };
-        let Some((_, value)) = attrs
-            .iter()
-            .find(|(n, _)| Some(n.as_str()) == name.to_str())
-        else {
+        let attrs = match computed {
+            Some(value) => vec![(String::new(), value)],
+            None => match self.rt.block_on(self.tree.xattrs(ino)) {
+                Ok(a) => a
+                    .into_iter()
+                    .filter(|(n, _)| Some(n.as_str()) == name.to_str())
+                    .collect(),
+                Err(e) => return reply.error(errno("getxattr", &e)),
+            },
+        };
+        let Some((_, value)) = attrs.first() else {
             return reply.error(Errno::NO_XATTR);
         };
         if size == 0 {

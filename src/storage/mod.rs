@@ -10,6 +10,7 @@
 //! (any S3-compatible server), [`memory::MemoryStore`] and [`faulty::FaultyStore`] for tests.
 //! Every one of them runs the same conformance suite (`tests/storage_conformance.rs`).
 
+pub mod counted;
 pub mod faulty;
 pub mod local;
 pub mod memory;

@@ -57,6 +57,32 @@ const MAX_ATTEMPTS: u32 = 10;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Counts each attempt after a request's first in the process's metrics (`store_retries`).
+#[derive(Debug)]
+struct CountRetries;
+
+impl aws_sdk_s3::config::Intercept for CountRetries {
+    fn name(&self) -> &'static str {
+        "mltrack-count-retries"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use aws_smithy_runtime_api::client::retries::RequestAttempts;
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            crate::metrics::metrics().retried();
+        }
+        Ok(())
+    }
+}
+
 /// The wait before try `attempt + 1`: the SDK's standard policy, exponential from
 /// `INITIAL_BACKOFF`, capped at `MAX_BACKOFF`, with full jitter.
 fn backoff(attempt: u32) -> Duration {
@@ -108,6 +134,7 @@ impl S3Store {
                     .token_bucket(TokenBucket::unlimited())
                     .build(),
             )
+            .interceptor(CountRetries)
             .force_path_style(custom_endpoint)
             .request_checksum_calculation(
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
@@ -527,6 +554,7 @@ impl S3Store {
                 return Err(failure);
             }
             tracing::warn!(key, attempt, error = %failure, "retrying a GET whose body broke off");
+            crate::metrics::metrics().retried();
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
         }

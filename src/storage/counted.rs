@@ -1,0 +1,96 @@
+//! A wrapper that counts every request to a backend, by operation and outcome, and the bytes
+//! it moves, in the process's metrics ([`crate::metrics`]). Every store the process opens is
+//! wrapped in it, so the mount, the CLI and `status` count the same way.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+
+use super::{
+    Body, DynStore, GetResult, ListPage, ObjectMeta, ObjectStore, PutMode, Result, StorageError,
+};
+use crate::metrics::metrics;
+
+#[derive(Debug)]
+pub struct CountedStore {
+    inner: DynStore,
+}
+
+impl CountedStore {
+    pub fn new(inner: DynStore) -> Self {
+        CountedStore { inner }
+    }
+}
+
+/// How a request ended, as labelled.
+fn outcome<T>(r: &Result<T>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(StorageError::NotFound { .. }) => "absent",
+        Err(StorageError::AlreadyExists { .. } | StorageError::PreconditionFailed { .. }) => {
+            "conflict"
+        }
+        Err(_) => "error",
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountedStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
+        let r = self.inner.get(key, range).await;
+        metrics().request("get", outcome(&r));
+        if let Ok(g) = &r {
+            metrics().store_bytes("get", g.data.len() as u64);
+        }
+        r
+    }
+
+    async fn put(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
+        let len = match &body {
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File(_) => None,
+        };
+        let len = match (len, &body) {
+            (Some(n), _) => n,
+            (None, Body::File(p)) => std::fs::metadata(p).map_or(0, |m| m.len()),
+            (None, Body::Bytes(_)) => 0,
+        };
+        let r = self.inner.put(key, body, mode).await;
+        metrics().request("put", outcome(&r));
+        if r.is_ok() {
+            metrics().store_bytes("put", len);
+        }
+        r
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let r = self.inner.head(key).await;
+        let label = match &r {
+            Ok(None) => "absent",
+            other => outcome(other),
+        };
+        metrics().request("head", label);
+        r
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+    ) -> Result<ListPage> {
+        let r = self.inner.list_page(prefix, delimited, token).await;
+        metrics().request("list", outcome(&r));
+        r
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let r = self.inner.delete(key).await;
+        metrics().request("delete", outcome(&r));
+        r
+    }
+}
