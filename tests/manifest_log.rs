@@ -288,3 +288,35 @@ fn a_close_costs_the_same_requests_whatever_the_runs_size() {
         "a close rewrote the manifest"
     );
 }
+
+/// `run list` reads a run without a log with one GET: the listing of `manifests/` that names
+/// the runs also shows which have a log (`<run>.log/`), and only those are asked about it.
+/// A run with entries is listed with them applied.
+#[test]
+fn run_list_asks_only_runs_with_a_log_about_it() {
+    use std::sync::atomic::Ordering;
+    let t = TestStore::new(Kind::S3);
+    let runs = 12;
+    for i in 0..runs {
+        t.ok(&["run", "create", &format!("r{i:02}"), "--project", "p"]);
+    }
+    let f = t.file("a.bin", &bytes(9100, 1000));
+    t.ok(&["run", "add-output", "r00", "a.bin", path_str(&f)]);
+    assert!(!log_keys(&t, "r00").is_empty(), "the add is a log entry");
+    let faults = t.server().faults.clone();
+    let before = faults.requests.load(Ordering::SeqCst);
+    let listed = t.json(&["run", "list"]);
+    let requests = faults.requests.load(Ordering::SeqCst) - before;
+    let all = listed.as_array().cloned().unwrap_or_default();
+    assert_eq!(all.len(), runs, "{listed}");
+    let r00 = all
+        .iter()
+        .find(|r| r["run_id"] == "r00")
+        .expect("r00 listed");
+    assert_eq!(file_names(r00), vec!["outputs/a.bin"], "{r00}");
+    // One LIST of manifests/, a GET per run, and for r00 its log: a HEAD, a LIST, a GET.
+    assert!(
+        requests <= 1 + runs as u64 + 3 + 1,
+        "{requests} requests to list {runs} runs"
+    );
+}

@@ -288,6 +288,10 @@ enum Read {
     Quick,
     /// Everything, gaps included: for fsck and gc.
     Thorough,
+    /// A listing of `manifests/`, made before this read, showed no log for the run (no
+    /// `<run>.log/` prefix): the manifest alone, as a thorough read that listed first would
+    /// find it. `Runs::list` reads most runs so, one GET each.
+    NoLogListed,
 }
 
 /// A run's state as read from the store.
@@ -454,6 +458,7 @@ impl Runs {
         'attempt: for _ in 0..READ_ATTEMPTS {
             let listed_first = match how {
                 Read::Thorough => Some(self.log_seqs(run).await?),
+                Read::NoLogListed => Some(Vec::new()),
                 Read::Quick => None,
             };
             let got = match self.store().get(&key, None).await {
@@ -1208,8 +1213,22 @@ impl Runs {
                 }),
             }
         }
+        // The same listing names the runs that have a log at all: the others are read with
+        // one GET and nothing else (no HEAD or LIST of their log).
+        let logged: std::collections::HashSet<&str> = page
+            .prefixes
+            .iter()
+            .filter_map(|p| p.strip_prefix(layout::MANIFESTS)?.strip_suffix(".log/"))
+            .collect();
         let mut loaded = futures::stream::iter(ids)
-            .map(|id| async move { (self.read_state(&id, how).await, id) })
+            .map(|id| {
+                let how = if logged.contains(id.as_str()) {
+                    how
+                } else {
+                    Read::NoLogListed
+                };
+                async move { (self.read_state(&id, how).await, id) }
+            })
             .buffer_unordered(LIST_CONCURRENCY);
         while let Some((result, id)) = loaded.next().await {
             match result {
