@@ -775,6 +775,13 @@ impl Filesystem for MltrackFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // Only `user.*` attributes exist here. `ls -l` asks every entry for
+        // `security.selinux` and `system.posix_acl_access` (directories also for
+        // `system.posix_acl_default`): two requests an entry, answered without looking
+        // anything up.
+        if !name.as_encoded_bytes().starts_with(b"user.") {
+            return reply.error(Errno::NO_XATTR);
+        }
         let ino = u64::from(ino);
         // The mount's own attributes, never listed (`fs::status`).
         let computed = match name.to_str() {
