@@ -417,6 +417,8 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
+                // Out of descriptors, say: wait rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let _ = socket.set_nodelay(true);

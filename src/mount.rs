@@ -253,15 +253,47 @@ fn spawn_background(config: &Config, mountpoint: &Path) -> Result<()> {
 
 /// Whether `path` is a mount point (listed in /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape(mp) == want))
+    mount_table().iter().any(|m| m.point == path)
 }
 
-pub fn unescape(s: &str) -> String {
+/// The mount points of this node's mltrack mounts: `fuse.mltrack` through the mount helper;
+/// mounted directly, the kernel shows `fuse` and the source the mount gave (`mltrack:<store>`).
+pub fn mltrack_mounts() -> Vec<PathBuf> {
+    mount_table()
+        .into_iter()
+        .filter(|m| {
+            m.fstype == "fuse.mltrack" || (m.fstype == "fuse" && m.source.starts_with("mltrack:"))
+        })
+        .map(|m| m.point)
+        .collect()
+}
+
+/// One line of /proc/self/mountinfo, as far as mltrack needs it.
+struct Mounted {
+    point: PathBuf,
+    fstype: String,
+    source: String,
+}
+
+fn mount_table() -> Vec<Mounted> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| {
+            // `<id> <parent> <dev> <root> <point> <options> [fields] - <fstype> <source> ...`
+            let (left, right) = l.split_once(" - ")?;
+            let mut after = right.split(' ');
+            Some(Mounted {
+                point: PathBuf::from(unescape(left.split(' ').nth(4)?)),
+                fstype: after.next()?.to_string(),
+                source: after.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

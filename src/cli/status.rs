@@ -151,20 +151,13 @@ pub fn ask(mountpoint: &Path) -> Result<(std::path::PathBuf, Value), Error> {
 
 /// Extended attribute `name` of `path` (not following a final link), `None` if it has none.
 pub fn xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let n = std::ffi::CString::new(name)?;
     let mut buf = vec![0u8; 64 * 1024];
-    // SAFETY: NUL-terminated strings and a buffer of the given length, all outliving the call.
-    let got =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if got < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-            _ => Err(e),
-        };
+    match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    buf.truncate(got as usize);
-    Ok(Some(buf))
 }

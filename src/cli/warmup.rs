@@ -9,7 +9,7 @@
 //! cache is left out and said so. Pages read are dropped from the page cache as they go
 //! (`POSIX_FADV_DONTNEED`): the node's cache is the disk, not memory.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,7 @@ pub fn warmup(
     jobs: usize,
     json: bool,
 ) -> Result<ExitCode> {
-    let mounts = mltrack_mounts();
+    let mounts = crate::mount::mltrack_mounts();
     let mut files = Vec::new();
     let mut roots = Vec::new();
     for t in targets {
@@ -242,7 +242,8 @@ fn read_all(files: &[File], jobs: usize, bar: &Bar) -> Vec<String> {
         .flat_map(|(i, f)| (0..f.size.div_ceil(CHUNK)).map(move |c| (i, c * CHUNK)))
         .collect();
     let next = AtomicUsize::new(0);
-    let errors = Mutex::new(Vec::new());
+    // The first error of each file (its other ranges likely fail the same way).
+    let errors = Mutex::new(BTreeMap::new());
     let progress = bar.progress();
     std::thread::scope(|s| {
         for _ in 0..jobs.min(chunks.len()) {
@@ -257,16 +258,16 @@ fn read_all(files: &[File], jobs: usize, bar: &Bar) -> Vec<String> {
                     let end = (start + CHUNK).min(file.size);
                     if let Err(e) = read_range(&file.path, start, end, &mut buf, &progress) {
                         let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
-                        errors.push(format!("{}: {e}", file.path.display()));
+                        errors
+                            .entry(f)
+                            .or_insert_with(|| format!("{}: {e}", file.path.display()));
                     }
                 }
             });
         }
     });
-    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    errors.sort();
-    errors.dedup_by(|a, b| a.split(": ").next() == b.split(": ").next());
-    errors
+    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    errors.into_values().collect()
 }
 
 fn read_range(
@@ -297,24 +298,4 @@ fn read_range(
         );
     }
     Ok(())
-}
-
-/// The mount points of the mltrack mounts of this node.
-fn mltrack_mounts() -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mut fields = right.split(' ');
-            let (fstype, source) = (fields.next()?, fields.next()?);
-            let mountpoint = left.split(' ').nth(4)?;
-            // `fuse.mltrack` through a mount helper; mounted directly, the kernel shows `fuse`
-            // and the source the mount gave (`mltrack:<store>`).
-            let ours =
-                fstype == "fuse.mltrack" || (fstype == "fuse" && source.starts_with("mltrack:"));
-            ours.then(|| PathBuf::from(crate::mount::unescape(mountpoint)))
-        })
-        .collect()
 }

@@ -443,20 +443,19 @@ impl Tree {
         // so that writer's last release cannot commit and let go of the file between our
         // change and its record), or opened for a truncate. Released below, which commits it
         // if it is the last.
-        let own = match (&file, size) {
-            (Some(_), _) => None,
-            (None, size) => {
-                let target = Target {
-                    run: run.clone(),
-                    path: path.clone(),
-                };
-                match self.share_write(&target) {
-                    Some(f) => Some(f),
-                    None if size.is_some() => {
-                        Some(self.open_write(target, 0o644, size == Some(0)).await?)
-                    }
-                    None => None,
+        let own = if file.is_some() {
+            None
+        } else {
+            let target = Target {
+                run: run.clone(),
+                path: path.clone(),
+            };
+            match self.share_write(&target) {
+                Some(shared) => Some(shared),
+                None if size.is_some() => {
+                    Some(self.open_write(target, 0o644, size == Some(0)).await?)
                 }
+                None => None,
             }
         };
         let result = self.set_file_attr(&run, &path, file.as_ref().or(own.as_ref()), change);

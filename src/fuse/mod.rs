@@ -784,28 +784,23 @@ impl Filesystem for MltrackFs {
         }
         let ino = u64::from(ino);
         // The mount's own attributes, never listed (`fs::status`).
-        let computed = match name.to_str() {
+        let value = match name.to_str() {
             Some(STATUS_XATTR) if ino == crate::fs::ROOT_INO => {
                 Some(serde_json::to_vec(&self.tree.status()).unwrap_or_default())
             }
             Some(CACHED_XATTR) => match self.rt.block_on(self.tree.cached_bytes(ino)) {
-                Ok(Some(n)) => Some(n.to_string().into_bytes()),
-                Ok(None) => return reply.error(Errno::NO_XATTR),
+                Ok(n) => n.map(|n| n.to_string().into_bytes()),
                 Err(e) => return reply.error(errno("getxattr", &e)),
             },
-            _ => None,
-        };
-        let attrs = match computed {
-            Some(value) => vec![(String::new(), value)],
-            None => match self.rt.block_on(self.tree.xattrs(ino)) {
+            _ => match self.rt.block_on(self.tree.xattrs(ino)) {
                 Ok(a) => a
                     .into_iter()
-                    .filter(|(n, _)| Some(n.as_str()) == name.to_str())
-                    .collect(),
+                    .find(|(n, _)| Some(n.as_str()) == name.to_str())
+                    .map(|(_, v)| v),
                 Err(e) => return reply.error(errno("getxattr", &e)),
             },
         };
-        let Some((_, value)) = attrs.first() else {
+        let Some(value) = value else {
             return reply.error(Errno::NO_XATTR);
         };
         if size == 0 {
@@ -813,7 +808,7 @@ impl Filesystem for MltrackFs {
         } else if (size as usize) < value.len() {
             reply.error(Errno::ERANGE);
         } else {
-            reply.data(value);
+            reply.data(&value);
         }
     }
 

@@ -51,13 +51,8 @@ impl ObjectStore for CountedStore {
 
     async fn put(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
         let len = match &body {
-            Body::Bytes(b) => Some(b.len() as u64),
-            Body::File(_) => None,
-        };
-        let len = match (len, &body) {
-            (Some(n), _) => n,
-            (None, Body::File(p)) => std::fs::metadata(p).map_or(0, |m| m.len()),
-            (None, Body::Bytes(_)) => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
         };
         let r = self.inner.put(key, body, mode).await;
         metrics().request("put", outcome(&r));
