@@ -220,7 +220,21 @@ struct Queued {
     id: u64,
     path: RelPath,
     entry: FileEntry,
+    presence: Presence,
     done: tokio::sync::oneshot::Sender<Result<Current>>,
+}
+
+/// What is known of an entry's data when it is recorded, which decides how the data is kept
+/// from gc until the entry lands (docs/STORE.md, "Order of writes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Stored before, perhaps long ago: its `used_by` marker is written, then its presence
+    /// checked, before the entry, so that a gc removing it in between is caught.
+    Check,
+    /// Uploaded by this very commit, its `metadata.json` created moments ago: gc keeps data
+    /// written within its grace, so no check is needed, and its marker is written beside the
+    /// entry instead of before it (two round trips fewer for a close of new data).
+    JustStored,
 }
 
 impl std::fmt::Debug for Queue {
@@ -239,6 +253,7 @@ impl Queue {
         run: &RunId,
         path: RelPath,
         entry: FileEntry,
+        presence: Presence,
         done: tokio::sync::oneshot::Sender<Result<Current>>,
     ) -> u64 {
         let id = self
@@ -248,6 +263,7 @@ impl Queue {
             id,
             path,
             entry,
+            presence,
             done,
         };
         self.waiting().entry(run.clone()).or_default().push(queued);
@@ -962,7 +978,13 @@ impl Runs {
             Hashing::Done(hash) => self.data.put_hashed(file, Some(&name), hash).await?,
             Hashing::Pass(progress) => self.data.put_file(file, Some(&name), progress).await?,
         };
-        let entry = self.record_object(run, path, &stored.meta, stamp).await?;
+        let presence = match stored.new {
+            true => Presence::JustStored,
+            false => Presence::Check,
+        };
+        let entry = self
+            .record_object_as(run, path, &stored.meta, stamp, presence)
+            .await?;
         Ok((entry, stored.new))
     }
 
@@ -974,6 +996,18 @@ impl Runs {
         path: &RelPath,
         meta: &ObjectMetadata,
         stamp: Stamp,
+    ) -> Result<FileEntry> {
+        self.record_object_as(run, path, meta, stamp, Presence::Check)
+            .await
+    }
+
+    async fn record_object_as(
+        &self,
+        run: &RunId,
+        path: &RelPath,
+        meta: &ObjectMetadata,
+        stamp: Stamp,
+        presence: Presence,
     ) -> Result<FileEntry> {
         let entry = FileEntry {
             hash: meta.hash,
@@ -988,20 +1022,31 @@ impl Runs {
             gid: stamp.gid,
             xattrs: stamp.xattrs,
         };
-        self.record(run, path, entry.clone()).await?;
+        self.record_as(run, path, entry.clone(), presence).await?;
         Ok(entry)
     }
 
-    /// Points `path` of the run at stored data: marker, presence check, manifest entry; drops
-    /// the marker of data the path referenced before if nothing else in the run does.
+    /// Points `path` of the run at stored data (stored before: see [`Presence`]): marker,
+    /// presence check, manifest entry; drops the marker of data the path referenced before if
+    /// nothing else in the run does.
     ///
     /// Group commit: files that arrive while another writer of the run holds its lock wait
     /// together, and the next one to get the lock records them all: their markers and
     /// presence checks at once, then one log entry. Parallel writers (`xargs -P`, a data
     /// loader writing shards) so share round trips. Each still gets its own outcome.
     pub async fn record(&self, run: &RunId, path: &RelPath, entry: FileEntry) -> Result<Current> {
+        self.record_as(run, path, entry, Presence::Check).await
+    }
+
+    async fn record_as(
+        &self,
+        run: &RunId,
+        path: &RelPath,
+        entry: FileEntry,
+        presence: Presence,
+    ) -> Result<Current> {
         let (done, mut outcome) = tokio::sync::oneshot::channel();
-        let id = self.queue.push(run, path.clone(), entry, done);
+        let id = self.queue.push(run, path.clone(), entry, presence, done);
         let dropped = || Error::Failed(format!("the commit of {run}/{path} was dropped"));
         let held = match self.lock(run).await {
             Ok(held) => held,
@@ -1020,13 +1065,23 @@ impl Runs {
         outcome.await.unwrap_or_else(|_| Err(dropped()))
     }
 
-    /// Records `batch`, under the run's lock (`held`): every marker and presence check at once
-    /// (held from the marker to the removal of old data's markers, so that a concurrent `rm`
-    /// of a file with the same data cannot drop a marker an entry needs), then one log entry
-    /// for those that passed. Sends each its outcome.
+    /// Records `batch`, under the run's lock (`held`): the markers and presence checks of data
+    /// stored before, at once (held from the marker to the removal of old data's markers, so
+    /// that a concurrent `rm` of a file with the same data cannot drop a marker an entry
+    /// needs), then one log entry for those that passed, with the markers of data this batch
+    /// just stored beside it. Sends each its outcome.
     async fn commit_batch(&self, held: &RunLock, run: &RunId, batch: Vec<Queued>) {
-        let hashes: BTreeSet<Digest> = batch.iter().map(|q| q.entry.hash).collect();
-        let checked = futures::future::join_all(hashes.iter().map(|h| async move {
+        // Data any file of the batch only knows as stored before is checked, for all of them.
+        let mut hashes: BTreeMap<Digest, Presence> = BTreeMap::new();
+        for q in &batch {
+            let p = hashes.entry(q.entry.hash).or_insert(q.presence);
+            if q.presence == Presence::Check {
+                *p = Presence::Check;
+            }
+        }
+        let (checked, fresh): (Vec<Digest>, Vec<Digest>) =
+            hashes.keys().partition(|h| hashes[*h] == Presence::Check);
+        let results = futures::future::join_all(checked.iter().map(|h| async move {
             self.data.mark_used(h, run).await?;
             match self.store().head(&layout::metadata_key(h)).await? {
                 Some(_) => Ok(()),
@@ -1035,7 +1090,7 @@ impl Runs {
         }))
         .await;
         let mut failed: BTreeMap<Digest, std::sync::Arc<Error>> = BTreeMap::new();
-        for (h, r) in hashes.iter().zip(checked) {
+        for (h, r) in checked.iter().zip(results) {
             if let Err(e) = r {
                 failed.insert(*h, std::sync::Arc::new(e));
             }
@@ -1048,29 +1103,36 @@ impl Runs {
             let _ = q.done.send(Err(Error::Shared(e)));
         }
         let mut refused: Vec<Option<Error>> = Vec::new();
-        let committed = self
-            .update_locked(held, run, |m| {
-                refused = ready.iter().map(|_| None).collect();
-                let mut c = ChangeSet::default();
-                for (q, refusal) in ready.iter().zip(refused.iter_mut()) {
-                    let path = &q.path;
-                    let made_dir = matches!(c.dirs.get(path.as_str()), Some(Some(_)));
-                    if made_dir || m.is_dir(path.as_str()) {
-                        *refusal = Some(Error::IsDirectory(format!("{run}/{path}")));
-                        continue;
-                    }
-                    let exists = match c.files.get(path) {
-                        Some(e) => e.is_some(),
-                        None => m.files.contains_key(path) || m.links.contains_key(path),
-                    };
-                    if !exists {
-                        c.parent_changed(m, path.as_str(), q.entry.added_at);
-                    }
-                    c.put_file(path.clone(), q.entry.clone());
+        let entry = self.update_locked(held, run, |m| {
+            refused = ready.iter().map(|_| None).collect();
+            let mut c = ChangeSet::default();
+            for (q, refusal) in ready.iter().zip(refused.iter_mut()) {
+                let path = &q.path;
+                let made_dir = matches!(c.dirs.get(path.as_str()), Some(Some(_)));
+                if made_dir || m.is_dir(path.as_str()) {
+                    *refusal = Some(Error::IsDirectory(format!("{run}/{path}")));
+                    continue;
                 }
-                Ok(c)
-            })
-            .await;
+                let exists = match c.files.get(path) {
+                    Some(e) => e.is_some(),
+                    None => m.files.contains_key(path) || m.links.contains_key(path),
+                };
+                if !exists {
+                    c.parent_changed(m, path.as_str(), q.entry.added_at);
+                }
+                c.put_file(path.clone(), q.entry.clone());
+            }
+            Ok(c)
+        });
+        // A marker that cannot be written does not fail a close whose entry landed: the bytes
+        // and the entry are durable, and `fsck --repair` writes the marker from the manifest.
+        let markers = futures::future::join_all(fresh.iter().map(|h| async move {
+            if let Err(e) = self.data.mark_used(h, run).await {
+                tracing::warn!(%run, hash = %h, error = %e,
+                    "could not write a used_by marker; `mltrack fsck --repair` writes it");
+            }
+        }));
+        let (committed, _) = futures::future::join(entry, markers).await;
         match committed {
             Ok(next) => {
                 for (q, refusal) in ready.into_iter().zip(refused) {

@@ -1,8 +1,11 @@
 //! A wrapper that counts every request to a backend, by operation and outcome, and the bytes
 //! it moves, in the process's metrics ([`crate::metrics`]). Every store the process opens is
-//! wrapped in it, so the mount, the CLI and `status` count the same way.
+//! wrapped in it, so the mount, the CLI and `status` count the same way. With
+//! `RUST_LOG=mltrack::storage::counted=trace` it also logs each request (operation, key,
+//! outcome, time taken): the sequence of requests a `close()` or a listing makes.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -34,6 +37,18 @@ fn outcome<T>(r: &Result<T>) -> &'static str {
     }
 }
 
+/// Counts a finished request, and traces it.
+fn counted(op: &'static str, key: &str, outcome: &'static str, start: Instant) {
+    metrics().request(op, outcome);
+    tracing::trace!(
+        op,
+        key,
+        outcome,
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+}
+
 #[async_trait]
 impl ObjectStore for CountedStore {
     fn describe(&self) -> String {
@@ -41,8 +56,9 @@ impl ObjectStore for CountedStore {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
+        let start = Instant::now();
         let r = self.inner.get(key, range).await;
-        metrics().request("get", outcome(&r));
+        counted("get", key, outcome(&r), start);
         if let Ok(g) = &r {
             metrics().store_bytes("get", g.data.len() as u64);
         }
@@ -54,8 +70,9 @@ impl ObjectStore for CountedStore {
             Body::Bytes(b) => b.len() as u64,
             Body::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
         };
+        let start = Instant::now();
         let r = self.inner.put(key, body, mode).await;
-        metrics().request("put", outcome(&r));
+        counted("put", key, outcome(&r), start);
         if r.is_ok() {
             metrics().store_bytes("put", len);
         }
@@ -63,12 +80,13 @@ impl ObjectStore for CountedStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let start = Instant::now();
         let r = self.inner.head(key).await;
         let label = match &r {
             Ok(None) => "absent",
             other => outcome(other),
         };
-        metrics().request("head", label);
+        counted("head", key, label, start);
         r
     }
 
@@ -78,14 +96,16 @@ impl ObjectStore for CountedStore {
         delimited: bool,
         token: Option<String>,
     ) -> Result<ListPage> {
+        let start = Instant::now();
         let r = self.inner.list_page(prefix, delimited, token).await;
-        metrics().request("list", outcome(&r));
+        counted("list", prefix, outcome(&r), start);
         r
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        let start = Instant::now();
         let r = self.inner.delete(key).await;
-        metrics().request("delete", outcome(&r));
+        counted("delete", key, outcome(&r), start);
         r
     }
 }

@@ -129,14 +129,17 @@ impl TestStore {
     }
 
     /// What a crash may leave and nothing else: `fsck` finds at most `used_by` markers ahead of
-    /// their entries and uploads without `metadata.json`; after `fsck --repair` and `gc` it
-    /// finds nothing. Returns the clean report. `context` names the moment in failure messages.
+    /// their entries, the marker of new data whose entry landed just before the crash (it is
+    /// written beside the entry), and uploads without `metadata.json`; after `fsck --repair`
+    /// and `gc` it finds nothing. Returns the clean report. `context` names the moment in failure messages.
     pub fn assert_only_crash_leftovers_then_clean(&self, context: &str) -> serde_json::Value {
         let out = self.run(&["--json", "fsck"]);
         let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsck JSON");
         for f in fsck["findings"].as_array().expect("findings") {
             assert!(
-                f["kind"] == "stale_marker" || f["kind"] == "incomplete_object",
+                f["kind"] == "stale_marker"
+                    || f["kind"] == "missing_marker"
+                    || f["kind"] == "incomplete_object",
                 "{context}: {f}"
             );
         }

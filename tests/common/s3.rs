@@ -65,6 +65,8 @@ pub enum Target {
     DataGet,
     /// PUTs and POSTs (uploads, parts, manifests, markers).
     Write,
+    /// PUTs of `used_by` markers.
+    MarkerPut,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +94,7 @@ pub struct Faults {
     pub puts: AtomicU64,
     /// PUTs of object data (whole objects and multipart parts of `.../data.<fmt>`).
     pub data_puts: AtomicU64,
+    pub heads: AtomicU64,
     pub requests: AtomicU64,
 }
 
@@ -143,6 +146,7 @@ impl Faults {
             Target::Any => true,
             Target::DataGet => *method == hyper::Method::GET && is_data(path),
             Target::Write => is_write,
+            Target::MarkerPut => *method == hyper::Method::PUT && path.contains("/used_by/"),
         };
         let fault = if let Some(pos) = i.queued.iter().position(|(t, _)| matches(*t)) {
             i.queued.remove(pos).map(|(_, f)| f)
@@ -174,6 +178,9 @@ impl Faults {
                 if path.ends_with("/metadata.json") {
                     self.metadata_gets.fetch_add(1, Ordering::SeqCst);
                 }
+            }
+            hyper::Method::HEAD => {
+                self.heads.fetch_add(1, Ordering::SeqCst);
             }
             hyper::Method::PUT => {
                 self.puts.fetch_add(1, Ordering::SeqCst);
