@@ -6,6 +6,11 @@
 //! The whole-file hash runs on the reading thread and the block hashes on a second thread, so
 //! on a machine with two cores the pass costs about one SHA-256 of the file, not two.
 //!
+//! A file hashed while it is written (a spool followed by its writer) gets its whole-file
+//! digest first ([`digest_reader`]), which is all a file whose bytes are already stored needs;
+//! its block digests ([`block_digests`]) are computed only if it turns out to be new, beside
+//! its upload.
+//!
 //! SHA-256 is `ring`'s, whose assembly uses SHA-NI or AVX2 where the CPU has them (the `sha2`
 //! crate's portable code ran at a third of `openssl dgst -sha256` on a CPU without SHA-NI).
 
@@ -81,6 +86,38 @@ pub fn hash_reader(reader: impl Read, progress: impl FnMut(u64)) -> io::Result<C
     })
 }
 
+/// The whole-file digest and size of everything `reader` yields, on the calling thread.
+pub fn digest_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+    let mut whole = Hasher::new();
+    let size = for_each_block(reader, |block| whole.update(block))?;
+    Ok((whole.finish(), size))
+}
+
+/// The digest of each [`BLOCK_SIZE`] block of everything `reader` yields, and its size.
+pub fn block_digests(reader: impl Read) -> io::Result<(Vec<Digest>, u64)> {
+    let mut blocks = Vec::new();
+    let size = for_each_block(reader, |block| blocks.push(sha256(block)))?;
+    Ok((blocks, size))
+}
+
+/// Hands `each` the input one [`BLOCK_SIZE`] block at a time (the last may be shorter), from
+/// one buffer; returns the size.
+fn for_each_block(mut reader: impl Read, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
+    let mut size = 0u64;
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    loop {
+        let n = read_full(&mut reader, &mut buf)?;
+        if n == 0 {
+            return Ok(size);
+        }
+        each(&buf[..n]);
+        size += n as u64;
+        if n < buf.len() {
+            return Ok(size);
+        }
+    }
+}
+
 /// Reads `reader` block by block, hashing it whole and sending each block on `tx`. Returns
 /// when the input ends or fails; dropping `tx` then ends the block hasher.
 fn feed_blocks(
@@ -139,6 +176,23 @@ mod tests {
         assert_eq!(h.blocks.len(), 3);
         assert_eq!(h.blocks[0], sha256(&data[..BLOCK_SIZE as usize]));
         assert_eq!(h.blocks[2], sha256(&data[2 * BLOCK_SIZE as usize..]));
+    }
+
+    #[test]
+    fn the_two_halves_of_a_pass_agree_with_the_pass() {
+        let data: Vec<u8> = (0..BLOCK_SIZE as usize * 3 + 5)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let whole = hash_reader(&data[..], |_| {}).unwrap();
+        assert_eq!(
+            digest_reader(&data[..]).unwrap(),
+            (whole.digest, whole.size)
+        );
+        assert_eq!(
+            block_digests(&data[..]).unwrap(),
+            (whole.blocks.clone(), whole.size)
+        );
+        assert_eq!(block_digests(&[][..]).unwrap(), (Vec::new(), 0));
     }
 
     #[test]

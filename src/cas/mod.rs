@@ -3,6 +3,8 @@
 //!
 //! Storing a file is: one hash pass (whole-file and per-block digests), a presence check on
 //! `metadata.json`, and only if absent an upload of `data.<fmt>` followed by `metadata.json`.
+//! A file hashed while it was written has only its whole-file digest at that point; its block
+//! digests are computed beside its upload, and not at all if its bytes were already stored.
 //! The order makes `metadata.json` the commit point: a crash in between leaves an object that
 //! is simply uploaded again. A file that changes between the hash pass and the end of the
 //! upload is refused before `metadata.json` is written, so a hash never describes other bytes.
@@ -194,23 +196,63 @@ impl DataStore {
         self.put_file(&path, name, none).await
     }
 
-    /// Stores the file at `path`, already hashed (by a reader that followed its writer); the
-    /// file must not change while this runs. Uploads nothing if the bytes are already stored.
-    pub async fn put_hashed(
+    /// Stores the file at `path`, whose whole-file digest a reader that followed its writer
+    /// computed; the file must not change while this runs. Bytes already stored cost nothing
+    /// more: their block digests are in the stored `metadata.json`. New bytes get theirs
+    /// computed beside the upload, from the same file, so the upload does not wait for them.
+    pub async fn put_digested(
         &self,
         path: &Path,
         name: Option<&Name>,
-        hash: ContentHash,
+        digest: Digest,
+        size: u64,
     ) -> Result<Stored> {
         let before = identity(path)?;
-        if before.1 != hash.size {
+        if before.1 != size {
             return Err(Error::Changed {
                 path: path.to_path_buf(),
             });
         }
-        let stored = self.store_hashed(path, name, hash, before).await?;
+        if let Some(meta) = self.already_stored(&digest).await? {
+            return Ok(Stored { meta, new: false });
+        }
+        let mut meta = describe(path, name, digest, size, Vec::new()).await?;
+        let owned = path.to_path_buf();
+        let blocks = blocking(move || {
+            let file = std::fs::File::open(&owned).map_err(Error::io(&owned))?;
+            hashing::block_digests(file).map_err(Error::io(&owned))
+        });
+        let data_key = meta.data_key();
+        let upload = self.store.put(
+            &data_key,
+            Body::File(path.to_path_buf()),
+            PutMode::Overwrite,
+        );
+        let (blocks, uploaded) = futures::future::join(blocks, upload).await;
+        uploaded?;
+        let (blocks, hashed) = blocks?;
+        if hashed != size || identity(path)? != before {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        meta.block_hashes = blocks;
+        let stored = self.commit_metadata(meta).await?;
         self.remember(&stored.meta);
         Ok(stored)
+    }
+
+    /// The metadata of object `h` if it is completely stored; a `metadata.json` that does not
+    /// parse counts as absent (a fresh upload replaces it).
+    async fn already_stored(&self, h: &Digest) -> Result<Option<ObjectMetadata>> {
+        match self.metadata(h).await {
+            Ok(found) => Ok(found),
+            Err(Error::Corrupt { key, reason }) => {
+                tracing::warn!(%key, %reason, "replacing corrupt metadata with a fresh upload");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn store_hashed(
@@ -220,15 +262,10 @@ impl DataStore {
         hash: ContentHash,
         before: (u64, u64, i64, i64),
     ) -> Result<Stored> {
-        match self.metadata(&hash.digest).await {
-            Ok(Some(meta)) => return Ok(Stored { meta, new: false }),
-            Ok(None) => {}
-            Err(Error::Corrupt { key, reason }) => {
-                tracing::warn!(%key, %reason, "replacing corrupt metadata with a fresh upload");
-            }
-            Err(e) => return Err(e),
+        if let Some(meta) = self.already_stored(&hash.digest).await? {
+            return Ok(Stored { meta, new: false });
         }
-        let meta = describe(path, name, &hash).await?;
+        let meta = describe(path, name, hash.digest, hash.size, hash.blocks).await?;
         self.store
             .put(
                 &meta.data_key(),
@@ -444,11 +481,17 @@ pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) 
     Ok(())
 }
 
-/// Detects the format and reads its facts: a few small reads of the file.
-async fn describe(path: &Path, name: Option<&Name>, hash: &ContentHash) -> Result<ObjectMetadata> {
+/// Detects the format and reads its facts (a few small reads of the file): the metadata of
+/// the file with digest `digest`, `size` bytes and block digests `blocks`.
+async fn describe(
+    path: &Path,
+    name: Option<&Name>,
+    digest: Digest,
+    size: u64,
+    blocks: Vec<Digest>,
+) -> Result<ObjectMetadata> {
     let owned = path.to_path_buf();
     let name = name.cloned();
-    let hash = hash.clone();
     blocking(move || {
         // The extension comes from the name the data arrives under if it has one, else from
         // the file's own name (`put train.csv --name training_data` is still a csv).
@@ -461,14 +504,14 @@ async fn describe(path: &Path, name: Option<&Name>, hash: &ContentHash) -> Resul
         let format: Format = format::detect_file(&owned, hint).map_err(Error::io(&owned))?;
         let facts = format::facts(&owned, &format);
         Ok(ObjectMetadata {
-            hash: hash.digest,
+            hash: digest,
             algorithm: "sha256".to_string(),
-            size: hash.size,
+            size,
             format,
             created_at: crate::time::now(),
             name,
-            block_size: hash.block_size,
-            block_hashes: hash.blocks,
+            block_size: hashing::BLOCK_SIZE,
+            block_hashes: blocks,
             facts,
         })
     })

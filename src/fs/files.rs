@@ -285,7 +285,7 @@ impl Tree {
             }
             None => {
                 let hashing = match file.followed_hash(st).await {
-                    Some(hash) => Hashing::Done(hash),
+                    Some((digest, size)) => Hashing::Digested(digest, size),
                     None => Hashing::Pass(noop()),
                 };
                 self.runs

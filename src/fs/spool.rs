@@ -17,8 +17,10 @@
 //! and renames wait for a commit in progress instead of changing the bytes under it.
 //!
 //! Hashing follows the writer: once a file written from its start, in order, passes
-//! [`FOLLOW_AFTER`] bytes, a [`Follower`] hashes the spool behind the writes (reading it back
-//! from the page cache), so that `close()` of a large file finds it mostly hashed. Any other
+//! [`FOLLOW_AFTER`] bytes, a [`Follower`] computes the spool's whole-file digest behind the
+//! writes (reading it back from the page cache), so that `close()` of a large file finds its
+//! address known. That digest is all bytes already stored need; new bytes get their block
+//! digests beside their upload (`cas::DataStore::put_digested`). Any other
 //! write pattern (a seek back, a truncate, a reference) abandons it, and the file is hashed
 //! whole at commit instead. Small files are simply hashed at commit.
 
@@ -32,9 +34,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::cas::hashing::{self, ContentHash};
+use crate::cas::hashing;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
+use crate::ids::Digest;
 use crate::ids::{RelPath, RunId};
 use crate::runs::manifest::FileEntry;
 use crate::trusted::TrustedDir;
@@ -282,9 +285,9 @@ impl WriteFile {
         Ok(())
     }
 
-    /// The hash of the whole spool from its follower, if it followed every write. Waits for
-    /// the follower to catch up, off the async threads.
-    pub async fn followed_hash(&self, st: &mut State) -> Option<ContentHash> {
+    /// The digest and size of the whole spool from its follower, if it followed every write.
+    /// Waits for the follower to catch up, off the async threads.
+    pub async fn followed_hash(&self, st: &mut State) -> Option<(Digest, u64)> {
         let follower = st.follower.take()?;
         let end = st.sequential?;
         if end != self.size() || st.reference.is_some() {
@@ -345,10 +348,11 @@ impl Drop for WriteFile {
     }
 }
 
-/// Hashes a spool file behind its writer, on its own threads (see [`hashing::hash_reader`]).
+/// Computes a spool file's whole-file digest behind its writer, on its own thread (see
+/// [`hashing::digest_reader`]).
 pub struct Follower {
     shared: Arc<(Mutex<Progress>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<ContentHash>>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<(Digest, u64)>>>,
 }
 
 #[derive(Default)]
@@ -376,7 +380,7 @@ impl Follower {
         };
         let thread = std::thread::Builder::new()
             .name("mltrack-hash".into())
-            .spawn(move || hashing::hash_reader(reader, |_| {}))
+            .spawn(move || hashing::digest_reader(reader))
             .ok();
         Follower { shared, thread }
     }
@@ -395,11 +399,11 @@ impl Follower {
         self.update(|p| p.stopped = true);
     }
 
-    /// Waits for the hash of the first `end` bytes (blocking).
-    fn finish(mut self, end: u64) -> Option<ContentHash> {
+    /// Waits for the digest of the first `end` bytes (blocking).
+    fn finish(mut self, end: u64) -> Option<(Digest, u64)> {
         self.update(|p| p.end = Some(end));
-        let hash = self.thread.take()?.join().ok()?.ok()?;
-        (hash.size == end).then_some(hash)
+        let (digest, size) = self.thread.take()?.join().ok()?.ok()?;
+        (size == end).then_some((digest, size))
     }
 }
 

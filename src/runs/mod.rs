@@ -134,8 +134,9 @@ pub enum Source {
 
 /// How a file to be stored gets its hash.
 pub enum Hashing {
-    /// Already hashed (by a reader that followed its writer): the file must not have changed.
-    Done(crate::cas::hashing::ContentHash),
+    /// Its whole-file digest and size already computed (by a reader that followed its
+    /// writer): the file must not have changed.
+    Digested(crate::ids::Digest, u64),
     /// Hashed now, in one pass, telling `Progress` the bytes read.
     Pass(Progress),
 }
@@ -975,7 +976,11 @@ impl Runs {
     ) -> Result<(FileEntry, bool)> {
         let name = Name::parse("name", path.file_name())?;
         let stored = match hashing {
-            Hashing::Done(hash) => self.data.put_hashed(file, Some(&name), hash).await?,
+            Hashing::Digested(digest, size) => {
+                self.data
+                    .put_digested(file, Some(&name), digest, size)
+                    .await?
+            }
             Hashing::Pass(progress) => self.data.put_file(file, Some(&name), progress).await?,
         };
         let presence = match stored.new {
