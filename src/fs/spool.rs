@@ -37,8 +37,7 @@ use chrono::{DateTime, Utc};
 use crate::cas::hashing;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
-use crate::ids::Digest;
-use crate::ids::{RelPath, RunId};
+use crate::ids::{Digest, RelPath, RunId};
 use crate::runs::manifest::FileEntry;
 use crate::trusted::TrustedDir;
 
