@@ -35,7 +35,6 @@ use crate::trusted::TrustedDir;
 use described::MetadataCache;
 pub use described::{Described, MetadataKeeper};
 use format::Format;
-use hashing::ContentHash;
 use metadata::ObjectMetadata;
 
 /// Told the number of bytes processed as a long operation advances.
@@ -175,9 +174,14 @@ impl DataStore {
             hashing::hash_reader(file, |n| progress(n)).map_err(Error::io(&owned))
         })
         .await?;
-        let stored = self.store_hashed(path, name, hash, before).await?;
-        self.remember(&stored.meta);
-        Ok(stored)
+        if hash.size != before.1 {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        let blocks = Some(hash.blocks);
+        self.store_hashed(path, name, hash.digest, blocks, before)
+            .await
     }
 
     /// Stores the bytes `fill` writes into an anonymous file in `spool` (a table, an array or
@@ -213,15 +217,53 @@ impl DataStore {
                 path: path.to_path_buf(),
             });
         }
-        if let Some(meta) = self.already_stored(&digest).await? {
-            return Ok(Stored { meta, new: false });
+        self.store_hashed(path, name, digest, None, before).await
+    }
+
+    /// The metadata of object `h` if it is completely stored; a `metadata.json` that does not
+    /// parse counts as absent (a fresh upload replaces it).
+    async fn already_stored(&self, h: &Digest) -> Result<Option<ObjectMetadata>> {
+        match self.metadata(h).await {
+            Ok(found) => Ok(found),
+            Err(Error::Corrupt { key, reason }) => {
+                tracing::warn!(%key, %reason, "replacing corrupt metadata with a fresh upload");
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        let mut meta = describe(path, name, digest, size, Vec::new()).await?;
+    }
+
+    /// Stores the file at `path` (identified by `before`) whose whole-file digest is `digest`,
+    /// unless its bytes are already stored. `blocks`: its block digests, or `None` to compute
+    /// them beside the upload. Remembers the metadata it stored or found.
+    async fn store_hashed(
+        &self,
+        path: &Path,
+        name: Option<&Name>,
+        digest: Digest,
+        blocks: Option<Vec<Digest>>,
+        before: (u64, u64, i64, i64),
+    ) -> Result<Stored> {
+        if let Some(meta) = self.already_stored(&digest).await? {
+            let stored = Stored { meta, new: false };
+            self.remember(&stored.meta);
+            return Ok(stored);
+        }
+        let size = before.1;
+        let mut meta = describe(path, name, digest, size).await?;
         let owned = path.to_path_buf();
-        let blocks = blocking(move || {
-            let file = std::fs::File::open(&owned).map_err(Error::io(&owned))?;
-            hashing::block_digests(file).map_err(Error::io(&owned))
-        });
+        let blocks = async move {
+            match blocks {
+                Some(known) => Ok((known, size)),
+                None => {
+                    blocking(move || {
+                        let file = std::fs::File::open(&owned).map_err(Error::io(&owned))?;
+                        hashing::block_digests(file).map_err(Error::io(&owned))
+                    })
+                    .await
+                }
+            }
+        };
         let data_key = meta.data_key();
         let upload = self.store.put(
             &data_key,
@@ -240,45 +282,6 @@ impl DataStore {
         let stored = self.commit_metadata(meta).await?;
         self.remember(&stored.meta);
         Ok(stored)
-    }
-
-    /// The metadata of object `h` if it is completely stored; a `metadata.json` that does not
-    /// parse counts as absent (a fresh upload replaces it).
-    async fn already_stored(&self, h: &Digest) -> Result<Option<ObjectMetadata>> {
-        match self.metadata(h).await {
-            Ok(found) => Ok(found),
-            Err(Error::Corrupt { key, reason }) => {
-                tracing::warn!(%key, %reason, "replacing corrupt metadata with a fresh upload");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn store_hashed(
-        &self,
-        path: &Path,
-        name: Option<&Name>,
-        hash: ContentHash,
-        before: (u64, u64, i64, i64),
-    ) -> Result<Stored> {
-        if let Some(meta) = self.already_stored(&hash.digest).await? {
-            return Ok(Stored { meta, new: false });
-        }
-        let meta = describe(path, name, hash.digest, hash.size, hash.blocks).await?;
-        self.store
-            .put(
-                &meta.data_key(),
-                Body::File(path.to_path_buf()),
-                PutMode::Overwrite,
-            )
-            .await?;
-        if identity(path)? != before {
-            return Err(Error::Changed {
-                path: path.to_path_buf(),
-            });
-        }
-        self.commit_metadata(meta).await
     }
 
     /// Writes `metadata.json` for data already uploaded. If another writer committed the same
@@ -482,13 +485,12 @@ pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) 
 }
 
 /// Detects the format and reads its facts (a few small reads of the file): the metadata of
-/// the file with digest `digest`, `size` bytes and block digests `blocks`.
+/// the file with digest `digest` and `size` bytes, its block digests still to be filled in.
 async fn describe(
     path: &Path,
     name: Option<&Name>,
     digest: Digest,
     size: u64,
-    blocks: Vec<Digest>,
 ) -> Result<ObjectMetadata> {
     let owned = path.to_path_buf();
     let name = name.cloned();
@@ -511,7 +513,7 @@ async fn describe(
             created_at: crate::time::now(),
             name,
             block_size: hashing::BLOCK_SIZE,
-            block_hashes: blocks,
+            block_hashes: Vec::new(),
             facts,
         })
     })

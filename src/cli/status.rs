@@ -76,14 +76,7 @@ pub fn status(mountpoint: &Path, json: bool) -> Result<ExitCode> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
-        "requests   {}",
-        if requests.is_empty() {
-            "none".to_string()
-        } else {
-            requests.join(", ")
-        }
-    );
+    println!("requests   {}", listed(&requests));
     println!(
         "store i/o  {} read, {} written, {} retries",
         size(&c["store_bytes_read"]),
@@ -103,11 +96,7 @@ pub fn status(mountpoint: &Path, json: bool) -> Result<ExitCode> {
         .unwrap_or_default();
     println!(
         "errors     {}{}",
-        if errors.is_empty() {
-            "none".to_string()
-        } else {
-            errors.join(", ")
-        },
+        listed(&errors),
         match n(&c["verification_failures"]) {
             0 => String::new(),
             v => format!("; {v} blocks failed verification"),
@@ -159,5 +148,13 @@ pub fn xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
         }
         Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Items joined with commas, or `none`.
+fn listed(items: &[String]) -> String {
+    match items {
+        [] => "none".to_string(),
+        _ => items.join(", "),
     }
 }

@@ -983,9 +983,10 @@ impl Runs {
             }
             Hashing::Pass(progress) => self.data.put_file(file, Some(&name), progress).await?,
         };
-        let presence = match stored.new {
-            true => Presence::JustStored,
-            false => Presence::Check,
+        let presence = if stored.new {
+            Presence::JustStored
+        } else {
+            Presence::Check
         };
         let entry = self
             .record_object_as(run, path, &stored.meta, stamp, presence)
