@@ -703,11 +703,11 @@ def small_file_cases(tools, work, count, repeat, add):
     shutil.rmtree(f"{work}/small-dst", ignore_errors=True)
 
 
-def tree_cases(tools, work, runs, repeat, add):
-    """A store with many runs of 10 files on S3: mount start-up time and `ls -lR` of the runs.
-    The store is laid out straight into the server's directory, in the layout of docs/STORE.md
-    (what `runs` calls of `run create` would leave). rclone lists the same tree as plain
-    objects (10 small files per run); s3fs is left out (it gets no nested trees, see Tools)."""
+def plant_tree(tools, work, runs):
+    """Lays out `runs` runs of 10 files straight into the server's directory under `tree`, in
+    the layout of docs/STORE.md (what `runs` calls of `run create` would leave), the same tree
+    as plain files on local disk (`treelocal`, with each run's empty `inputs/`) and as plain
+    objects (`plaintree`, for rclone). Returns the 10 objects' (hash, size)."""
     server, mlt = tools.server, tools.mlt
     env = server.env("tree")
     objs = []
@@ -747,6 +747,18 @@ def tree_cases(tools, work, runs, repeat, add):
                 with open(os.path.join(d, f"f{i}.csv"), "w") as f:
                     f.write(f"id,value\n{i},{i * i}\n")
         os.makedirs(os.path.join(mirror, "by_project", f"p{r % 10}", run_id, "inputs"), exist_ok=True)
+    return objs
+
+
+def tree_cases(tools, work, runs, repeat, add):
+    """A store with many runs of 10 files on S3: mount start-up time and `ls -lR` of the runs.
+    The store is laid out straight into the server's directory, in the layout of docs/STORE.md
+    (what `runs` calls of `run create` would leave). rclone lists the same tree as plain
+    objects (10 small files per run); s3fs is left out (it gets no nested trees, see Tools)."""
+    server, mlt = tools.server, tools.mlt
+    env = server.env("tree")
+    objs = plant_tree(tools, work, runs)
+    mirror = os.path.join(work, "treelocal")
     mnt = os.path.join(work, "treemnt")
     cache = os.path.join(work, "treecache")
 
