@@ -1,10 +1,11 @@
 //! Reading objects through the mount: verified blocks from the cache or the store, with
 //! sequential read-ahead.
 //!
-//! A read is served block by block. Each block comes from the mount's 32 most recently used or
-//! fetched blocks, kept in memory (the kernel reads 128 KiB at a time, several at once and not
-//! always in order, and readers of one file tend to move together, so one 1 MiB block serves
-//! many reads and is verified once), else from the blocks fetched ahead for this file
+//! A read is served block by block. Each block comes from the mount's most recently used or
+//! fetched blocks, kept in memory, 8 for each open file and 32 at most (the kernel reads 128 KiB
+//! at a time, several at once and not always in order, and readers of one file tend to move
+//! together, so one 1 MiB block serves many reads and is verified once), else from the blocks
+//! fetched ahead for this file
 //! (verified when they arrived), else from the cache (verified on every read), else from the
 //! store (verified, then cached). Concurrent requests for one block share one GET.
 //!
@@ -16,7 +17,8 @@
 //! they touch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,8 +36,10 @@ use crate::metrics::metrics;
 
 const MIN_WINDOW: u64 = 2;
 const MAX_WINDOW: u64 = 32;
-/// Verified blocks the mount keeps in memory for the reads that follow.
-const RECENT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(32).unwrap();
+/// Verified blocks the mount keeps in memory for the reads that follow, for each open file...
+const RECENT_PER_FILE: usize = 8;
+/// ...and at most: with more files open than this allows for, each keeps fewer.
+const MOST_RECENT: usize = 32;
 /// How far from where the last read ended a read may start and still count as sequential.
 const SEQUENTIAL_SLACK: u64 = 2 * crate::cas::hashing::BLOCK_SIZE;
 
@@ -45,7 +49,35 @@ pub struct Reader {
     data: DataStore,
     cache: Arc<BlockCache>,
     inflight: Arc<Mutex<HashMap<(Digest, u64), Fetch>>>,
-    recent: Arc<Mutex<lru::LruCache<(Digest, u64), Bytes>>>,
+    recent: Arc<Recent>,
+}
+
+/// The verified blocks kept in memory, as many as the open files call for.
+struct Recent {
+    blocks: Mutex<lru::LruCache<(Digest, u64), Bytes>>,
+    files: AtomicUsize,
+}
+
+impl Recent {
+    fn blocks(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(Digest, u64), Bytes>> {
+        lock(&self.blocks)
+    }
+
+    /// Counts a file opened or released, and sizes the kept blocks to match.
+    fn count_file(&self, opened: bool) {
+        let files = if opened {
+            self.files.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.files.fetch_sub(1, Ordering::Relaxed).saturating_sub(1)
+        };
+        let wanted = files
+            .saturating_mul(RECENT_PER_FILE)
+            .clamp(RECENT_PER_FILE, MOST_RECENT);
+        let mut blocks = self.blocks();
+        if blocks.cap().get() != wanted {
+            blocks.resize(NonZeroUsize::new(wanted).unwrap_or(NonZeroUsize::MIN));
+        }
+    }
 }
 
 /// An open file's read state.
@@ -55,26 +87,41 @@ pub struct OpenFile {
     ahead: Mutex<HashMap<(Digest, u64), Fetch>>,
     next_offset: AtomicU64,
     window: AtomicU64,
+    /// Counts this file among the open ones while it lives.
+    recent: Arc<Recent>,
 }
 
-impl OpenFile {
-    pub fn new(content: Content) -> Self {
-        OpenFile {
-            content,
-            ahead: Mutex::new(HashMap::new()),
-            next_offset: AtomicU64::new(0),
-            window: AtomicU64::new(0),
-        }
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        self.recent.count_file(false);
     }
 }
 
 impl Reader {
     pub fn new(data: DataStore, cache: Arc<BlockCache>) -> Self {
+        let recent = Recent {
+            blocks: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(RECENT_PER_FILE).unwrap_or(NonZeroUsize::MIN),
+            )),
+            files: AtomicUsize::new(0),
+        };
         Reader {
             data,
             cache,
             inflight: Arc::new(Mutex::new(HashMap::new())),
-            recent: Arc::new(Mutex::new(lru::LruCache::new(RECENT))),
+            recent: Arc::new(recent),
+        }
+    }
+
+    /// The read state of a file just opened on `content`.
+    pub fn open(&self, content: Content) -> OpenFile {
+        self.recent.count_file(true);
+        OpenFile {
+            content,
+            ahead: Mutex::new(HashMap::new()),
+            next_offset: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            recent: self.recent.clone(),
         }
     }
 
@@ -131,7 +178,7 @@ impl Reader {
 
     async fn block(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, b: u64) -> Result<Bytes> {
         let m = metrics();
-        if let Some(data) = lock(&self.recent).get(&(meta.hash, b)) {
+        if let Some(data) = self.recent.blocks().get(&(meta.hash, b)) {
             return Ok(data.clone());
         }
         let ahead = lock(&file.ahead).remove(&(meta.hash, b));
@@ -148,7 +195,7 @@ impl Reader {
             },
         }
         .map_err(Error::Shared)?;
-        lock(&self.recent).put((meta.hash, b), data.clone());
+        self.recent.blocks().put((meta.hash, b), data.clone());
         Ok(data)
     }
 
@@ -172,7 +219,7 @@ impl Reader {
                     tracing::warn!(hash = %meta.hash, block = b, error = %e, "could not cache a block");
                 }
                 // Other readers of the object are usually close behind.
-                lock(&recent).put((meta.hash, b), bytes.clone());
+                recent.blocks().put((meta.hash, b), bytes.clone());
             }
             lock(&map).remove(&(meta.hash, b));
             if let Err(e) = &result {

@@ -132,7 +132,7 @@ impl MltrackFs {
             .insert(
                 fh,
                 Arc::new(Handle {
-                    read: Arc::new(OpenFile::new(read)),
+                    read: Arc::new(self.reader.open(read)),
                     write,
                     closers,
                 }),

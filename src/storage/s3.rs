@@ -522,13 +522,8 @@ impl S3Store {
             let failure = match req.clone().send().await {
                 Ok(out) => {
                     let etag = out.e_tag().map(str::to_string);
-                    match out.body.collect().await {
-                        Ok(data) => {
-                            return Ok(GetResult {
-                                data: data.into_bytes(),
-                                etag,
-                            });
-                        }
+                    match collect_body(out, range.as_ref()).await {
+                        Ok(data) => return Ok(GetResult { data, etag }),
                         Err(e) => {
                             body_broke = true;
                             remote("read body of", key, &error_chain(&e))
@@ -745,8 +740,123 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// The most a GET's body is given room for before it arrives: a larger body grows as it comes.
+const MOST_PREALLOCATED: u64 = 64 << 20;
+
+/// A GET's body in one buffer, sized from the range asked for (or the length the server
+/// announced) and filled chunk by chunk as they arrive, so that a 1 MiB block costs 1 MiB while
+/// it is read, not its chunks and a copy of them (the read-ahead keeps many in flight). A
+/// block-sized body goes into a buffer of [`BLOCK_BUFFERS`], reused once the block is dropped.
+async fn collect_body(
+    out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    range: Option<&Range<u64>>,
+) -> std::result::Result<bytes::Bytes, aws_sdk_s3::primitives::ByteStreamError> {
+    let announced = out.content_length().and_then(|l| u64::try_from(l).ok());
+    let expected = match (range.map(|r| r.end - r.start), announced) {
+        (Some(asked), Some(sent)) => asked.min(sent),
+        (asked, sent) => asked.or(sent).unwrap_or(0),
+    };
+    let mut buf = BLOCK_BUFFERS
+        .take(expected)
+        .unwrap_or_else(|| Vec::with_capacity(expected.min(MOST_PREALLOCATED) as usize));
+    let mut body = out.body;
+    while let Some(chunk) = body.try_next().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(BLOCK_BUFFERS.wrap(buf))
+}
+
+/// Buffers of one block's size, kept for the next GET of a block once the block they held is
+/// dropped. A cold read fetches a block a millisecond; a new 1 MiB buffer each time is a fresh
+/// mapping for the kernel to fault in and zero, and a freed one a mapping to tear down (glibc
+/// maps them one by one: `main.rs`), which cost a cold read 10 to 20% of its speed.
+static BLOCK_BUFFERS: BlockBuffers = BlockBuffers(std::sync::Mutex::new(Vec::new()));
+
+/// How many unused block buffers are kept (8 MiB at most, idle): a reader frees one block as
+/// it fetches the next, so a few cover the turnover of several readers.
+const KEPT_BUFFERS: usize = 8;
+
+struct BlockBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl BlockBuffers {
+    /// What a buffer of the pool holds: one block of the usual size.
+    const SIZE: usize = crate::cas::hashing::BLOCK_SIZE as usize;
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A kept buffer for a body of `expected` bytes, if it is block-sized (a small body does
+    /// not get, and then hold on to, a whole block's buffer).
+    fn take(&self, expected: u64) -> Option<Vec<u8>> {
+        let size = Self::SIZE as u64;
+        if expected <= size / 2 || expected > size {
+            return None;
+        }
+        Some(
+            self.kept()
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(Self::SIZE)),
+        )
+    }
+
+    /// The body as `Bytes`; a pool buffer goes back to the pool when the last copy is dropped.
+    fn wrap(&'static self, buf: Vec<u8>) -> bytes::Bytes {
+        if buf.capacity() == Self::SIZE {
+            bytes::Bytes::from_owner(Pooled(buf, self))
+        } else {
+            bytes::Bytes::from(buf)
+        }
+    }
+}
+
+struct Pooled(Vec<u8>, &'static BlockBuffers);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut kept = self.1.kept();
+        if kept.len() < KEPT_BUFFERS {
+            let mut buf = std::mem::take(&mut self.0);
+            buf.clear();
+            kept.push(buf);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_block_buffer_is_used_again_once_its_block_is_dropped() {
+        let pool: &'static super::BlockBuffers = Box::leak(Box::new(super::BlockBuffers(
+            std::sync::Mutex::new(Vec::new()),
+        )));
+        let size = super::BlockBuffers::SIZE;
+        assert!(
+            pool.take(4096).is_none(),
+            "a small body gets no block buffer"
+        );
+        let mut buf = pool.take(size as u64).expect("a block gets a pool buffer");
+        buf.extend_from_slice(&vec![7u8; size]);
+        let first = buf.as_ptr();
+        let block = pool.wrap(buf);
+        let copy = block.slice(10..20);
+        drop(block);
+        assert_eq!(&copy[..], &[7u8; 10], "a copy keeps the bytes alive");
+        assert!(pool.kept().is_empty(), "not handed back while a copy lives");
+        drop(copy);
+        let again = pool
+            .take(size as u64 - 1)
+            .expect("a block gets a pool buffer");
+        assert_eq!(again.as_ptr(), first, "the same buffer, handed back");
+        assert!(again.is_empty());
+    }
+
     #[test]
     fn crc32c_is_sent_as_big_endian_base64() {
         assert_eq!(super::crc32c_base64(0x1234_5678), "EjRWeA==");
