@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -459,9 +460,52 @@ def read_cases(tools, work, size, repeat, add, quick):
             got[t] = median_of(repeat, one)
         add(f"fio random {bs} reads of {total >> 20} MiB, warm cache", got["mltrack"],
             "fio on a local file", local, peers={p: got[p] for p in PEERS})
+    cold_random_case(tools, lambda: start("mltrack", False), key, size, repeat, add)
     for c in caches.values():
         shutil.rmtree(c, ignore_errors=True)
     os.remove(data)
+
+
+COLD_RANDOM_READS = 2048
+COLD_RANDOM_BS = 32 << 10
+
+
+def cold_random_case(tools, start, key, size, repeat, add):
+    """Random 32 KiB reads of a cold object, as `np.load(mmap_mode="r")` and a data loader
+    make them: fio on a fresh mount with an empty cache, one reader, against the same number
+    of 32 KiB ranged GETs made straight to the store by one curl, one after another over one
+    connection (the same concurrency). mltrack alone: the peers' cold random reads are not the
+    question of issue 16."""
+    fio_cmd = lambda path: ["fio", "--name=cold", f"--filename={path}", "--rw=randread",
+                            f"--bs={COLD_RANDOM_BS}", f"--io_size={COLD_RANDOM_READS * COLD_RANDOM_BS}",
+                            "--ioengine=psync", "--invalidate=0", "--readonly", "--randrepeat=1",
+                            "--output-format=json"]
+
+    def once():
+        d, path = start()
+        try:
+            out = sh(fio_cmd(path), capture=True).stdout
+        finally:
+            d.stop()
+        return json.loads(out)["jobs"][0]["read"]["runtime"] / 1000
+
+    got = median_of(repeat, once)
+    rng = random.Random(1)
+    server = tools.server
+    config = os.path.join(os.path.dirname(server.root), "cold-random.curl")
+    with open(config, "w") as f:
+        for i in range(COLD_RANDOM_READS):
+            at = rng.randrange(size // COLD_RANDOM_BS) * COLD_RANDOM_BS
+            f.write("next\n" if i else "")
+            f.write(f'url = "{server.endpoint}/{BUCKET}/{key}"\nrange = "{at}-{at + COLD_RANDOM_BS - 1}"\n'
+                    f'output = "/dev/null"\naws-sigv4 = "aws:amz:us-east-1:s3"\n'
+                    f'user = "{ACCESS}:{SECRET}"\nheader = "x-amz-content-sha256: UNSIGNED-PAYLOAD"\n'
+                    "silent\nshow-error\nfail\n")
+    # One curl: its requests go one after another over one connection, as fio's reads do.
+    gets = median_time(repeat, ["curl", "-K", config])
+    os.remove(config)
+    add(f"fio random {COLD_RANDOM_BS >> 10}k reads of {label_of(size)}, cold cache",
+        got, "the same ranged GETs with curl", gets)
 
 
 def observability_cases(tools, mnt, cache, size, h, repeat, add, curl_get, cat):
