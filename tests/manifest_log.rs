@@ -348,6 +348,40 @@ fn a_marker_that_fails_beside_its_entry_is_repaired_by_fsck() {
 /// `run list` reads a run without a log with one GET: the listing of `manifests/` that names
 /// the runs also shows which have a log (`<run>.log/`), and only those are asked about it.
 /// A run with entries is listed with them applied.
+/// `ls -lR` of a view on a fresh mount: the listing reads its runs ahead while `ls` looks each
+/// one up, and the two meet on the same runs; each run is still read once.
+#[test]
+fn a_first_listing_reads_each_run_once() {
+    use std::sync::atomic::Ordering;
+    let t = TestStore::new(Kind::S3);
+    let runs = 40;
+    for i in 0..runs {
+        t.ok(&["run", "create", &format!("r{i:02}"), "--project", "p"]);
+    }
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "600"]);
+    let faults = t.server().faults.clone();
+    let before = faults.manifest_gets.load(Ordering::SeqCst);
+    let out = std::process::Command::new("ls")
+        .arg("-lR")
+        .arg(m.path("runs/by_project/p"))
+        .output()
+        .expect("run ls");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for i in 0..runs {
+        assert!(
+            listing.contains(&format!("r{i:02}:")),
+            "r{i:02} listed: {listing}"
+        );
+    }
+    let gets = faults.manifest_gets.load(Ordering::SeqCst) - before;
+    assert_eq!(gets, runs as u64, "manifest GETs for {runs} runs");
+}
+
 #[test]
 fn run_list_asks_only_runs_with_a_log_about_it() {
     use std::sync::atomic::Ordering;

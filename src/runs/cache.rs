@@ -6,6 +6,10 @@
 //! whose number someone else took since). A commit is applied to the kept state in place: its
 //! cost is the change's, not the run's.
 //!
+//! One read of a run at a time: a second reader of a run whose read is in flight waits for it
+//! and takes its state (a listing's read-ahead and `ls`'s lookups of the same runs meet so),
+//! instead of reading the run again.
+//!
 //! What it does not do: decide what a missing or unreadable manifest means (that is
 //! [`super::Runs::current`]), cache object metadata (`cas` does), or cache view listings.
 
@@ -66,6 +70,29 @@ pub struct ManifestCache {
     /// Updates may start from a kept state: the store honours create-if-absent.
     conditional: bool,
     map: Mutex<HashMap<RunId, Cached>>,
+    /// The runs being read, each with the turn its readers take one after another.
+    reading: Mutex<HashMap<RunId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A reader's turn to read a run (see [`ManifestCache::turn`]); the run is forgotten from the
+/// runs being read when the last reader waiting for it is done.
+pub struct Turn<'a> {
+    cache: &'a ManifestCache,
+    run: RunId,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut reading = lock(&self.cache.reading);
+        // Two holders, the table and this turn: nobody is waiting.
+        if reading
+            .get(&self.run)
+            .is_some_and(|gate| Arc::strong_count(gate) == 2)
+        {
+            reading.remove(&self.run);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -85,11 +112,24 @@ impl ManifestCache {
             refresh,
             conditional,
             map: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
         }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<RunId, Cached>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.map)
+    }
+
+    /// Waits until no other reader of this process is reading `run`, and holds it off until
+    /// the returned turn is dropped: the reader then finds what the one before it read in
+    /// [`ManifestCache::fresh`], or reads the run itself.
+    pub async fn turn(&self, run: &RunId) -> Turn<'_> {
+        let gate = lock(&self.reading).entry(run.clone()).or_default().clone();
+        Turn {
+            cache: self,
+            run: run.clone(),
+            _held: gate.lock_owned().await,
+        }
     }
 
     /// The run's state if it was read or committed less than the refresh interval ago.
@@ -169,6 +209,10 @@ impl ManifestCache {
         map.insert(run.clone(), Cached { current, seq, at });
         bound(&mut map);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Drops the quarter of `map` confirmed longest ago once it holds more than [`MAX_KEPT`] runs

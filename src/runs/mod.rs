@@ -432,9 +432,23 @@ impl Runs {
     /// `None` if the run does not exist, and also if its manifest does not parse or breaks
     /// the rules (skipped with a warning, never followed: docs/STORE.md).
     pub async fn current(&self, run: &RunId) -> Result<Option<Current>> {
-        if let Some(c) = self.cache.as_ref().and_then(|c| c.fresh(run)) {
+        let Some(cache) = &self.cache else {
+            return self.read_current(run).await;
+        };
+        if let Some(c) = cache.fresh(run) {
             return Ok(Some(c));
         }
+        // A read of the run in flight (the read-ahead of a listing, say) is waited for, not
+        // made again.
+        let _turn = cache.turn(run).await;
+        if let Some(c) = cache.fresh(run) {
+            return Ok(Some(c));
+        }
+        self.read_current(run).await
+    }
+
+    /// [`Runs::current`] read from the store, and remembered when this process keeps states.
+    async fn read_current(&self, run: &RunId) -> Result<Option<Current>> {
         let started = std::time::Instant::now();
         let (current, seq) = match self.read_state(run, Read::Quick).await {
             Ok(loaded) => {

@@ -91,6 +91,8 @@ pub struct Faults {
     pub data_gets: AtomicU64,
     /// GETs of `metadata.json` files.
     pub metadata_gets: AtomicU64,
+    /// GETs of runs' manifests (`manifests/<run>.json`, not their log entries).
+    pub manifest_gets: AtomicU64,
     pub puts: AtomicU64,
     /// PUTs of object data (whole objects and multipart parts of `.../data.<fmt>`).
     pub data_puts: AtomicU64,
@@ -174,6 +176,12 @@ impl Faults {
                 self.gets.fetch_add(1, Ordering::SeqCst);
                 if is_data(path) {
                     self.data_gets.fetch_add(1, Ordering::SeqCst);
+                }
+                if path.contains("/manifests/")
+                    && path.ends_with(".json")
+                    && !path.contains(".log/")
+                {
+                    self.manifest_gets.fetch_add(1, Ordering::SeqCst);
                 }
                 if path.ends_with("/metadata.json") {
                     self.metadata_gets.fetch_add(1, Ordering::SeqCst);
