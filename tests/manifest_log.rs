@@ -345,9 +345,6 @@ fn a_marker_that_fails_beside_its_entry_is_repaired_by_fsck() {
     assert!(users.to_string().contains("marked"), "{users}");
 }
 
-/// `run list` reads a run without a log with one GET: the listing of `manifests/` that names
-/// the runs also shows which have a log (`<run>.log/`), and only those are asked about it.
-/// A run with entries is listed with them applied.
 /// `ls -lR` of a view on a fresh mount: the listing reads its runs ahead while `ls` looks each
 /// one up, and the two meet on the same runs; each run is still read once.
 #[test]
@@ -382,6 +379,9 @@ fn a_first_listing_reads_each_run_once() {
     assert_eq!(gets, runs as u64, "manifest GETs for {runs} runs");
 }
 
+/// `run list` reads a run without a log with one GET: the listing of `manifests/` that names
+/// the runs also shows which have a log (`<run>.log/`), and only those are asked about it.
+/// A run with entries is listed with them applied.
 #[test]
 fn run_list_asks_only_runs_with_a_log_about_it() {
     use std::sync::atomic::Ordering;
