@@ -193,6 +193,55 @@ fn rename_and_unlink_are_manifest_changes() {
     });
 }
 
+/// A run's file has one inode in every view of its run, and keeps it when it or a directory
+/// above it is renamed (the inode table derives paths from parents: docs/MOUNT.md).
+#[test]
+fn a_file_keeps_its_inode_in_every_view_and_through_renames() {
+    block_on(async {
+        let c = core();
+        c.mkdir("runs/by_project", "p").await;
+        c.mkdir("runs/by_project/p", "core_r5").await;
+        let run = RunId::parse("run id", "core_r5").expect("run id");
+        c.runs
+            .add_view(&run, StorageMode::Flat)
+            .await
+            .expect("add view");
+        let (a, b) = ("runs/by_project/p/core_r5", "runs/flat/core_r5");
+        c.mkdir(&format!("{a}/outputs"), "sub").await;
+        c.write(&format!("{a}/outputs/sub"), "f", b"data")
+            .await
+            .expect("close f");
+        let ino = c.ino(&format!("{a}/outputs/sub/f")).await.expect("f in a");
+        assert_eq!(c.ino(&format!("{b}/outputs/sub/f")).await, Some(ino));
+
+        let outputs = c.ino(&format!("{a}/outputs")).await.expect("outputs");
+        c.tree
+            .rename(outputs, "sub", outputs, "moved", false)
+            .await
+            .expect("rename the directory");
+        assert_eq!(c.ino(&format!("{a}/outputs/sub")).await, None);
+        assert_eq!(c.ino(&format!("{a}/outputs/moved/f")).await, Some(ino));
+        assert_eq!(c.ino(&format!("{b}/outputs/moved/f")).await, Some(ino));
+        let node = c.tree.node(ino).expect("node");
+        assert_eq!(node.path, format!("{a}/outputs/moved/f"));
+
+        let moved = c.ino(&format!("{b}/outputs/moved")).await.expect("moved");
+        c.tree
+            .rename(moved, "f", outputs, "g", false)
+            .await
+            .expect("rename the file");
+        assert_eq!(c.ino(&format!("{a}/outputs/g")).await, Some(ino));
+        assert_eq!(c.ino(&format!("{b}/outputs/g")).await, Some(ino));
+        assert_eq!(c.ino(&format!("{b}/outputs/moved/f")).await, None);
+        let attr = c.tree.getattr(ino).await.expect("getattr").expect("attr");
+        assert_eq!(attr.size, 4);
+        assert_eq!(
+            c.files("core_r5").await,
+            [("outputs/g".to_string(), sha256_hex(b"data"))]
+        );
+    });
+}
+
 #[test]
 fn links_and_owners_are_manifest_entries() {
     block_on(async {

@@ -31,9 +31,7 @@ impl Tree {
         } else if self.is_dir_in(&run, &m.0, path.as_str()) {
             return Err(Error::IsDirectory(format!("{}/{name}", node.path)));
         }
-        lock(&self.inodes)
-            .by_file
-            .remove(&(run.clone(), path.clone()));
+        self.forget_file(&run, &path);
         if !found {
             return Err(Error::NoSuchPath(format!("{}/{name}", node.path)));
         }
@@ -107,9 +105,13 @@ impl Tree {
                 parents,
             )
             .await?;
-            self.rekey(&from_run, &to_run, &to_node, &to_prefix, &|p| {
-                (p == from.as_str()).then(|| to.as_str().to_string())
-            });
+            self.rekey(
+                (&from_run, from.as_str()),
+                (&to_run, to.as_str()),
+                &to_node,
+                &to_prefix,
+                false,
+            );
             Ok(())
         } else if self.is_dir_in(&from_run, &from_m.0, from.as_str()) {
             if to_is_file {
@@ -136,13 +138,13 @@ impl Tree {
             };
             let parents = [parent_dir(from.as_str()), parent_dir(to.as_str())];
             self.move_paths(&from_run, &to_run, &moved, parents).await?;
-            self.rekey(&from_run, &to_run, &to_node, &to_prefix, &|p| {
-                if p == from.as_str() {
-                    Some(to.as_str().to_string())
-                } else {
-                    p.strip_prefix(&old).map(|rest| format!("{new}{rest}"))
-                }
-            });
+            self.rekey(
+                (&from_run, from.as_str()),
+                (&to_run, to.as_str()),
+                &to_node,
+                &to_prefix,
+                true,
+            );
             Ok(())
         } else {
             Err(Error::NoSuchPath(format!("{}/{name}", from_node.path)))
