@@ -239,6 +239,21 @@ fn a_file_keeps_its_inode_in_every_view_and_through_renames() {
             c.files("core_r5").await,
             [("outputs/g".to_string(), sha256_hex(b"data"))]
         );
+
+        // Removed, made again at the same path, then renamed: the rename finds it.
+        let out = format!("{a}/outputs");
+        c.tree.unlink(outputs, "g").await.expect("unlink g");
+        c.write(&out, "g", b"again").await.expect("close g again");
+        let g = c.ino(&format!("{out}/g")).await.expect("g again");
+        c.tree
+            .rename(outputs, "g", outputs, "h", false)
+            .await
+            .expect("rename g again");
+        // The kernel keeps the renamed file's inode and asks for it by number.
+        let attr = c.tree.getattr(g).await.expect("getattr").expect("attr");
+        assert_eq!(attr.size, 5);
+        assert_eq!(c.ino(&format!("{out}/h")).await, Some(g));
+        assert_eq!(c.ino(&format!("{b}/outputs/h")).await, Some(g));
     });
 }
 

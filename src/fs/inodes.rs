@@ -302,6 +302,12 @@ impl Inodes {
             && self.kind(ino).as_ref() == Some(&kind)
             && let Some(node) = self.node(ino)
         {
+            // A file made again where one was removed: other views reach it again.
+            if let Some((run, file)) = run_entry(&kind)
+                && self.file(run, file) != Some(ino)
+            {
+                self.refile(run, file, ino);
+            }
             return node;
         }
         if let Some((run, file)) = run_entry(&kind)
@@ -423,13 +429,14 @@ impl Tree {
                     .map(|rest| format!("{to}/{rest}"))
             }
         };
-        // A file: its one node. A directory: every node of the run under it, in every view.
-        let candidates: Vec<u64> = if !dir {
-            RelPath::parse(from)
-                .ok()
-                .and_then(|p| inodes.file(from_run, &p))
-                .into_iter()
-                .collect()
+        // A file: its one node. A directory (or a file no index knows, which should not
+        // happen): every node of the run at or under it, in every view.
+        let file = (!dir)
+            .then(|| RelPath::parse(from).ok())
+            .flatten()
+            .and_then(|p| inodes.file(from_run, &p));
+        let candidates: Vec<u64> = if let Some(ino) = file {
+            vec![ino]
         } else {
             (ROOT_INO + 1..=inodes.slots.len() as u64)
                 .filter(|&ino| {
