@@ -152,8 +152,8 @@ impl Inodes {
         Some((run, names.join("/")))
     }
 
-    /// The run directory a node inside a run is under, without building any path: its number
-    /// and its run id, or `None` for nodes outside runs.
+    /// The run id of the run a node is in (its run directory's name), found without building
+    /// any path; `None` for nodes outside runs.
     fn run_of(&self, ino: u64) -> Option<&str> {
         let mut cur = ino;
         for _ in 0..MAX_DEPTH {
@@ -386,6 +386,8 @@ fn place_hash_of(hasher: &DefaultHashBuilder, slots: &[Slot], ino: u64) -> u64 {
 }
 
 impl Tree {
+    /// The node numbered `ino`, its path and kind derived from its parents; `Stale` for a
+    /// number this mount never gave.
     pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
         lock(&self.inodes).node(ino).ok_or(Error::Stale(ino))
     }
