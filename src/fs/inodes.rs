@@ -72,13 +72,11 @@ impl Inodes {
     }
 
     fn slot(&self, ino: u64) -> Option<&Slot> {
-        let i = usize::try_from(ino.checked_sub(1)?).ok()?;
-        self.slots.get(i)
+        slot_in(&self.slots, ino)
     }
 
     fn slot_mut(&mut self, ino: u64) -> Option<&mut Slot> {
-        let i = usize::try_from(ino.checked_sub(1)?).ok()?;
-        self.slots.get_mut(i)
+        self.slots.get_mut(index(ino)?)
     }
 
     fn place_hash(&self, parent: u64, name: &str) -> u64 {
@@ -176,9 +174,14 @@ impl Inodes {
     }
 
     fn node(&self, ino: u64) -> Option<Arc<Node>> {
+        self.node_of_kind(ino, self.kind(ino)?)
+    }
+
+    /// The node `ino`, whose kind the caller has derived already.
+    fn node_of_kind(&self, ino: u64, kind: Kind) -> Option<Arc<Node>> {
         Some(Arc::new(Node {
             ino,
-            kind: self.kind(ino)?,
+            kind,
             path: self.path(ino)?,
         }))
     }
@@ -230,13 +233,25 @@ impl Inodes {
     }
 
     fn unfile(&mut self, run: &RunId, path: &RelPath) {
-        let Some(ino) = self.file(run, path) else {
-            return;
-        };
+        if let Some(ino) = self.file(run, path) {
+            self.unfile_node(run, path, ino);
+        }
+    }
+
+    /// Takes node `ino`, filed as the run's file at `path`, out of the file index.
+    fn unfile_node(&mut self, run: &RunId, path: &RelPath, ino: u64) {
         let hash = self.file_hash(run, path.as_str());
-        if let Ok(entry) = self.files.find_entry(hash, |&(_, i)| i == ino) {
+        if let Ok(entry) = self.files.find_entry(hash, |&(h, i)| h == hash && i == ino) {
             entry.remove();
         }
+    }
+
+    /// Whether node `ino` is the one filed as the run's file at `path`.
+    fn is_filed(&self, run: &RunId, path: &RelPath, ino: u64) -> bool {
+        let hash = self.file_hash(run, path.as_str());
+        self.files
+            .find(hash, |&(h, i)| h == hash && i == ino)
+            .is_some()
     }
 
     fn refile(&mut self, run: &RunId, path: &RelPath, ino: u64) {
@@ -300,15 +315,16 @@ impl Inodes {
     fn intern(&mut self, parent: &Node, name: &str, kind: Kind) -> Arc<Node> {
         if let Some(ino) = self.at(parent.ino, name)
             && self.kind(ino).as_ref() == Some(&kind)
-            && let Some(node) = self.node(ino)
         {
             // A file made again where one was removed: other views reach it again.
             if let Some((run, file)) = run_entry(&kind)
-                && self.file(run, file) != Some(ino)
+                && !self.is_filed(run, file, ino)
             {
                 self.refile(run, file, ino);
             }
-            return node;
+            if let Some(node) = self.node_of_kind(ino, kind.clone()) {
+                return node;
+            }
         }
         if let Some((run, file)) = run_entry(&kind)
             && let Some(ino) = self.file(run, file)
@@ -350,10 +366,7 @@ impl Inodes {
     fn replace(&mut self, ino: u64, old: &Kind, parent: u64, name: &str, kind: &Kind) {
         self.unplace(ino);
         if let Some((run, file)) = run_entry(old) {
-            let hash = self.file_hash(run, file.as_str());
-            if let Ok(entry) = self.files.find_entry(hash, |&(_, i)| i == ino) {
-                entry.remove();
-            }
+            self.unfile_node(run, file, ino);
         }
         let stored = self.stored(parent, name, kind);
         if let Some(slot) = self.slot_mut(ino) {
@@ -372,17 +385,21 @@ fn rel_name(rel: &str) -> &str {
     rel.rsplit('/').next().unwrap_or(rel)
 }
 
+/// Where node `ino` is in the slots: numbers start at 1.
+fn index(ino: u64) -> Option<usize> {
+    usize::try_from(ino.checked_sub(1)?).ok()
+}
+
+fn slot_in(slots: &[Slot], ino: u64) -> Option<&Slot> {
+    slots.get(index(ino)?)
+}
+
 fn is_at(slots: &[Slot], ino: u64, parent: u64, name: &str) -> bool {
-    ino.checked_sub(1)
-        .and_then(|i| slots.get(usize::try_from(i).ok()?))
-        .is_some_and(|s| s.parent == parent && &*s.name == name)
+    slot_in(slots, ino).is_some_and(|s| s.parent == parent && &*s.name == name)
 }
 
 fn place_hash_of(hasher: &DefaultHashBuilder, slots: &[Slot], ino: u64) -> u64 {
-    let slot = ino
-        .checked_sub(1)
-        .and_then(|i| slots.get(usize::try_from(i).ok()?));
-    slot.map_or(0, |s| hasher.hash_one((s.parent, &*s.name)))
+    slot_in(slots, ino).map_or(0, |s| hasher.hash_one((s.parent, &*s.name)))
 }
 
 impl Tree {
@@ -433,9 +450,9 @@ impl Tree {
         };
         // A file: its one node. A directory (or a file no index knows, which should not
         // happen): every node of the run at or under it, in every view.
-        let file = (!dir)
-            .then(|| RelPath::parse(from).ok())
-            .flatten()
+        let file = RelPath::parse(from)
+            .ok()
+            .filter(|_| !dir)
             .and_then(|p| inodes.file(from_run, &p));
         let candidates: Vec<u64> = if let Some(ino) = file {
             vec![ino]
