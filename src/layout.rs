@@ -4,6 +4,7 @@
 //! ```text
 //! data/<h[0:2]>/<h>/data.<fmt>        data/<h[0:2]>/<h>/metadata.json
 //! data/<h[0:2]>/<h>/used_by/<run_id>  data/<h[0:2]>/<h>/names/<name>
+//! data/<h[0:2]>/<h>/chunks
 //! runs/<mode>/<key>/<run_id>/run.json runs/flat/<run_id>/run.json
 //! manifests/<run_id>.json            manifests/<run_id>.log/<seq, 20 digits>.json
 //! ```
@@ -28,6 +29,12 @@ pub fn data_key(h: &Digest, format: &Format) -> String {
 
 pub fn metadata_key(h: &Digest) -> String {
     format!("{}metadata.json", object_prefix(h))
+}
+
+/// The digests of the object's chunks, 32 bytes each, in order (objects of more than one
+/// block; docs/STORE.md).
+pub fn chunks_key(h: &Digest) -> String {
+    format!("{}chunks", object_prefix(h))
 }
 
 pub fn used_by_prefix(h: &Digest) -> String {
@@ -82,6 +89,7 @@ pub enum DataKey {
     Metadata(Digest),
     UsedBy(Digest, String),
     Name(Digest, String),
+    Chunks(Digest),
     Other(Digest),
 }
 
@@ -97,6 +105,8 @@ pub fn parse_data_key(key: &str) -> Option<DataKey> {
     let tail = parts.next()?;
     Some(if tail == "metadata.json" {
         DataKey::Metadata(h)
+    } else if tail == "chunks" {
+        DataKey::Chunks(h)
     } else if let Some(fmt) = tail.strip_prefix("data.") {
         DataKey::Data(h, fmt.to_string())
     } else if let Some(run) = tail.strip_prefix("used_by/") {
@@ -130,6 +140,7 @@ mod tests {
             parse_data_key(&used_by_key(&h, &run)),
             Some(DataKey::UsedBy(h, "r1".into()))
         );
+        assert_eq!(parse_data_key(&chunks_key(&h)), Some(DataKey::Chunks(h)));
         assert_eq!(parse_data_key(&format!("data/cd/{h}/metadata.json")), None);
         assert_eq!(run_of_manifest_key(&manifest_key(&run)), Some("r1"));
         let prefix = manifest_log_prefix(&run);

@@ -32,6 +32,7 @@ fn same_bytes_under_two_names_is_one_object(kind: Kind) {
     assert_eq!(
         object_keys,
         vec![
+            format!("{base}/chunks"),
             format!("{base}/data.bak"),
             format!("{base}/metadata.json"),
             format!("{base}/names/copy.bin"),
@@ -52,8 +53,23 @@ fn same_bytes_under_two_names_is_one_object(kind: Kind) {
     assert_eq!(meta["name"], "training_data");
     assert_eq!(meta["block_size"], 1024 * 1024);
     assert_eq!(meta["block_hashes"].as_array().unwrap().len(), 4);
-    assert_eq!(meta["block_hashes"][0], sha256_hex(&data[..1024 * 1024]));
+    // Hashed in 64 KiB chunks (docs/STORE.md, "Chunks"): a block's hash is the SHA-256 of its
+    // chunks' SHA-256s, and the `chunks` list holds those.
+    assert_eq!(meta["chunk_size"], 64 * 1024);
+    let chunks: Vec<u8> = data[..1024 * 1024]
+        .chunks(64 * 1024)
+        .flat_map(|c| hex_bytes(&sha256_hex(c)))
+        .collect();
+    assert_eq!(meta["block_hashes"][0], sha256_hex(&chunks));
+    assert!(t.get(&format!("{base}/chunks")).starts_with(&chunks));
     assert!(meta["created_at"].as_str().unwrap().ends_with('Z'));
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn get_returns_verified_bytes(kind: Kind) {

@@ -352,6 +352,150 @@ fn unmount_with_a_reader_in_the_middle(kind: Kind) {
     std::fs::write(dir.join("usable"), b"again").unwrap();
 }
 
+/// Reads `len` bytes at `offset` of `file`, which was told to expect random reads (no
+/// read-ahead by the kernel, so each read reaches the daemon as it is).
+fn pread(file: &std::fs::File, offset: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, offset)
+        .unwrap_or_else(|e| panic!("read {len} bytes at {offset}: {e}"));
+    buf
+}
+
+fn open_for_random_reads(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: fadvise on a descriptor we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    f
+}
+
+/// An object of several blocks is hashed in 64 KiB chunks too (docs/STORE.md, "Chunks"): a
+/// random read of a cold file fetches, verifies and caches the chunks it touches, not whole
+/// 1 MiB blocks; a damaged chunk fails alone; a damaged chunk list costs speed, not bytes; and
+/// a sequential read afterwards still fills the cache with the whole, verified file.
+fn random_reads_fetch_and_cache_only_their_chunks(kind: Kind) {
+    const KIB: u64 = 1024;
+    let t = TestStore::new(kind);
+    let size = 12 * 1024 * KIB + 100;
+    let (data, h) = put_object(&t, 97, size as usize);
+    let prefix = format!("data/{}/{h}", &h[..2]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&t.get(&format!("{prefix}/metadata.json"))).unwrap();
+    assert_eq!(meta["chunk_size"], 65536, "{meta}");
+    let list = t.get(&format!("{prefix}/chunks"));
+    assert_eq!(list.len() as u64, 32 * size.div_ceil(64 * KIB));
+    assert_eq!(
+        hex_of(&list[32..64]),
+        sha256_hex(&data[64 * KIB as usize..128 * KIB as usize]),
+        "the chunk list holds each chunk's SHA-256"
+    );
+
+    let cache = t.dir.path().join("cache");
+    let rel = format!("{prefix}/data.bin");
+    // Offsets in three blocks, one read crossing two chunks, and the object's last bytes; each
+    // more than 2 MiB from where the one before ended, so none counts as sequential.
+    let reads = [
+        (5 * 1024 * KIB + 200 * KIB, 4096),
+        (9 * 1024 * KIB + 60 * KIB, 8 * KIB as usize),
+        (size - 50, 50),
+    ];
+    let m = t.mount(&cache, &[]);
+    let f = open_for_random_reads(&m.path(&rel));
+    for (at, len) in reads {
+        assert!(
+            pread(&f, at, len) == data[at as usize..at as usize + len],
+            "{len} bytes at {at}"
+        );
+    }
+    drop(f);
+    drop(m);
+    let used = disk_usage(&cache.join("objects"));
+    assert!(
+        used <= 4 * 64 * KIB,
+        "random reads cached {used} bytes: whole blocks, not the four chunks they touched"
+    );
+
+    // A new mount on the same cache reads them from it (S3: no data GET at all).
+    let data_gets = || {
+        (kind == Kind::S3).then(|| {
+            t.server()
+                .faults
+                .data_gets
+                .load(std::sync::atomic::Ordering::SeqCst)
+        })
+    };
+    let before = data_gets();
+    let m = t.mount(&cache, &[]);
+    let f = open_for_random_reads(&m.path(&rel));
+    for (at, len) in reads {
+        assert!(pread(&f, at, len) == data[at as usize..at as usize + len]);
+    }
+    assert_eq!(data_gets(), before, "the chunks came from the cache");
+    drop(f);
+    // A sequential read replaces the chunks with whole blocks: a complete, verified file.
+    assert_eq!(sha_of(&m.path(&rel)), h);
+    drop(m);
+    let cached = cache.join(format!("objects/{}/{h}", &h[..2]));
+    assert!(xattr(&cached, "user.mltrack.verified").is_some());
+    assert!(std::fs::read(&cached).unwrap() == data);
+
+    // A byte flipped in the stored object: the chunk holding it fails with EIO, the chunk
+    // beside it in the same block still reads.
+    let mut bad = data.clone();
+    bad[6 * 1024 * 1024 + 70 * 1024] ^= 1;
+    t.put_raw(&format!("{prefix}/data.bin"), &bad);
+    let cold = t.dir.path().join("cold");
+    let m = t.mount(&cold, &[]);
+    let f = open_for_random_reads(&m.path(&rel));
+    let mut buf = vec![0u8; 4096];
+    let err = std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 6 * 1024 * KIB + 66 * KIB)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
+    // Opened again: a read near the last one would count as sequential and read the block.
+    let f = open_for_random_reads(&m.path(&rel));
+    let at = 6 * 1024 * KIB + 10 * KIB;
+    assert!(pread(&f, at, 4096) == data[at as usize..at as usize + 4096]);
+    drop(f);
+    drop(m);
+    t.put_raw(&format!("{prefix}/data.bin"), &data);
+
+    // A chunk list that does not match: the mount reads whole blocks instead, right bytes;
+    // fsck names it and --repair writes it again.
+    let mut wrong = list.clone();
+    wrong[40] ^= 1;
+    t.put_raw(&format!("{prefix}/chunks"), &wrong);
+    let cold = t.dir.path().join("cold2");
+    let m = t.mount(&cold, &[]);
+    let f = open_for_random_reads(&m.path(&rel));
+    for (at, len) in reads {
+        assert!(pread(&f, at, len) == data[at as usize..at as usize + len]);
+    }
+    drop(f);
+    drop(m);
+    let out = t.run(&["--json", "fsck", "--repair"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsck JSON");
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["kind"] == "bad_chunk_list" && f["repaired"] == true),
+        "{report}"
+    );
+    assert!(
+        t.get(&format!("{prefix}/chunks")) == list,
+        "the list written again"
+    );
+    assert_eq!(
+        t.json(&["fsck"])["findings"].as_array().map(Vec::len),
+        Some(0)
+    );
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[test]
 fn remounting_with_a_warm_cache_downloads_nothing() {
     let t = TestStore::new(Kind::S3);
@@ -393,6 +537,7 @@ both_backends!(
     the_cache_stays_within_its_limit,
     corruption_is_never_served,
     unmount_with_a_reader_in_the_middle,
+    random_reads_fetch_and_cache_only_their_chunks,
 );
 
 /// Readers of one object at once, cold, as data-loader workers would: they share fetches and

@@ -39,6 +39,8 @@ pub struct CachedFile {
     pub modified: Option<std::time::SystemTime>,
     /// The blocks present in it: (block number, bytes).
     pub blocks: Vec<(u64, u64)>,
+    /// The chunks present in it outside whole blocks (a random read's): (chunk number, bytes).
+    pub chunks: Vec<(u64, u64)>,
 }
 
 impl CacheDir {
@@ -178,11 +180,13 @@ impl CacheDir {
                     continue;
                 };
                 let Ok(meta) = file.metadata() else { continue };
+                let (blocks, chunks) = present_units(&file, meta.len());
                 out.push(CachedFile {
                     hash,
                     path: dir.path().join(&name),
                     modified: meta.modified().ok(),
-                    blocks: present_blocks(&file, meta.len()),
+                    blocks,
+                    chunks,
                 });
             }
         }
@@ -190,11 +194,15 @@ impl CacheDir {
     }
 }
 
-/// The blocks of a cache file that hold data (each block wholly inside a data extent).
-fn present_blocks(file: &File, len: u64) -> Vec<(u64, u64)> {
-    use crate::cas::hashing::BLOCK_SIZE;
+/// Units of a cache file (blocks or chunks) that hold data: (number, bytes).
+type Units = Vec<(u64, u64)>;
+
+/// The blocks of a cache file that hold data (each block wholly inside a data extent), and the
+/// chunks that do outside those blocks.
+fn present_units(file: &File, len: u64) -> (Units, Units) {
+    use crate::cas::hashing::{BLOCK_SIZE, CHUNK_SIZE};
     let fd = file.as_raw_fd();
-    let mut out = Vec::new();
+    let (mut blocks, mut chunks) = (Vec::new(), Vec::new());
     let mut pos: i64 = 0;
     while (pos as u64) < len {
         // SAFETY: lseek on a descriptor we own.
@@ -204,18 +212,24 @@ fn present_blocks(file: &File, len: u64) -> Vec<(u64, u64)> {
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { len as i64 } else { hole };
-        let first = (data as u64).div_ceil(BLOCK_SIZE);
-        let mut b = first;
-        while b * BLOCK_SIZE < hole as u64 {
-            let end = ((b + 1) * BLOCK_SIZE).min(len);
-            if end > hole as u64 {
+        let hole = (if hole < 0 { len as i64 } else { hole }) as u64;
+        // Whole units inside [data, hole): blocks where they fit, chunks around them.
+        let mut at = (data as u64).div_ceil(CHUNK_SIZE) * CHUNK_SIZE;
+        while at < hole {
+            let block_end = (at + BLOCK_SIZE).min(len);
+            if at.is_multiple_of(BLOCK_SIZE) && block_end <= hole {
+                blocks.push((at / BLOCK_SIZE, block_end - at));
+                at = block_end;
+                continue;
+            }
+            let chunk_end = (at + CHUNK_SIZE).min(len);
+            if chunk_end > hole {
                 break;
             }
-            out.push((b, end - b * BLOCK_SIZE));
-            b += 1;
+            chunks.push((at / CHUNK_SIZE, chunk_end - at));
+            at = chunk_end;
         }
-        pos = hole;
+        pos = hole as i64;
     }
-    out
+    (blocks, chunks)
 }

@@ -7,6 +7,11 @@
 //! out of its file (`FALLOCATE_PUNCH_HOLE`), so the space really returns to the disk; the
 //! total allocated never exceeds the limit.
 //!
+//! A chunked object's random reads cache single chunks (64 KiB, `cas::hashing::CHUNK_SIZE`)
+//! in the same file: the index holds whole blocks and chunks outside them (a chunk's number
+//! tagged with [`CHUNK`]), each evicted alone. A block written whole takes the place of its
+//! chunks. Only whole blocks make a file complete for passthrough.
+//!
 //! Objects never change, so the cache is never stale and survives restarts. It never trusts
 //! itself either: every block read from it is verified against the object's block hash, and a
 //! block that fails is dropped and fetched again.
@@ -29,7 +34,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use lru::LruCache;
 
-use crate::cas::hashing::{self, BLOCK_SIZE};
+use crate::cas::hashing::{self, BLOCK_SIZE, CHUNK_SIZE};
 use crate::cas::metadata::ObjectMetadata;
 use crate::ids::Digest;
 use crate::trusted::Open;
@@ -38,7 +43,20 @@ pub mod dir;
 
 pub use dir::{CacheDir, CachedFile};
 
+/// An index entry: an object and a block number, or a chunk number tagged with [`CHUNK`].
 type BlockKey = (Digest, u64);
+
+/// Tags a chunk's number in a [`BlockKey`] (block and chunk numbers stay far below it).
+const CHUNK: u64 = 1 << 63;
+
+/// Where an index entry's bytes start in its cache file.
+fn offset_of(unit: u64) -> u64 {
+    if unit & CHUNK != 0 {
+        (unit & !CHUNK) * CHUNK_SIZE
+    } else {
+        unit * BLOCK_SIZE
+    }
+}
 
 #[derive(Debug)]
 pub struct BlockCache {
@@ -91,6 +109,9 @@ impl BlockCache {
             for (block, size) in f.blocks {
                 found.push((f.modified, (f.hash, block), size));
             }
+            for (chunk, size) in f.chunks {
+                found.push((f.modified, (f.hash, CHUNK | chunk), size));
+            }
         }
         found.sort_by_key(|(m, _, _)| *m);
         let mut state = self.lock();
@@ -140,23 +161,83 @@ impl BlockCache {
 
     /// Stores a verified block, evicting least recently used blocks to stay within the limit.
     pub fn put(&self, meta: &ObjectMetadata, block: u64, data: &[u8]) -> io::Result<()> {
-        let size = data.len() as u64;
         // The index and the start-up scan count in BLOCK_SIZE units; objects written with
         // another block size are served uncached rather than mis-indexed.
-        if size > self.limit || meta.block_size != BLOCK_SIZE {
+        if data.len() as u64 > self.limit || meta.block_size != BLOCK_SIZE {
             return Ok(());
         }
-        let key = (meta.hash, block);
         let lock = self.dir_lock()?;
-        if self.lock().lru.contains(&key) {
+        if self.lock().lru.contains(&(meta.hash, block)) {
             return Ok(());
         }
-        let start = meta.block_range(block).start;
+        // Chunks of the block cached by random reads: the whole block replaces them.
+        if meta.chunk_size.is_some() {
+            let per_block = BLOCK_SIZE / CHUNK_SIZE;
+            let chunks: Vec<BlockKey> = (block * per_block..(block + 1) * per_block)
+                .map(|c| (meta.hash, CHUNK | c))
+                .filter(|k| self.lock().lru.contains(k))
+                .collect();
+            for key in chunks {
+                self.forget(&lock, &key);
+            }
+        }
+        self.put_unit(
+            &lock,
+            meta,
+            (meta.hash, block),
+            meta.block_range(block).start,
+            data,
+        )?;
+        // The block that completes the file: every block in it was verified before it was
+        // written, so the file is verified whole as it stands, and the next open of it (by
+        // this mount or a later one) can hand it to the kernel without reading it all again.
+        // Checked from the last block back, so a file filled in order stops at the first look.
+        let mut state = self.lock();
+        let complete = (0..meta.block_hashes.len() as u64)
+            .rev()
+            .all(|b| state.lru.peek(&(meta.hash, b)).is_some());
+        if complete
+            && let Ok(file) = self.dir.object(&meta.hash, Open::Read)
+            && let Some(identity) = identity_of(&file)
+        {
+            record_verified(&mut state.verified, meta.hash, &file, identity);
+        }
+        Ok(())
+    }
+
+    /// Stores verified chunk `chunk` of a chunked object (a random read's).
+    pub fn put_chunk(&self, meta: &ObjectMetadata, chunk: u64, data: &[u8]) -> io::Result<()> {
+        if data.len() as u64 > self.limit || !chunks_indexable(meta) {
+            return Ok(());
+        }
+        let lock = self.dir_lock()?;
+        let block = chunk * CHUNK_SIZE / BLOCK_SIZE;
+        let key = (meta.hash, CHUNK | chunk);
+        {
+            let state = self.lock();
+            if state.lru.contains(&key) || state.lru.contains(&(meta.hash, block)) {
+                return Ok(());
+            }
+        }
+        self.put_unit(&lock, meta, key, meta.chunk_range(chunk).start, data)
+    }
+
+    /// Writes verified bytes at `start` of the object's cache file and indexes them as `key`.
+    fn put_unit(
+        &self,
+        lock: &DirLock,
+        meta: &ObjectMetadata,
+        key: BlockKey,
+        start: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let size = data.len() as u64;
         // Written by another mount sharing the directory: counted already. Or a block that
         // failed verification and could not be punched out (a reader had the file pinned):
-        // then it is overwritten with the verified bytes.
+        // then it is overwritten with the verified bytes. Bytes there only in part (another
+        // mount's chunk of this block) are counted again in full: over the truth, never under.
         if let Ok(f) = self.dir.object(&meta.hash, Open::ReadWrite)
-            && has_data_at(&f, start)
+            && all_data(&f, start, size)
         {
             let mut there = vec![0u8; data.len()];
             if f.read_exact_at(&mut there, start).is_err() || there != data {
@@ -167,7 +248,7 @@ impl BlockCache {
             state.lru.put(key, size);
             return Ok(());
         }
-        if !self.evict_to_fit(&lock, size) {
+        if !self.evict_to_fit(lock, size) {
             return Ok(());
         }
         let file = self.dir.object(&meta.hash, Open::ReadWriteCreate)?;
@@ -179,17 +260,51 @@ impl BlockCache {
         let mut state = self.lock();
         state.used += size;
         state.lru.put(key, size);
-        // The block that completes the file: every block in it was verified before it was
-        // written, so the file is verified whole as it stands, and the next open of it (by
-        // this mount or a later one) can hand it to the kernel without reading it all again.
-        // Checked from the last block back, so a file filled in order stops at the first look.
-        let complete = (0..meta.block_hashes.len() as u64)
-            .rev()
-            .all(|b| state.lru.peek(&(meta.hash, b)).is_some());
-        if complete && let Some(identity) = identity_of(&file) {
-            record_verified(&mut state.verified, meta.hash, &file, identity);
-        }
         Ok(())
+    }
+
+    /// The verified bytes of chunk `chunk` of a chunked object, whose digest is `expected`, if
+    /// cached alone or within its whole block.
+    pub fn get_chunk(&self, meta: &ObjectMetadata, chunk: u64, expected: &Digest) -> Option<Bytes> {
+        if !chunks_indexable(meta) {
+            return None;
+        }
+        let key = {
+            let mut state = self.lock();
+            let alone = (meta.hash, CHUNK | chunk);
+            let block = (meta.hash, chunk * CHUNK_SIZE / BLOCK_SIZE);
+            if state.lru.get(&alone).is_some() {
+                alone
+            } else if state.lru.get(&block).is_some() {
+                block
+            } else {
+                return None;
+            }
+        };
+        let range = meta.chunk_range(chunk);
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        let read = self
+            .dir
+            .object(&meta.hash, Open::Read)
+            .and_then(|f| f.read_exact_at(&mut buf, range.start));
+        if read.is_ok() && hashing::sha256(&buf) == *expected {
+            return Some(Bytes::from(buf));
+        }
+        tracing::warn!(hash = %meta.hash, chunk, "cached chunk failed verification; dropping it");
+        crate::metrics::metrics().verification_failed("cache");
+        self.drop_block(&key);
+        None
+    }
+
+    /// Drops an index entry and punches its bytes out; the caller holds the directory lock.
+    fn forget(&self, lock: &DirLock, key: &BlockKey) {
+        let mut state = self.lock();
+        if let Some(size) = state.lru.pop(key) {
+            state.used = state.used.saturating_sub(size);
+            if let Ok(Punched::Freed) = punch(&self.dir, &key.0, offset_of(key.1), size) {
+                lock.set_total(lock.total().saturating_sub(size));
+            }
+        }
     }
 
     /// Makes `file`, holding exactly the bytes of `meta` (a spool that was just hashed into
@@ -250,7 +365,7 @@ impl BlockCache {
             let Some(((h, block), size)) = state.lru.pop_lru() else {
                 break;
             };
-            match punch(&self.dir, &h, block * BLOCK_SIZE, size) {
+            match punch(&self.dir, &h, offset_of(block), size) {
                 Ok(Punched::Freed) => {
                     state.used = state.used.saturating_sub(size);
                     total = total.saturating_sub(size);
@@ -337,15 +452,8 @@ impl BlockCache {
     }
 
     fn drop_block(&self, key: &BlockKey) {
-        let Ok(lock) = self.dir_lock() else {
-            return;
-        };
-        let mut state = self.lock();
-        if let Some(size) = state.lru.pop(key) {
-            state.used = state.used.saturating_sub(size);
-            if let Ok(Punched::Freed) = punch(&self.dir, &key.0, key.1 * BLOCK_SIZE, size) {
-                lock.set_total(lock.total().saturating_sub(size));
-            }
+        if let Ok(lock) = self.dir_lock() {
+            self.forget(&lock, key);
         }
     }
 
@@ -366,6 +474,12 @@ impl BlockCache {
             state.lru.iter().map(|((h, _), _)| h).collect();
         (state.lru.len() as u64, objects.len() as u64)
     }
+}
+
+/// Whether the index can hold the object's chunks: the scan at start-up counts in
+/// [`CHUNK_SIZE`] units within [`BLOCK_SIZE`] blocks.
+fn chunks_indexable(meta: &ObjectMetadata) -> bool {
+    meta.block_size == BLOCK_SIZE && meta.chunk_size == Some(CHUNK_SIZE)
 }
 
 /// The directory lock, held while the cache's files or its shared total change, and the
@@ -403,6 +517,16 @@ fn has_data_at(file: &File, offset: u64) -> bool {
     // SAFETY: lseek on a descriptor we own.
     let data = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
     data >= 0 && data as u64 == offset
+}
+
+/// Whether the file has data, no hole, in all of `offset..offset + len`.
+fn all_data(file: &File, offset: u64, len: u64) -> bool {
+    if !has_data_at(file, offset) {
+        return false;
+    }
+    // SAFETY: lseek on a descriptor we own.
+    let hole = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_HOLE) };
+    hole >= 0 && hole as u64 >= offset + len
 }
 
 /// The extended attribute recording that a complete cache file was verified whole, and the
@@ -514,7 +638,7 @@ pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Op
     let range = meta.block_range(block);
     let mut buf = vec![0u8; (range.end - range.start) as usize];
     file.read_exact_at(&mut buf, range.start).ok()?;
-    (hashing::sha256(&buf) == *expected).then_some(buf)
+    (hashing::block_digest(meta.chunk_size, &buf) == *expected).then_some(buf)
 }
 
 /// The block cache keeps copies of `metadata.json` (`<cache-dir>/metadata/`, a few hundred

@@ -11,6 +11,13 @@
 //! its block digests ([`block_digests`]) are computed only if it turns out to be new, beside
 //! its upload.
 //!
+//! An object of one full block or more is also hashed in 64 KiB chunks ([`CHUNK_SIZE`]): its block
+//! digest is then the SHA-256 of its chunks' digests, in order (a hash tree of two levels), and
+//! the chunk digests are stored beside the object (`chunks`, docs/STORE.md). A random read can
+//! then fetch and verify one chunk instead of a whole block, at no extra hashing cost: each
+//! byte is still hashed once for its block. An object smaller than a block keeps the plain
+//! SHA-256 of its bytes as its block digest, and has no chunk list.
+//!
 //! SHA-256 is `ring`'s, whose assembly uses SHA-NI or AVX2 where the CPU has them (the `sha2`
 //! crate's portable code ran at a third of `openssl dgst -sha256` on a CPU without SHA-NI).
 
@@ -25,13 +32,94 @@ use crate::ids::Digest;
 /// without invalidating objects written before.
 pub const BLOCK_SIZE: u64 = 1024 * 1024;
 
+/// The chunk size of new objects of [`BLOCK_SIZE`] or more: the unit a random read fetches and
+/// verifies. Stored in each object's metadata too.
+pub const CHUNK_SIZE: u64 = 64 * 1024;
+
+/// The block digests of one object, as its `metadata.json` and chunk list record them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlockDigests {
+    /// One a block: the SHA-256 of the block's bytes, or, when `chunks` is there, of its
+    /// chunks' digests.
+    pub blocks: Vec<Digest>,
+    /// The digest of every [`CHUNK_SIZE`] chunk, in order; `None` for objects smaller than a
+    /// block.
+    pub chunks: Option<Vec<Digest>>,
+}
+
+impl BlockDigests {
+    /// The chunk size the block digests were built from, if they were.
+    pub fn chunk_size(&self) -> Option<u64> {
+        self.chunks.as_ref().map(|_| CHUNK_SIZE)
+    }
+}
+
+/// Builds [`BlockDigests`] one block at a time. An object is hashed in chunks when its first
+/// block is full (it has [`BLOCK_SIZE`] bytes or more); a shorter first block is the only one,
+/// and gets its plain digest. So each byte is hashed once either way.
+#[derive(Default)]
+struct BlockHasher {
+    roots: Vec<Digest>,
+    chunks: Vec<Digest>,
+    plain: bool,
+}
+
+impl BlockHasher {
+    fn push(&mut self, block: &[u8]) {
+        if self.roots.is_empty() && (block.len() as u64) < BLOCK_SIZE {
+            self.plain = true;
+            self.roots.push(sha256(block));
+            return;
+        }
+        let root = chunk_root(block, CHUNK_SIZE, |d| self.chunks.push(d));
+        self.roots.push(root);
+    }
+
+    fn finish(self) -> BlockDigests {
+        let chunks = (!self.plain && !self.roots.is_empty()).then_some(self.chunks);
+        BlockDigests {
+            blocks: self.roots,
+            chunks,
+        }
+    }
+}
+
+/// The digest of a block whose object was hashed in chunks of `chunk_size` (`None`: not in
+/// chunks): what its `metadata.json` records for it.
+pub fn block_digest(chunk_size: Option<u64>, block: &[u8]) -> Digest {
+    match chunk_size {
+        Some(c) => chunk_root(block, c, |_| {}),
+        None => sha256(block),
+    }
+}
+
+/// The SHA-256 of the digests of `block`'s chunks, each handed to `each` as it is computed.
+fn chunk_root(block: &[u8], chunk_size: u64, mut each: impl FnMut(Digest)) -> Digest {
+    let mut root = Hasher::new();
+    for chunk in block.chunks(chunk_size.max(1) as usize) {
+        let d = sha256(chunk);
+        root.update(d.as_bytes());
+        each(d);
+    }
+    root.finish()
+}
+
+/// The block digest that a block's chunk digests, in order, make.
+pub fn root_of_chunks(chunks: &[Digest]) -> Digest {
+    let mut root = Hasher::new();
+    for d in chunks {
+        root.update(d.as_bytes());
+    }
+    root.finish()
+}
+
 /// The digests of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentHash {
     pub digest: Digest,
     pub size: u64,
     pub block_size: u64,
-    pub blocks: Vec<Digest>,
+    pub blocks: BlockDigests,
 }
 
 pub fn sha256(data: &[u8]) -> Digest {
@@ -71,7 +159,11 @@ fn finish(d: ring::digest::Digest) -> Digest {
 pub fn hash_reader(reader: impl Read, progress: impl FnMut(u64)) -> io::Result<ContentHash> {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|scope| {
-        let block_hasher = scope.spawn(move || rx.iter().map(|b| sha256(&b)).collect::<Vec<_>>());
+        let block_hasher = scope.spawn(move || {
+            let mut blocks = BlockHasher::default();
+            rx.iter().for_each(|b| blocks.push(&b));
+            blocks.finish()
+        });
         let read = feed_blocks(reader, tx, progress);
         let blocks = block_hasher
             .join()
@@ -93,11 +185,11 @@ pub fn digest_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
     Ok((whole.finish(), size))
 }
 
-/// The digest of each [`BLOCK_SIZE`] block of everything `reader` yields, and its size.
-pub fn block_digests(reader: impl Read) -> io::Result<(Vec<Digest>, u64)> {
-    let mut blocks = Vec::new();
-    let size = for_each_block(reader, |block| blocks.push(sha256(block)))?;
-    Ok((blocks, size))
+/// The block digests of everything `reader` yields, and its size.
+pub fn block_digests(reader: impl Read) -> io::Result<(BlockDigests, u64)> {
+    let mut blocks = BlockHasher::default();
+    let size = for_each_block(reader, |block| blocks.push(block))?;
+    Ok((blocks.finish(), size))
 }
 
 /// Hands `each` the input one [`BLOCK_SIZE`] block at a time (the last may be shorter), from
@@ -173,9 +265,41 @@ mod tests {
         assert_eq!(h.digest, sha256(&data));
         assert_eq!(h.size, size as u64);
         assert_eq!(seen, size as u64);
-        assert_eq!(h.blocks.len(), 3);
-        assert_eq!(h.blocks[0], sha256(&data[..BLOCK_SIZE as usize]));
-        assert_eq!(h.blocks[2], sha256(&data[2 * BLOCK_SIZE as usize..]));
+        // Three blocks: each block's digest is that of its chunks' digests.
+        let chunks = h.blocks.chunks.as_ref().unwrap();
+        let per_block = (BLOCK_SIZE / CHUNK_SIZE) as usize;
+        assert_eq!(chunks.len(), 2 * per_block + 1);
+        assert_eq!(
+            chunks[1],
+            sha256(&data[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize])
+        );
+        assert_eq!(h.blocks.blocks.len(), 3);
+        let mut root = Vec::new();
+        for d in &chunks[..per_block] {
+            root.extend_from_slice(d.as_bytes());
+        }
+        assert_eq!(h.blocks.blocks[0], sha256(&root));
+        assert_eq!(h.blocks.blocks[2], sha256(chunks[2 * per_block].as_bytes()));
+        assert_eq!(
+            h.blocks.blocks[1],
+            root_of_chunks(&chunks[per_block..2 * per_block])
+        );
+        let second = &data[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize];
+        assert_eq!(block_digest(Some(CHUNK_SIZE), second), h.blocks.blocks[1]);
+    }
+
+    #[test]
+    fn only_an_object_smaller_than_a_block_keeps_its_plain_block_digest() {
+        let short = vec![7u8; BLOCK_SIZE as usize - 1];
+        let h = hash_reader(&short[..], |_| {}).unwrap();
+        assert_eq!(h.blocks.blocks, vec![sha256(&short)]);
+        assert_eq!(h.blocks.chunks, None);
+        assert_eq!(block_digest(None, &short), sha256(&short));
+        let full = vec![7u8; BLOCK_SIZE as usize];
+        let h = hash_reader(&full[..], |_| {}).unwrap();
+        assert_eq!(h.blocks.chunk_size(), Some(CHUNK_SIZE));
+        assert_eq!(h.blocks.blocks, vec![block_digest(Some(CHUNK_SIZE), &full)]);
+        assert_eq!(h.blocks.chunks.map(|c| c.len()), Some(16));
     }
 
     #[test]
@@ -192,14 +316,17 @@ mod tests {
             block_digests(&data[..]).unwrap(),
             (whole.blocks.clone(), whole.size)
         );
-        assert_eq!(block_digests(&[][..]).unwrap(), (Vec::new(), 0));
+        assert_eq!(
+            block_digests(&[][..]).unwrap(),
+            (BlockDigests::default(), 0)
+        );
     }
 
     #[test]
     fn empty_input_has_no_blocks() {
         let h = hash_reader(&[][..], |_| {}).unwrap();
         assert_eq!(h.size, 0);
-        assert!(h.blocks.is_empty());
+        assert_eq!(h.blocks, BlockDigests::default());
         assert_eq!(
             h.digest.to_string(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -209,6 +336,11 @@ mod tests {
     #[test]
     fn exact_multiple_of_the_block_size_has_no_empty_tail_block() {
         let data = vec![1u8; BLOCK_SIZE as usize * 2];
-        assert_eq!(hash_reader(&data[..], |_| {}).unwrap().blocks.len(), 2);
+        let h = hash_reader(&data[..], |_| {}).unwrap();
+        assert_eq!(h.blocks.blocks.len(), 2);
+        assert_eq!(
+            h.blocks.chunks.unwrap().len(),
+            2 * (BLOCK_SIZE / CHUNK_SIZE) as usize
+        );
     }
 }

@@ -18,6 +18,10 @@ use crate::layout;
 /// no S3 object is larger than 5 TiB.
 const MAX_BLOCK_SIZE: u64 = 1 << 30;
 const MAX_SIZE: u64 = 1 << 50;
+/// Bounds on chunks (mltrack writes 16 of 64 KiB a block), so that a reader's piece of a chunk
+/// list stays small whatever a hostile `metadata.json` says.
+const MIN_CHUNK_SIZE: u64 = 4096;
+const MAX_CHUNKS_PER_BLOCK: u64 = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMetadata {
@@ -30,7 +34,11 @@ pub struct ObjectMetadata {
     /// The name the data first arrived under.
     pub name: Option<Name>,
     pub block_size: u64,
+    /// One a block: the SHA-256 of the block, or, when `chunk_size` is set, of the SHA-256s of
+    /// its `chunk_size` chunks (listed in the object's `chunks` file).
     pub block_hashes: Vec<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u64>,
     #[serde(flatten)]
     pub facts: Facts,
 }
@@ -57,6 +65,17 @@ impl ObjectMetadata {
                 m.block_size, m.size
             )));
         }
+        if let Some(c) = m.chunk_size
+            && (c < MIN_CHUNK_SIZE
+                || !m.block_size.is_multiple_of(c)
+                || m.block_size / c > MAX_CHUNKS_PER_BLOCK)
+        {
+            return Err(corrupt(format!(
+                "its chunk size {c} does not divide its block size {} into at most \
+                 {MAX_CHUNKS_PER_BLOCK} chunks of {MIN_CHUNK_SIZE} bytes or more",
+                m.block_size
+            )));
+        }
         if m.block_hashes.len() as u64 != m.size.div_ceil(m.block_size) {
             return Err(corrupt(
                 "its block hashes do not cover its size".to_string(),
@@ -74,9 +93,56 @@ impl ObjectMetadata {
         layout::data_key(&self.hash, &self.format)
     }
 
+    /// The chunks of the object, if its block hashes are built from them.
+    pub fn chunk_count(&self) -> Option<u64> {
+        self.chunk_size.map(|c| self.size.div_ceil(c))
+    }
+
+    /// The byte range of chunk `i` (counted from the object's start), for a chunked object.
+    pub fn chunk_range(&self, i: u64) -> std::ops::Range<u64> {
+        let c = self.chunk_size.unwrap_or(self.block_size);
+        let start = i * c;
+        start..(start + c).min(self.size)
+    }
+
     /// The byte range of block `i`.
     pub fn block_range(&self, i: u64) -> std::ops::Range<u64> {
         let start = i * self.block_size;
         start..(start + self.block_size).min(self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_chunks(chunk_size: Option<u64>) -> Result<ObjectMetadata> {
+        let hash = crate::cas::hashing::sha256(b"x");
+        let m = ObjectMetadata {
+            hash,
+            algorithm: "sha256".into(),
+            size: 3 << 20,
+            format: Format::parse("bin").expect("format"),
+            created_at: crate::time::now(),
+            name: None,
+            block_size: 1 << 20,
+            block_hashes: vec![hash; 3],
+            chunk_size,
+            facts: Facts::default(),
+        };
+        ObjectMetadata::parse(&hash, &m.to_json())
+    }
+
+    #[test]
+    fn a_chunk_size_must_split_a_block_into_a_bounded_number_of_chunks() {
+        assert_eq!(with_chunks(None).expect("plain").chunk_size, None);
+        assert_eq!(
+            with_chunks(Some(64 << 10)).expect("chunked").chunk_count(),
+            Some(48)
+        );
+        for bad in [0, 1, 1000, 3 << 20, 1 << 21] {
+            let err = with_chunks(Some(bad)).expect_err("refused");
+            assert!(err.to_string().contains("chunk size"), "{bad}: {err}");
+        }
     }
 }

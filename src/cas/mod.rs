@@ -241,7 +241,7 @@ impl DataStore {
         path: &Path,
         name: Option<&Name>,
         digest: Digest,
-        blocks: Option<Vec<Digest>>,
+        blocks: Option<hashing::BlockDigests>,
         before: (u64, u64, i64, i64),
     ) -> Result<Stored> {
         if let Some(meta) = self.already_stored(&digest).await? {
@@ -278,7 +278,19 @@ impl DataStore {
                 path: path.to_path_buf(),
             });
         }
-        meta.block_hashes = blocks;
+        meta.chunk_size = blocks.chunk_size();
+        meta.block_hashes = blocks.blocks;
+        // Before `metadata.json`, whose presence says the object is complete.
+        if let Some(chunks) = blocks.chunks {
+            let list: Vec<u8> = chunks.iter().flat_map(|d| *d.as_bytes()).collect();
+            self.store
+                .put(
+                    &layout::chunks_key(&meta.hash),
+                    Body::Bytes(list.into()),
+                    PutMode::Overwrite,
+                )
+                .await?;
+        }
         let stored = self.commit_metadata(meta).await?;
         self.remember(&stored.meta);
         Ok(stored)
@@ -410,25 +422,114 @@ impl DataStore {
     ) -> Result<Bytes> {
         let start = meta.block_range(blocks.start).start;
         let end = meta.block_range(blocks.end - 1).end;
+        let checked = self
+            .get_verified(meta, start..end, "block", |data| {
+                verify(meta, blocks.clone(), data)
+            })
+            .await?;
+        checked.map_err(|bad| Error::BadBlock {
+            hash: meta.hash,
+            block: bad,
+        })
+    }
+
+    /// GETs `range` of the object and checks it with `check`, which names the first bad unit
+    /// (a `unit`: block or chunk). Bytes damaged on the way are fetched again, up to
+    /// `FETCHES_OF_A_BAD_BLOCK` times with a growing pause; `Err(unit)` if still bad then.
+    async fn get_verified(
+        &self,
+        meta: &ObjectMetadata,
+        range: std::ops::Range<u64>,
+        unit: &'static str,
+        check: impl Fn(&[u8]) -> Result<(), u64>,
+    ) -> Result<Result<Bytes, u64>> {
         let mut attempt = 1;
         loop {
-            let got = self.store.get(&meta.data_key(), Some(start..end)).await?;
-            match verify(meta, blocks.clone(), &got.data) {
-                Ok(()) => return Ok(got.data),
+            let got = self
+                .store
+                .get(&meta.data_key(), Some(range.clone()))
+                .await?;
+            match check(&got.data) {
+                Ok(()) => return Ok(Ok(got.data)),
                 Err(bad) if attempt < FETCHES_OF_A_BAD_BLOCK => {
-                    tracing::warn!(hash = %meta.hash, block = bad, attempt, "block failed verification; fetching again");
+                    tracing::warn!(hash = %meta.hash, unit, number = bad, attempt, "failed verification; fetching again");
                     crate::metrics::metrics().verification_failed("store");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                     attempt += 1;
                 }
-                Err(bad) => {
-                    return Err(Error::BadBlock {
-                        hash: meta.hash,
-                        block: bad,
-                    });
-                }
+                Err(bad) => return Ok(Err(bad)),
             }
         }
+    }
+
+    /// The chunk digests of blocks `blocks` of a chunked object (its `chunk_size` set), read
+    /// from the object's `chunks` list, each block's checked against the block's recorded hash.
+    pub async fn chunk_digests(
+        &self,
+        meta: &ObjectMetadata,
+        blocks: std::ops::Range<u64>,
+    ) -> Result<Vec<Digest>> {
+        let key = layout::chunks_key(&meta.hash);
+        let corrupt = |reason: String| Error::Corrupt {
+            key: key.clone(),
+            reason,
+        };
+        let (Some(chunk), Some(count)) = (meta.chunk_size, meta.chunk_count()) else {
+            return Err(corrupt("the object is not hashed in chunks".to_string()));
+        };
+        let per_block = meta.block_size / chunk;
+        let first = blocks.start * per_block;
+        let end = (blocks.end * per_block).min(count);
+        if first >= end || blocks.end > meta.block_hashes.len() as u64 {
+            return Err(corrupt(format!("it has no blocks {blocks:?}")));
+        }
+        let got = self.store.get(&key, Some(first * 32..end * 32)).await?;
+        if got.data.len() as u64 != (end - first) * 32 {
+            return Err(corrupt(format!(
+                "it holds {} bytes where chunks {first}..{end} were asked for",
+                got.data.len()
+            )));
+        }
+        let digests: Vec<Digest> = got
+            .data
+            .chunks_exact(32)
+            .map(|d| {
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(d);
+                Digest::from_bytes(bytes)
+            })
+            .collect();
+        for (b, of_block) in blocks.zip(digests.chunks(per_block as usize)) {
+            if hashing::root_of_chunks(of_block) != meta.block_hashes[b as usize] {
+                return Err(corrupt(format!(
+                    "the chunk digests of block {b} do not match its recorded hash"
+                )));
+            }
+        }
+        Ok(digests)
+    }
+
+    /// Fetches the chunks `first..` of a chunked object whose digests are `expected`, and
+    /// verifies each; a chunk damaged on the way is fetched again, as in [`Self::read_blocks`].
+    pub async fn read_chunks(
+        &self,
+        meta: &ObjectMetadata,
+        first: u64,
+        expected: &[Digest],
+    ) -> Result<Bytes> {
+        let Some(last) = (first + expected.len() as u64).checked_sub(1) else {
+            return Ok(Bytes::new());
+        };
+        let range = meta.chunk_range(first).start..meta.chunk_range(last).end;
+        let checked = self
+            .get_verified(meta, range, "chunk", |data| {
+                verify_chunks(meta, first, expected, data)
+            })
+            .await?;
+        checked.map_err(|bad| Error::BadBlock {
+            hash: meta.hash,
+            block: meta.chunk_range(bad).start / meta.block_size,
+        })
     }
 
     /// Writes the whole object to `out`, verified, with a few ranged GETs in flight.
@@ -477,7 +578,33 @@ pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) 
     {
         let r = meta.block_range(i);
         let slice = &data[(r.start - base) as usize..(r.end - base) as usize];
-        if hashing::sha256(slice) != *expected {
+        if hashing::block_digest(meta.chunk_size, slice) != *expected {
+            return Err(i);
+        }
+    }
+    Ok(())
+}
+
+/// Checks `data`, the bytes of chunks `first..` of a chunked object, against `expected`, their
+/// digests (from [`DataStore::chunk_digests`]); returns the first bad chunk's index.
+pub fn verify_chunks(
+    meta: &ObjectMetadata,
+    first: u64,
+    expected: &[Digest],
+    data: &[u8],
+) -> Result<(), u64> {
+    let Some(last) = (first + expected.len() as u64).checked_sub(1) else {
+        return if data.is_empty() { Ok(()) } else { Err(first) };
+    };
+    let base = meta.chunk_range(first).start;
+    if meta.chunk_count().is_none_or(|n| last >= n)
+        || data.len() as u64 != meta.chunk_range(last).end - base
+    {
+        return Err(first);
+    }
+    for (i, want) in (first..=last).zip(expected) {
+        let r = meta.chunk_range(i);
+        if hashing::sha256(&data[(r.start - base) as usize..(r.end - base) as usize]) != *want {
             return Err(i);
         }
     }
@@ -514,6 +641,7 @@ async fn describe(
             name,
             block_size: hashing::BLOCK_SIZE,
             block_hashes: Vec::new(),
+            chunk_size: None,
             facts,
         })
     })

@@ -14,7 +14,9 @@
 //! extends a streak; while the streak lasts, blocks ahead of the reader are fetched in the
 //! background, the window doubling from 2 to 32 blocks, and kept for the reader until it gets
 //! there. A read elsewhere resets the window and drops them, so random reads fetch only what
-//! they touch.
+//! they touch: in an object hashed in chunks, only the 64 KiB chunks they touch, each verified
+//! against the chunk digests of its block (read from the object's `chunks` list, 128 blocks'
+//! worth at a time, and kept in memory), and cached alone.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -42,6 +44,13 @@ const RECENT_PER_FILE: usize = 8;
 const MOST_RECENT: usize = 32;
 /// How far from where the last read ended a read may start and still count as sequential.
 const SEQUENTIAL_SLACK: u64 = 2 * crate::cas::hashing::BLOCK_SIZE;
+/// Blocks whose chunk digests are read from an object's `chunks` list at once (64 KiB of it)...
+const LIST_PAGE_BLOCKS: u64 = 128;
+/// ...and pages of it kept in memory (4 MiB at most).
+const LIST_PAGES_KEPT: usize = 64;
+
+/// A page of an object's chunk list: the chunk digests of up to [`LIST_PAGE_BLOCKS`] blocks.
+type ChunkList = Arc<Vec<Digest>>;
 
 type Fetch = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
 
@@ -50,6 +59,8 @@ pub struct Reader {
     cache: Arc<BlockCache>,
     inflight: Arc<Mutex<HashMap<(Digest, u64), Fetch>>>,
     recent: Arc<Recent>,
+    /// Pages of chunked objects' chunk lists, verified against their blocks' hashes.
+    lists: Mutex<lru::LruCache<(Digest, u64), ChunkList>>,
 }
 
 /// The verified blocks kept in memory, as many as the open files call for.
@@ -110,6 +121,9 @@ impl Reader {
             cache,
             inflight: Arc::new(Mutex::new(HashMap::new())),
             recent: Arc::new(recent),
+            lists: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(LIST_PAGES_KEPT).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -163,6 +177,10 @@ impl Reader {
             return Ok(Bytes::new());
         }
         self.read_ahead(file, &meta, offset, end);
+        // Not sequential, and not at the start (where sequential readers start: a block then).
+        if offset > 0 && file.window.load(Ordering::Relaxed) == 0 && meta.chunk_size.is_some() {
+            return self.read_chunked(file, &meta, offset, end).await;
+        }
         let first = offset / meta.block_size;
         let last = (end - 1) / meta.block_size;
         let mut out = Vec::with_capacity((end - offset) as usize);
@@ -174,6 +192,112 @@ impl Reader {
             out.extend_from_slice(&block[from as usize..to as usize]);
         }
         Ok(Bytes::from(out))
+    }
+
+    /// Bytes `offset..end` of a chunked object for a read that is not sequential: from whole
+    /// blocks where they are at hand in memory, else from the chunks the range touches.
+    async fn read_chunked(
+        &self,
+        file: &OpenFile,
+        meta: &Arc<ObjectMetadata>,
+        offset: u64,
+        end: u64,
+    ) -> Result<Bytes> {
+        let chunk = meta.chunk_size.unwrap_or(meta.block_size);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut at = offset;
+        while at < end {
+            let b = at / meta.block_size;
+            let block = meta.block_range(b);
+            let upto = end.min(block.end);
+            let kept = self.recent.blocks().get(&(meta.hash, b)).cloned();
+            let (data, base) = match kept {
+                Some(data) => (data, block.start),
+                None => {
+                    let first = at / chunk;
+                    let last = (upto - 1) / chunk;
+                    match self.chunks(meta, b, first..last + 1).await {
+                        Some(data) => (data?, meta.chunk_range(first).start),
+                        None => (self.block(file, meta, b).await?, block.start),
+                    }
+                }
+            };
+            out.extend_from_slice(&data[(at - base) as usize..(upto - base) as usize]);
+            at = upto;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// The bytes of chunks `chunks` of block `b`, verified, from the cache or in one GET (then
+    /// cached). `None` if the object's chunk list cannot be read: the caller reads the block.
+    async fn chunks(
+        &self,
+        meta: &Arc<ObjectMetadata>,
+        b: u64,
+        chunks: std::ops::Range<u64>,
+    ) -> Option<Result<Bytes>> {
+        let m = metrics();
+        let digests = self.chunk_digests(meta, b).await?;
+        let per_block = meta.block_size / meta.chunk_size?;
+        let expected = digests
+            .get((chunks.start - b * per_block) as usize..(chunks.end - b * per_block) as usize)?;
+        let cached: Option<Vec<Bytes>> = chunks
+            .clone()
+            .zip(expected)
+            .map(|(c, d)| self.cache.get_chunk(meta, c, d))
+            .collect();
+        if let Some(cached) = cached {
+            m.cache_hit();
+            let bytes: Vec<u8> = cached.concat();
+            m.read_from("cache", bytes.len() as u64);
+            return Some(Ok(Bytes::from(bytes)));
+        }
+        let got = self.data.read_chunks(meta, chunks.start, expected).await;
+        if let Ok(bytes) = &got {
+            m.cache_miss();
+            m.read_from("store", bytes.len() as u64);
+            let base = meta.chunk_range(chunks.start).start;
+            for c in chunks {
+                let r = meta.chunk_range(c);
+                let part = &bytes[(r.start - base) as usize..(r.end - base) as usize];
+                if let Err(e) = self.cache.put_chunk(meta, c, part) {
+                    tracing::warn!(hash = %meta.hash, chunk = c, error = %e, "could not cache a chunk");
+                }
+            }
+        }
+        if let Err(e) = &got {
+            tracing::error!(hash = %meta.hash, block = b, error = %e, "read failed");
+        }
+        Some(got)
+    }
+
+    /// The chunk digests of block `b`, from the kept pages of the object's chunk list or read
+    /// (a page at a time); `None`, logged, if the list is missing or does not match.
+    async fn chunk_digests(&self, meta: &Arc<ObjectMetadata>, b: u64) -> Option<Vec<Digest>> {
+        let per_block = (meta.block_size / meta.chunk_size?) as usize;
+        let page = b / LIST_PAGE_BLOCKS;
+        let kept = lock(&self.lists).get(&(meta.hash, page)).cloned();
+        let list = match kept {
+            Some(list) => list,
+            None => {
+                let blocks = meta.block_hashes.len() as u64;
+                let range = page * LIST_PAGE_BLOCKS..((page + 1) * LIST_PAGE_BLOCKS).min(blocks);
+                let list = match self.data.chunk_digests(meta, range).await {
+                    Ok(list) => list,
+                    Err(e) => {
+                        // Kept empty, so that the next reads go to the blocks at once.
+                        tracing::warn!(hash = %meta.hash, error = %e, "cannot read the chunk list; reading whole blocks");
+                        Vec::new()
+                    }
+                };
+                let list = Arc::new(list);
+                lock(&self.lists).put((meta.hash, page), list.clone());
+                list
+            }
+        };
+        let from = (b - page * LIST_PAGE_BLOCKS) as usize * per_block;
+        let to = (from + per_block).min(list.len());
+        Some(list.get(from..to)?.to_vec())
     }
 
     async fn block(&self, file: &OpenFile, meta: &Arc<ObjectMetadata>, b: u64) -> Result<Bytes> {

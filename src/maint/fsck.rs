@@ -1,6 +1,7 @@
 //! `mltrack fsck`: re-hashes every object and checks that manifests, markers and view pointers
 //! agree, then verifies every block in this machine's cache against the stored block hashes.
-//! `--repair` fixes what can be derived again (markers, view pointers) and drops cached blocks
+//! `--repair` fixes what can be derived again (markers, view pointers, the chunk list of an
+//! object whose data is sound) and drops cached blocks
 //! that fail, which a mount fetches again; it never deletes or rewrites stored data: a hash
 //! mismatch or missing data is reported, not "fixed".
 
@@ -98,7 +99,7 @@ pub async fn fsck(
         .collect();
     let mut complete = BTreeSet::new();
     for (h, keys) in &inv.objects {
-        if check_object(runs, h, keys, &mut report, &progress).await? {
+        if check_object(runs, h, keys, repair, &mut report, &progress).await? {
             complete.insert(*h);
         }
         for (run, _) in &keys.used_by {
@@ -179,6 +180,7 @@ async fn check_object(
     runs: &Runs,
     h: &Digest,
     keys: &ObjectKeys,
+    repair: bool,
     report: &mut FsckReport,
     progress: &Progress,
 ) -> Result<bool> {
@@ -224,21 +226,67 @@ async fn check_object(
         return Ok(false);
     }
     match rehash(runs, &meta, progress).await? {
-        None => {
+        Ok(chunks) => {
             report.bytes_checked += meta.size;
+            check_chunk_list(runs, &meta, &chunks, repair, report).await?;
             Ok(true)
         }
-        Some(message) => {
+        Err(message) => {
             report.add("hash_mismatch", data_key, message, false);
             Ok(false)
         }
     }
 }
 
-/// Streams the object and compares it with its hashes; `Some(reason)` if it does not match.
-async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Result<Option<String>> {
+/// Compares a chunked object's `chunks` list with `computed`, the digests of its data (sound);
+/// a list missing or wrong is written again from them with `--repair`. Without it, random
+/// reads of the object fall back to whole blocks.
+async fn check_chunk_list(
+    runs: &Runs,
+    meta: &ObjectMetadata,
+    computed: &[Digest],
+    repair: bool,
+    report: &mut FsckReport,
+) -> Result<()> {
+    if meta.chunk_size.is_none() {
+        return Ok(());
+    }
+    let store = runs.data().backend();
+    let key = layout::chunks_key(&meta.hash);
+    let want: Vec<u8> = computed.iter().flat_map(|d| *d.as_bytes()).collect();
+    let problem = match store.get(&key, None).await {
+        Ok(got) if got.data == want => return Ok(()),
+        Ok(_) => "does not list the digests of its chunks",
+        Err(StorageError::NotFound { .. }) => "is missing",
+        Err(e) => return Err(e.into()),
+    };
+    let repaired = repair
+        && store
+            .put(&key, Body::Bytes(want.into()), PutMode::Overwrite)
+            .await
+            .is_ok();
+    report.add(
+        "bad_chunk_list",
+        key,
+        format!(
+            "the chunk list of {} {problem} (random reads of it fetch whole blocks)",
+            meta.hash
+        ),
+        repaired,
+    );
+    Ok(())
+}
+
+/// Streams the object and compares it with its hashes: `Err(reason)` if it does not match,
+/// else the digests of its chunks (none if it is not hashed in chunks).
+async fn rehash(
+    runs: &Runs,
+    meta: &ObjectMetadata,
+    progress: &Progress,
+) -> Result<std::result::Result<Vec<Digest>, String>> {
     let store = runs.data().backend();
     let mut whole = crate::cas::hashing::Hasher::new();
+    let mut chunks = Vec::new();
     let blocks_per_chunk = (CHUNK / meta.block_size).max(1);
     let total = meta.block_hashes.len() as u64;
     let mut first = 0;
@@ -247,7 +295,7 @@ async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Resu
         let range = meta.block_range(first).start..meta.block_range(last - 1).end;
         let got = store.get(&meta.data_key(), Some(range.clone())).await?;
         if got.data.len() as u64 != range.end - range.start {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "{} does not have its recorded size: bytes {}..{} came back as {} bytes",
                 meta.hash,
                 range.start,
@@ -256,10 +304,14 @@ async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Resu
             )));
         }
         if let Err(bad) = crate::cas::verify(meta, first..last, &got.data) {
-            return Ok(Some(format!(
+            return Ok(Err(format!(
                 "block {bad} of {} does not match its recorded hash",
                 meta.hash
             )));
+        }
+        if let Some(c) = meta.chunk_size {
+            // Block boundaries are chunk boundaries, and each GET holds whole blocks.
+            chunks.extend(got.data.chunks(c as usize).map(crate::cas::hashing::sha256));
         }
         whole.update(&got.data);
         progress(got.data.len() as u64);
@@ -267,12 +319,9 @@ async fn rehash(runs: &Runs, meta: &ObjectMetadata, progress: &Progress) -> Resu
     }
     let digest = whole.finish();
     if digest != meta.hash {
-        return Ok(Some(format!(
-            "the data of {} hashes to {digest}",
-            meta.hash
-        )));
+        return Ok(Err(format!("the data of {} hashes to {digest}", meta.hash)));
     }
-    Ok(None)
+    Ok(Ok(chunks))
 }
 
 async fn check_run(

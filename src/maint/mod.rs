@@ -25,6 +25,8 @@ pub struct ObjectKeys {
     /// Run ids with markers, and when each marker was written.
     pub used_by: Vec<(String, Option<DateTime<Utc>>)>,
     pub names: Vec<String>,
+    /// The `chunks` list of an object of 1 MiB or more.
+    pub chunks: Option<ObjectMeta>,
     /// Keys of the object directory that mltrack does not write.
     pub other: Vec<String>,
 }
@@ -42,6 +44,7 @@ impl ObjectKeys {
     pub fn all_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.metadata.iter().map(|m| m.key.clone()).collect();
         keys.extend(self.data.iter().map(|d| d.key.clone()));
+        keys.extend(self.chunks.iter().map(|c| c.key.clone()));
         keys
     }
 }
@@ -72,6 +75,7 @@ impl Inventory {
                     .used_by
                     .push((run, o.last_modified)),
                 DataKey::Name(h, name) => inv.objects.entry(h).or_default().names.push(name),
+                DataKey::Chunks(h) => inv.objects.entry(h).or_default().chunks = Some(o),
                 DataKey::Other(h) => inv.objects.entry(h).or_default().other.push(o.key),
             }
         }
