@@ -31,8 +31,8 @@ pub fn metadata_key(h: &Digest) -> String {
     format!("{}metadata.json", object_prefix(h))
 }
 
-/// The digests of the object's chunks, 32 bytes each, in order (objects of more than one
-/// block; docs/STORE.md).
+/// The digests of the object's chunks, 32 bytes each, in order (objects of 1 MiB or more;
+/// docs/STORE.md).
 pub fn chunks_key(h: &Digest) -> String {
     format!("{}chunks", object_prefix(h))
 }

@@ -173,10 +173,12 @@ impl BlockCache {
         // Chunks of the block cached by random reads: the whole block replaces them.
         if meta.chunk_size.is_some() {
             let per_block = BLOCK_SIZE / CHUNK_SIZE;
+            let state = self.lock();
             let chunks: Vec<BlockKey> = (block * per_block..(block + 1) * per_block)
                 .map(|c| (meta.hash, CHUNK | c))
-                .filter(|k| self.lock().lru.contains(k))
+                .filter(|k| state.lru.contains(k))
                 .collect();
+            drop(state);
             for key in chunks {
                 self.forget(&lock, &key);
             }

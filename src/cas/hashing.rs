@@ -87,10 +87,36 @@ impl BlockHasher {
 /// The digest of a block whose object was hashed in chunks of `chunk_size` (`None`: not in
 /// chunks): what its `metadata.json` records for it.
 pub fn block_digest(chunk_size: Option<u64>, block: &[u8]) -> Digest {
+    block_digest_each(chunk_size, block, |_| {})
+}
+
+/// [`block_digest`], handing each chunk's digest to `each` on the way (none if not in chunks).
+pub fn block_digest_each(
+    chunk_size: Option<u64>,
+    block: &[u8],
+    each: impl FnMut(Digest),
+) -> Digest {
     match chunk_size {
-        Some(c) => chunk_root(block, c, |_| {}),
+        Some(c) => chunk_root(block, c, each),
         None => sha256(block),
     }
+}
+
+/// A chunk list as the object's `chunks` key holds it: the digests' 32 bytes, in order.
+pub fn chunk_list_bytes(chunks: &[Digest]) -> Vec<u8> {
+    chunks.iter().flat_map(|d| *d.as_bytes()).collect()
+}
+
+/// The digests in (part of) a `chunks` key's bytes; a trailing partial digest is ignored.
+pub fn chunk_list_digests(bytes: &[u8]) -> Vec<Digest> {
+    bytes
+        .chunks_exact(32)
+        .map(|d| {
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(d);
+            Digest::from_bytes(digest)
+        })
+        .collect()
 }
 
 /// The SHA-256 of the digests of `block`'s chunks, each handed to `each` as it is computed.

@@ -282,11 +282,10 @@ impl DataStore {
         meta.block_hashes = blocks.blocks;
         // Before `metadata.json`, whose presence says the object is complete.
         if let Some(chunks) = blocks.chunks {
-            let list: Vec<u8> = chunks.iter().flat_map(|d| *d.as_bytes()).collect();
             self.store
                 .put(
                     &layout::chunks_key(&meta.hash),
-                    Body::Bytes(list.into()),
+                    Body::Bytes(hashing::chunk_list_bytes(&chunks).into()),
                     PutMode::Overwrite,
                 )
                 .await?;
@@ -490,15 +489,7 @@ impl DataStore {
                 got.data.len()
             )));
         }
-        let digests: Vec<Digest> = got
-            .data
-            .chunks_exact(32)
-            .map(|d| {
-                let mut bytes = [0u8; 32];
-                bytes.copy_from_slice(d);
-                Digest::from_bytes(bytes)
-            })
-            .collect();
+        let digests = hashing::chunk_list_digests(&got.data);
         for (b, of_block) in blocks.zip(digests.chunks(per_block as usize)) {
             if hashing::root_of_chunks(of_block) != meta.block_hashes[b as usize] {
                 return Err(corrupt(format!(
@@ -558,6 +549,16 @@ impl DataStore {
 /// bad block's index. `data` must hold exactly those blocks: a body longer than asked for is as
 /// wrong as a short one (its tail would otherwise be cached past the block's end).
 pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) -> Result<(), u64> {
+    verify_each(meta, blocks, data, |_| {})
+}
+
+/// [`verify`], handing the digest of each chunk it hashed to `each` (a chunked object's).
+pub fn verify_each(
+    meta: &ObjectMetadata,
+    blocks: std::ops::Range<u64>,
+    data: &[u8],
+    mut each: impl FnMut(Digest),
+) -> Result<(), u64> {
     if blocks.is_empty() {
         return if data.is_empty() {
             Ok(())
@@ -578,7 +579,7 @@ pub fn verify(meta: &ObjectMetadata, blocks: std::ops::Range<u64>, data: &[u8]) 
     {
         let r = meta.block_range(i);
         let slice = &data[(r.start - base) as usize..(r.end - base) as usize];
-        if hashing::block_digest(meta.chunk_size, slice) != *expected {
+        if hashing::block_digest_each(meta.chunk_size, slice, &mut each) != *expected {
             return Err(i);
         }
     }

@@ -253,7 +253,7 @@ async fn check_chunk_list(
     }
     let store = runs.data().backend();
     let key = layout::chunks_key(&meta.hash);
-    let want: Vec<u8> = computed.iter().flat_map(|d| *d.as_bytes()).collect();
+    let want = crate::cas::hashing::chunk_list_bytes(computed);
     let problem = match store.get(&key, None).await {
         Ok(got) if got.data == want => return Ok(()),
         Ok(_) => "does not list the digests of its chunks",
@@ -303,15 +303,13 @@ async fn rehash(
                 got.data.len()
             )));
         }
-        if let Err(bad) = crate::cas::verify(meta, first..last, &got.data) {
+        // The chunk digests come from the verification's own hashing, not a second pass.
+        if let Err(bad) = crate::cas::verify_each(meta, first..last, &got.data, |d| chunks.push(d))
+        {
             return Ok(Err(format!(
                 "block {bad} of {} does not match its recorded hash",
                 meta.hash
             )));
-        }
-        if let Some(c) = meta.chunk_size {
-            // Block boundaries are chunk boundaries, and each GET holds whole blocks.
-            chunks.extend(got.data.chunks(c as usize).map(crate::cas::hashing::sha256));
         }
         whole.update(&got.data);
         progress(got.data.len() as u64);
