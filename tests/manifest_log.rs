@@ -22,6 +22,21 @@ fn log_key(run: &str, seq: u64) -> String {
     format!("manifests/{run}.log/{seq:020}.json")
 }
 
+/// What `ls FLAGS DIR` prints; it must succeed.
+fn ls(flags: &str, dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("ls")
+        .arg(flags)
+        .arg(dir)
+        .output()
+        .expect("run ls");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn file_names(state: &serde_json::Value) -> Vec<String> {
     let mut names: Vec<String> = state["files"]
         .as_object()
@@ -358,17 +373,7 @@ fn a_first_listing_reads_each_run_once() {
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "600"]);
     let faults = t.server().faults.clone();
     let before = faults.manifest_gets.load(Ordering::SeqCst);
-    let out = std::process::Command::new("ls")
-        .arg("-lR")
-        .arg(m.path("runs/by_project/p"))
-        .output()
-        .expect("run ls");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = ls("-lR", &m.path("runs/by_project/p"));
     for i in 0..runs {
         assert!(
             listing.contains(&format!("r{i:02}:")),
@@ -377,6 +382,71 @@ fn a_first_listing_reads_each_run_once() {
     }
     let gets = faults.manifest_gets.load(Ordering::SeqCst) - before;
     assert_eq!(gets, runs as u64, "manifest GETs for {runs} runs");
+}
+
+/// A view of many runs is read ahead with one listing of `manifests/` beside the reads: a
+/// run that listing shows without a log costs one GET, not a GET and a HEAD for a log entry
+/// (only the runs read before the listing arrives are asked). A run with a log is read with
+/// its entries.
+#[test]
+fn a_large_view_is_read_ahead_without_asking_each_run_for_its_log() {
+    use std::sync::atomic::Ordering;
+    let t = TestStore::new(Kind::S3);
+    let runs = 300;
+    for i in 0..runs {
+        let run = format!("r{i:03}");
+        let manifest = serde_json::json!({
+            "schema_version": 1, "run_id": run, "run_type": "experiment", "project": "p",
+            "created_at": "2026-11-26T10:00:00Z", "updated_at": "2026-11-26T10:00:00Z",
+            "storage_modes": ["by_project"], "tags": {}, "files": {}
+        });
+        t.put_raw(
+            &format!("manifests/{run}.json"),
+            manifest.to_string().as_bytes(),
+        );
+        let pointer =
+            serde_json::json!({"run_id": run, "manifest": format!("manifests/{run}.json")});
+        t.put_raw(
+            &format!("runs/by_project/p/{run}/run.json"),
+            pointer.to_string().as_bytes(),
+        );
+    }
+    let f = t.file("a.bin", &bytes(9101, 1000));
+    t.ok(&["run", "add-output", "r299", "a.bin", path_str(&f)]);
+    assert!(!log_keys(&t, "r299").is_empty(), "the add is a log entry");
+
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "600"]);
+    let faults = t.server().faults.clone();
+    let (gets, heads) = (
+        faults.manifest_gets.load(Ordering::SeqCst),
+        faults.heads.load(Ordering::SeqCst),
+    );
+    let listing = ls("-l", &m.path("runs/by_project/p"));
+    let listed = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|name| name.len() == 4 && name.starts_with('r'))
+        .count();
+    assert_eq!(listed, runs, "every run listed: {listing}");
+    let gets = faults.manifest_gets.load(Ordering::SeqCst) - gets;
+    let heads = faults.heads.load(Ordering::SeqCst) - heads;
+    assert!(
+        gets >= runs as u64 && gets <= runs as u64 + 2,
+        "{gets} manifest GETs for {runs} runs"
+    );
+    assert!(
+        heads < runs as u64 / 2,
+        "{heads} HEADs for {runs} runs: most should have been read with one GET"
+    );
+    let listed = std::fs::read_dir(m.path("runs/by_project/p/r299/outputs"))
+        .expect("list r299's outputs")
+        .map(|e| e.expect("entry").file_name())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        listed,
+        ["a.bin"],
+        "the run with a log is read with its entry"
+    );
 }
 
 /// `run list` reads a run without a log with one GET: the listing of `manifests/` that names

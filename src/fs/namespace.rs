@@ -15,6 +15,10 @@ use crate::runs::manifest::{Manifest, RunType, StorageMode};
 /// Manifests read at once when a view is listed.
 pub(super) const PREFETCH_CONCURRENCY: usize = 32;
 
+/// Runs in a listed view from which reading them ahead also lists `manifests/` (one LIST
+/// page for every 1,000 runs in the store) to save a HEAD for each run without a log.
+const LIST_LOGS_FROM: usize = 256;
+
 impl Tree {
     /// The run's manifest, as `runs` keeps it for the refresh time; `None` if the run does not
     /// exist or its manifest is unreadable.
@@ -259,18 +263,39 @@ impl Tree {
     /// background: `ls -l` and `ls -lR` look each run up next, one request at a time, and then
     /// find its manifest in `runs`' cache instead of waiting for one GET after another. The
     /// listing itself returns at once.
+    ///
+    /// A view of [`LIST_LOGS_FROM`] runs or more also lists `manifests/` once, beside the
+    /// reads: each run that listing shows without a log is then read with one GET, where a
+    /// run read alone costs a GET and a HEAD that asks for a log entry. Runs read before the
+    /// listing arrives are read alone; the listing is kept for the refresh interval, for every
+    /// view listed in it.
     pub(super) fn prefetch_manifests(&self, ids: impl Iterator<Item = RunId>) {
         let ids: Vec<RunId> = ids.collect();
         if ids.is_empty() {
             return;
         }
         let runs = self.runs.clone();
+        let logs = std::sync::Arc::new(tokio::sync::OnceCell::new());
+        if ids.len() >= LIST_LOGS_FROM {
+            let (runs, logs) = (runs.clone(), logs.clone());
+            tokio::spawn(async move {
+                match runs.logs_listed().await {
+                    Ok(Some(l)) => {
+                        let _ = logs.set(l);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not list manifests/ to read runs ahead")
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             futures::stream::iter(ids)
                 .for_each_concurrent(PREFETCH_CONCURRENCY, |run| {
-                    let runs = runs.clone();
+                    let (runs, logs) = (runs.clone(), logs.clone());
                     async move {
-                        if let Err(e) = runs.current(&run).await {
+                        if let Err(e) = runs.current_listed(&run, logs.get()).await {
                             tracing::debug!(%run, error = %e, "could not read a listed run's manifest ahead");
                         }
                     }

@@ -311,6 +311,13 @@ enum Read {
     NoLogListed,
 }
 
+/// The runs that a listing of `manifests/` showed with a log, and when it was made
+/// ([`Runs::logs_listed`]).
+pub struct LogsListed {
+    at: std::time::Instant,
+    logged: std::collections::HashSet<String>,
+}
+
 /// A run's state as read from the store.
 struct Loaded {
     current: Current,
@@ -432,8 +439,34 @@ impl Runs {
     /// `None` if the run does not exist, and also if its manifest does not parse or breaks
     /// the rules (skipped with a warning, never followed: docs/STORE.md).
     pub async fn current(&self, run: &RunId) -> Result<Option<Current>> {
+        self.current_listed(run, None).await
+    }
+
+    /// Which runs have a manifest log at all, from one listing of `manifests/` (its
+    /// `<run>.log/` prefixes), kept like every listing of a mount; `None` where listings are
+    /// not kept. What a read of many runs at once starts from.
+    pub async fn logs_listed(&self) -> Result<Option<LogsListed>> {
+        let Some(kept) = self.listings.as_deref() else {
+            return Ok(None);
+        };
+        let (at, names) = kept.children_since(self.store(), layout::MANIFESTS).await?;
+        let logged = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log"))
+            .map(str::to_string)
+            .collect();
+        Ok(Some(LogsListed { at, logged }))
+    }
+
+    /// [`Runs::current`]; a run that `logs` shows without a log is read with one GET, as
+    /// things stood when that listing was made (its state is kept from then).
+    pub async fn current_listed(
+        &self,
+        run: &RunId,
+        logs: Option<&LogsListed>,
+    ) -> Result<Option<Current>> {
         let Some(cache) = &self.cache else {
-            return self.read_current(run).await;
+            return self.read_current(run, logs).await;
         };
         if let Some(c) = cache.fresh(run) {
             return Ok(Some(c));
@@ -444,13 +477,24 @@ impl Runs {
         if let Some(c) = cache.fresh(run) {
             return Ok(Some(c));
         }
-        self.read_current(run).await
+        self.read_current(run, logs).await
     }
 
-    /// [`Runs::current`] read from the store, and remembered when this process keeps states.
-    async fn read_current(&self, run: &RunId) -> Result<Option<Current>> {
-        let started = std::time::Instant::now();
-        let (current, seq) = match self.read_state(run, Read::Quick).await {
+    /// [`Runs::current_listed`] read from the store, and remembered when this process keeps
+    /// states.
+    async fn read_current(
+        &self,
+        run: &RunId,
+        logs: Option<&LogsListed>,
+    ) -> Result<Option<Current>> {
+        // With no log at the listing, the manifest alone is the run's state as of then (a log
+        // begun since can only hold later changes); a thorough read that listed first would
+        // find the same.
+        let (how, started) = match logs {
+            Some(l) if !l.logged.contains(run.as_str()) => (Read::NoLogListed, l.at),
+            _ => (Read::Quick, std::time::Instant::now()),
+        };
+        let (current, seq) = match self.read_state(run, how).await {
             Ok(loaded) => {
                 for s in &loaded.skipped {
                     tracing::warn!(%run, "{s}");

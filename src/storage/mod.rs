@@ -205,17 +205,31 @@ impl Listings {
         store: &dyn ObjectStore,
         prefix: &str,
     ) -> Result<std::sync::Arc<Vec<String>>> {
+        Ok(self.children_since(store, prefix).await?.1)
+    }
+
+    /// [`Listings::children`], with when the listing was started: it shows the store as it
+    /// was at that moment or later.
+    pub async fn children_since(
+        &self,
+        store: &dyn ObjectStore,
+        prefix: &str,
+    ) -> Result<(std::time::Instant, std::sync::Arc<Vec<String>>)> {
         if let Some((at, names)) = self.lock().get(prefix)
             && at.elapsed() < self.ttl
         {
-            return Ok(names.clone());
+            return Ok((*at, names.clone()));
         }
+        let started = std::time::Instant::now();
         let names = std::sync::Arc::new(list_children(store, prefix).await?);
-        self.lock().insert(
-            prefix.to_string(),
-            (std::time::Instant::now(), names.clone()),
-        );
-        Ok(names)
+        self.lock()
+            .insert(prefix.to_string(), (started, names.clone()));
+        Ok((started, names))
+    }
+
+    /// Forgets the listing of `prefix`.
+    pub fn forget(&self, prefix: &str) {
+        self.lock().remove(prefix);
     }
 
     /// Forgets every listing of a prefix that starts with `prefix`.
