@@ -78,7 +78,86 @@ fn directory_metadata_is_kept_and_seen_by_every_mount(kind: Kind) {
     assert_eq!(other_listed, "", "the other mount saw the rmdir");
 }
 
-both_backends!(directory_metadata_is_kept_and_seen_by_every_mount);
+/// The names in directory `d`, sorted (what `ls` shows).
+fn names(d: &Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(d)
+        .unwrap_or_else(|e| panic!("list {}: {e}", d.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// The kernel keeps each directory's listing, and serves it again without asking the mount
+/// only while nothing has changed through the mount and it is younger than `--refresh`: a
+/// change made in one view is listed at once in the run's other views and in `data/`, and
+/// another node's change within the refresh interval.
+fn kept_listings_show_every_change(kind: Kind) {
+    let t = TestStore::new(kind);
+    t.ok(&[
+        "run",
+        "create",
+        "both",
+        "--project",
+        "p",
+        "--view",
+        "by_project",
+        "--view",
+        "flat",
+    ]);
+    let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "2"]);
+    let flat = m.path("runs/flat/both/outputs");
+    let by_project = m.path("runs/by_project/p/both/outputs");
+    assert!(names(&flat).is_empty());
+    assert!(
+        names(&flat).is_empty(),
+        "listed again, from the kernel's copy"
+    );
+    let data = m.path("data");
+    let fanouts = names(&data);
+
+    // Written through the other view: this view's kept listing is not served any more.
+    let body = bytes(41, 3000);
+    std::fs::write(by_project.join("a.bin"), &body).expect("write a.bin");
+    assert_eq!(
+        names(&flat),
+        ["a.bin"],
+        "the run's other view lists the new file at once"
+    );
+    let hash = common::sha256_hex(&body);
+    assert!(
+        names(&data).contains(&hash[..2].to_string()),
+        "data/ lists the new object's fan-out at once (before: {fanouts:?})"
+    );
+    assert_eq!(names(&data.join(&hash[..2])), std::slice::from_ref(&hash));
+
+    // A rename in one view, and a removal: the other view lists each at once.
+    std::fs::rename(by_project.join("a.bin"), by_project.join("b.bin")).expect("mv");
+    assert_eq!(names(&flat), ["b.bin"]);
+    std::fs::remove_file(flat.join("b.bin")).expect("rm");
+    assert!(names(&by_project).is_empty());
+
+    // Another node's file: listed here within the refresh interval (a listing is kept for at
+    // most that long after it was made, from what was read at most that long before).
+    let other = t.mount(&t.dir.path().join("cache2"), &["--refresh", "2"]);
+    assert!(names(&flat).is_empty());
+    std::fs::write(
+        other.path("runs/flat/both/outputs/c.bin"),
+        b"from the other node",
+    )
+    .expect("write on the other mount");
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(
+        names(&flat),
+        ["c.bin"],
+        "the other node's file, after twice --refresh"
+    );
+}
+
+both_backends!(
+    directory_metadata_is_kept_and_seen_by_every_mount,
+    kept_listings_show_every_change
+);
 
 /// A tree with everything a run can keep: directories with modes, owners, times and
 /// attributes; files with the same; an empty directory; symbolic links, one dangling, one

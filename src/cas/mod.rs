@@ -292,6 +292,11 @@ impl DataStore {
         }
         let stored = self.commit_metadata(meta).await?;
         self.remember(&stored.meta);
+        // A new object is listed at once under `data/` by the mount that stored it.
+        if let Some(l) = &self.listings {
+            l.forget(layout::DATA);
+            l.forget(&format!("{}{}/", layout::DATA, stored.meta.hash.fanout()));
+        }
         Ok(stored)
     }
 

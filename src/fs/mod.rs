@@ -160,7 +160,8 @@ pub fn shown_mode(recorded: u32) -> u16 {
     (recorded & 0o755) as u16
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A mutex's guard; a thread that panicked holding it left nothing half-done that matters here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -198,6 +199,11 @@ impl Tree {
 
     pub fn spool_dir(&self) -> &std::path::Path {
         self.opts.spool.path()
+    }
+
+    /// How long what was read from the store is taken as current (`--refresh`).
+    pub fn refresh(&self) -> Duration {
+        self.refresh
     }
 }
 

@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-use super::Content;
 use super::spool::SpoolRead;
+use super::{Content, lock};
 use crate::cache::BlockCache;
 use crate::cas::DataStore;
 use crate::cas::metadata::ObjectMetadata;
@@ -398,8 +398,4 @@ impl Reader {
             });
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

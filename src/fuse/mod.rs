@@ -20,6 +20,7 @@
 
 mod closers;
 mod errno;
+mod listings;
 mod passthrough;
 
 use std::collections::HashMap;
@@ -39,12 +40,16 @@ use crate::error::Error;
 use crate::fs::reader::{OpenFile, Reader};
 use crate::fs::spool::WriteFile;
 use crate::fs::status::{CACHED_XATTR, STATUS_XATTR};
-use crate::fs::{Attr, Content, FileType, Owner, SetAttr, Tree};
+use crate::fs::{Attr, Content, FileType, Owner, SetAttr, Tree, lock};
 use crate::ids::Digest;
 use closers::Closers;
 pub use errno::errno;
 use errno::{existing_name, new_name};
+use listings::Listings;
 use passthrough::Passthrough;
+
+/// A directory's entries as `readdir` returns them: inode, type, name.
+type Listing = Arc<Vec<(u64, fuser::FileType, String)>>;
 
 /// An open file: what it reads, and the file it writes if it was opened for writing.
 struct Handle {
@@ -63,6 +68,9 @@ pub struct MltrackFs {
     shown: Mutex<HashMap<u64, Digest>>,
     next_handle: AtomicU64,
     passthrough: Passthrough,
+    /// Open directories: the listing each handle reads, made when it read from the start.
+    dirs: Mutex<HashMap<u64, Listing>>,
+    listings: Listings,
     uid: u32,
     gid: u32,
 }
@@ -71,6 +79,7 @@ impl MltrackFs {
     pub fn new(tree: Arc<Tree>, reader: Arc<Reader>, rt: tokio::runtime::Handle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let listings = Listings::new(tree.refresh());
         MltrackFs {
             tree,
             reader,
@@ -79,6 +88,8 @@ impl MltrackFs {
             shown: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             passthrough: Passthrough::default(),
+            dirs: Mutex::new(HashMap::new()),
+            listings,
             uid,
             gid,
         }
@@ -117,41 +128,49 @@ impl MltrackFs {
     }
 
     fn handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&u64::from(fh))
-            .cloned()
+        lock(&self.handles).get(&u64::from(fh)).cloned()
     }
 
     fn add_handle(&self, read: Content, write: Option<Arc<WriteFile>>, closers: Closers) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                fh,
-                Arc::new(Handle {
-                    read: Arc::new(self.reader.open(read)),
-                    write,
-                    closers,
-                }),
-            );
+        lock(&self.handles).insert(
+            fh,
+            Arc::new(Handle {
+                read: Arc::new(self.reader.open(read)),
+                write,
+                closers,
+            }),
+        );
         fh
     }
 
     /// Whether the inode showed the same object at its last open (so its pages are current).
     fn same_as_shown(&self, ino: u64, h: Digest) -> bool {
-        self.shown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ino, h)
-            == Some(h)
+        lock(&self.shown).insert(ino, h) == Some(h)
+    }
+
+    /// `a` as the kernel is given it; a directory's is kept to be answered again (`listings`:
+    /// the kernel asks again after each `readdir`), having been found after `before`.
+    fn dir_attr_given(&self, before: listings::Before, a: &Attr) -> FileAttr {
+        let attr = self.file_attr(a);
+        if a.kind == FileType::Directory {
+            self.listings.dir_attr_found(before, attr, ttl(a));
+        }
+        attr
+    }
+
+    /// Runs a request that changes the tree (names, attributes, or what is stored): once it
+    /// is done, or has failed, no directory listing or attributes kept from before are served
+    /// again (`listings`).
+    fn changing<T>(&self, change: impl std::future::Future<Output = T>) -> T {
+        let done = self.rt.block_on(change);
+        self.listings.changed();
+        done
     }
 
     /// Commits a handle's written file, for `close()` and `fsync()`.
     fn commit(&self, op: &str, w: Arc<WriteFile>, reply: ReplyEmpty) {
-        match self.rt.block_on(self.tree.commit(&w)) {
+        match self.changing(self.tree.commit(&w)) {
             Ok(()) => reply.ok(),
             Err(e) => {
                 let t = w.target();
@@ -200,16 +219,21 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        let before = self.listings.before();
         match self.rt.block_on(self.tree.lookup(u64::from(parent), name)) {
-            Ok(Some(a)) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
+            Ok(Some(a)) => reply.entry(&ttl(&a), &self.dir_attr_given(before, &a), Generation(0)),
             Ok(None) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(errno("lookup", &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some((attr, ttl)) = self.listings.dir_attr(u64::from(ino)) {
+            return reply.attr(&ttl, &attr);
+        }
+        let before = self.listings.before();
         match self.rt.block_on(self.tree.getattr(u64::from(ino))) {
-            Ok(Some(a)) => reply.attr(&ttl(&a), &self.file_attr(&a)),
+            Ok(Some(a)) => reply.attr(&ttl(&a), &self.dir_attr_given(before, &a)),
             Ok(None) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(errno("getattr", &e)),
         }
@@ -223,6 +247,11 @@ impl Filesystem for MltrackFs {
     }
 
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // No file here has an ACL (only `user.*` attributes are kept), and with this the
+        // kernel keeps that answer with each inode: `ls -l` asks every entry for its ACL, a
+        // request each time without it. Permissions are the kernel's already
+        // (`default_permissions`), which this also implies.
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         // O_TRUNC arrives with the open, so a truncating open never copies the old bytes.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         // A shared writable mapping of a file being written (numpy `memmap`, SQLite's WAL
@@ -312,7 +341,7 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let created = self.rt.block_on(self.tree.create(
+        let created = self.changing(self.tree.create(
             u64::from(parent),
             name,
             mode & !umask,
@@ -443,14 +472,10 @@ impl Filesystem for MltrackFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let h = self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&u64::from(fh));
+        let h = lock(&self.handles).remove(&u64::from(fh));
         self.passthrough.released(u64::from(fh));
         if let Some(w) = h.and_then(|h| h.write.clone()) {
-            self.rt.block_on(self.tree.release(&w));
+            self.changing(self.tree.release(&w));
         }
         reply.ok();
     }
@@ -488,9 +513,7 @@ impl Filesystem for MltrackFs {
             size,
             mtime: mtime.map(to_time),
         };
-        let done = self
-            .rt
-            .block_on(self.tree.setattr(u64::from(ino), w, change));
+        let done = self.changing(self.tree.setattr(u64::from(ino), w, change));
         match done {
             Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &e)),
@@ -517,7 +540,7 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let made = self.rt.block_on(self.tree.mknod_file(
+        let made = self.changing(self.tree.mknod_file(
             u64::from(parent),
             name,
             mode & 0o7777 & !umask,
@@ -565,7 +588,7 @@ impl Filesystem for MltrackFs {
             mode & 0o7777 & !umask,
             self.owner(req),
         );
-        match self.rt.block_on(made) {
+        match self.changing(made) {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno("mkdir", &e)),
         }
@@ -585,7 +608,7 @@ impl Filesystem for MltrackFs {
             (Ok(n), Ok(t)) => (n, t),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
-        match self.rt.block_on(
+        match self.changing(
             self.tree
                 .symlink(u64::from(parent), name, target, self.owner(req)),
         ) {
@@ -599,7 +622,7 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.tree.unlink(u64::from(parent), name)) {
+        match self.changing(self.tree.unlink(u64::from(parent), name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", &e)),
         }
@@ -610,7 +633,7 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.tree.rmdir(u64::from(parent), name)) {
+        match self.changing(self.tree.rmdir(u64::from(parent), name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rmdir", &e)),
         }
@@ -636,7 +659,7 @@ impl Filesystem for MltrackFs {
             return reply.error(Errno::EINVAL);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let done = self.rt.block_on(self.tree.rename(
+        let done = self.changing(self.tree.rename(
             u64::from(parent),
             name,
             u64::from(newparent),
@@ -661,7 +684,7 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let done = self.rt.block_on(
+        let done = self.changing(
             self.tree
                 .link(u64::from(ino), u64::from(newparent), newname),
         );
@@ -694,7 +717,7 @@ impl Filesystem for MltrackFs {
         // The reply counts in u32: never claim more than fits.
         let len = len.min(0xffff_f000);
         let source = self.handle(fh_in);
-        let done = self.rt.block_on(async {
+        let done = self.changing(async {
             if let Some(Content::Object(meta)) = source.as_ref().map(|h| &h.read.content)
                 && let Some(n) = self
                     .tree
@@ -742,35 +765,79 @@ impl Filesystem for MltrackFs {
         }
     }
 
+    /// Every directory's listing is kept by the kernel (`FOPEN_CACHE_DIR`), and served
+    /// again without asking here while it is current (`listings`).
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+        if self.listings.keep(u64::from(ino)) {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        reply.opened(FileHandle(fh), flags);
+    }
+
+    /// A directory is listed when it is read from its start, and the rest of that reading
+    /// comes from the same listing (a listing of n entries takes n / 100 or so requests).
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.rt.block_on(self.tree.readdir(u64::from(ino))) {
-            Ok(e) => e,
-            Err(e) => return reply.error(errno("readdir", &e)),
+        let ino = u64::from(ino);
+        let kept = (offset != 0)
+            .then(|| lock(&self.dirs).get(&u64::from(fh)).cloned())
+            .flatten();
+        let listing = match kept {
+            Some(l) => l,
+            None => {
+                let before = self.listings.before();
+                let entries = match self.rt.block_on(self.tree.readdir(ino)) {
+                    Ok(e) => e,
+                    Err(e) => return reply.error(errno("readdir", &e)),
+                };
+                let dots = [
+                    (ino, fuser::FileType::Directory, ".".to_string()),
+                    (ino, fuser::FileType::Directory, "..".to_string()),
+                ];
+                let listing: Listing = Arc::new(
+                    dots.into_iter()
+                        .chain(entries.into_iter().map(|e| {
+                            let kind = match e.kind {
+                                FileType::Directory => fuser::FileType::Directory,
+                                FileType::File => fuser::FileType::RegularFile,
+                                FileType::Symlink => fuser::FileType::Symlink,
+                            };
+                            (e.ino, kind, e.name)
+                        }))
+                        .collect(),
+                );
+                if offset == 0 {
+                    self.listings.listed(ino, before);
+                }
+                lock(&self.dirs).insert(u64::from(fh), listing.clone());
+                listing
+            }
         };
-        let dots = [
-            (u64::from(ino), fuser::FileType::Directory, ".".to_string()),
-            (u64::from(ino), fuser::FileType::Directory, "..".to_string()),
-        ];
-        let all = dots.into_iter().chain(entries.into_iter().map(|e| {
-            let kind = match e.kind {
-                FileType::Directory => fuser::FileType::Directory,
-                FileType::File => fuser::FileType::RegularFile,
-                FileType::Symlink => fuser::FileType::Symlink,
-            };
-            (e.ino, kind, e.name)
-        }));
-        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&u64::from(fh));
         reply.ok();
     }
 
@@ -831,10 +898,7 @@ impl Filesystem for MltrackFs {
             flags & libc::XATTR_CREATE != 0,
             flags & libc::XATTR_REPLACE != 0,
         );
-        match self
-            .rt
-            .block_on(self.tree.set_xattr(u64::from(ino), name, Some(value), how))
-        {
+        match self.changing(self.tree.set_xattr(u64::from(ino), name, Some(value), how)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("setxattr", &e)),
         }
@@ -845,7 +909,7 @@ impl Filesystem for MltrackFs {
             Ok(n) => n,
             Err(_) => return reply.error(Errno::NO_XATTR),
         };
-        match self.rt.block_on(
+        match self.changing(
             self.tree
                 .set_xattr(u64::from(ino), name, None, (false, false)),
         ) {
