@@ -137,20 +137,23 @@ fn kept_listings_show_every_change(kind: Kind) {
     std::fs::remove_file(flat.join("b.bin")).expect("rm");
     assert!(names(&by_project).is_empty());
 
-    // Another node's file: listed here within the refresh interval (a listing is kept for at
-    // most that long after it was made, from what was read at most that long before).
+    // Another node's run: listed here within the refresh interval of when this mount listed
+    // the view from the store, however recently the kernel's listing was made from that. A
+    // write here (a change, which does not make the view be listed from the store again)
+    // makes the kernel's next listing of the view come from the daemon's, then kept.
+    let view = m.path("runs/by_project/p");
     let other = t.mount(&t.dir.path().join("cache2"), &["--refresh", "2"]);
-    assert!(names(&flat).is_empty());
-    std::fs::write(
-        other.path("runs/flat/both/outputs/c.bin"),
-        b"from the other node",
-    )
-    .expect("write on the other mount");
-    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(names(&view), ["both"]);
+    let listed = std::time::Instant::now();
+    std::fs::write(flat.join("d.bin"), b"a change here").expect("write d.bin");
+    std::thread::sleep(Duration::from_millis(1200).saturating_sub(listed.elapsed()));
+    assert_eq!(names(&view), ["both"]);
+    std::fs::create_dir(other.path("runs/by_project/p/second")).expect("mkdir on the other mount");
+    std::thread::sleep(Duration::from_millis(2600).saturating_sub(listed.elapsed()));
     assert_eq!(
-        names(&flat),
-        ["c.bin"],
-        "the other node's file, after twice --refresh"
+        names(&view),
+        ["both", "second"],
+        "the other node's run, --refresh after this mount listed the view"
     );
 }
 

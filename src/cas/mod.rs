@@ -107,6 +107,16 @@ impl DataStore {
             .collect())
     }
 
+    /// When the kept listing of `data/` (`fan`: of that fan-out directory) was made; `None`
+    /// if none is kept.
+    pub fn listed_at(&self, fan: Option<&str>) -> Option<std::time::Instant> {
+        let prefix = match fan {
+            Some(fan) => format!("{}{fan}/", layout::DATA),
+            None => layout::DATA.to_string(),
+        };
+        self.listings.as_ref()?.made_at(&prefix)
+    }
+
     /// The objects under fan-out directory `fan`; names that are not hashes of that fan-out
     /// are left out.
     pub async fn objects_in(&self, fan: &str) -> Result<Vec<Digest>> {

@@ -125,6 +125,23 @@ impl Tree {
         Ok(out)
     }
 
+    /// As of when directory `ino`'s listing and attributes show the store: when what they are
+    /// made from (a run's state, a listing of the store) was read. `None`: read as they are
+    /// made, or fixed. Another node's change shows within `--refresh` of that moment, so
+    /// whoever keeps them (the kernel) keeps them for `--refresh` from then, not from when
+    /// they were made.
+    pub fn as_of(&self, ino: u64) -> Option<std::time::Instant> {
+        let node = self.node(ino).ok()?;
+        match &node.kind {
+            Kind::RunDir(run) | Kind::RunSubdir(run, _) => self.runs.state_read_at(run),
+            Kind::ViewRoot(mode) => self.runs.view_listed_at(*mode, None),
+            Kind::ViewKey(mode, key) => self.runs.view_listed_at(*mode, Some(key)),
+            Kind::DataRoot => self.data().listed_at(None),
+            Kind::DataFanout(fan) => self.data().listed_at(Some(fan)),
+            _ => None,
+        }
+    }
+
     /// The files and directories directly under `prefix` in a run (`""` for the run itself).
     pub(super) async fn run_children(
         &self,

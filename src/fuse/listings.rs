@@ -1,11 +1,11 @@
 //! Which directory listings the kernel may keep. Every directory is opened with
 //! `FOPEN_CACHE_DIR`, so the kernel keeps what `readdir` returned in the directory's page
 //! cache; an `opendir` adds `FOPEN_KEEP_CACHE` (serve the kept listing, ask nothing) only while
-//! the listing is younger than `--refresh` and nothing has changed through this mount since
-//! it was made. Any change through the mount (a create, a rename, a `chmod`, a close that
+//! what the listing was made from was read from the store less than `--refresh` ago
+//! (`fs::Tree::as_of`) and nothing has changed through this mount since it was made. Any change through the mount (a create, a rename, a `chmod`, a close that
 //! stores a file) can change listings far from its own directory (a run's other views, `data/`,
-//! `manifests/`), so a change counts for every directory; other nodes' changes are seen within
-//! `--refresh`, as attributes are. docs/MOUNT.md, "Kernel caching".
+//! `manifests/`), so a change counts for every directory; other nodes' changes are listed
+//! within `--refresh`. docs/MOUNT.md, "Kernel caching".
 //!
 //! The kernel asks for a directory's attributes again after each time it reads it (it keeps
 //! the access time fresh), whatever their time to live; for a run's directory that needs the
@@ -40,6 +40,14 @@ pub struct Listings {
 /// Taken before a listing is made: what it is made after.
 #[derive(Clone, Copy)]
 pub struct Before(u64, Instant);
+
+impl Before {
+    /// What was found after this, from what the store showed at `as_of` (if earlier): it
+    /// counts from then.
+    pub fn as_of(self, as_of: Option<Instant>) -> Before {
+        Before(self.0, as_of.map_or(self.1, |at| at.min(self.1)))
+    }
+}
 
 impl Listings {
     pub fn new(refresh: Duration) -> Listings {

@@ -154,6 +154,7 @@ impl MltrackFs {
     fn dir_attr_given(&self, before: listings::Before, a: &Attr) -> FileAttr {
         let attr = self.file_attr(a);
         if a.kind == FileType::Directory {
+            let before = before.as_of(self.tree.as_of(a.ino));
             self.listings.dir_attr_found(before, attr, ttl(a));
         }
         attr
@@ -815,7 +816,8 @@ impl Filesystem for MltrackFs {
                         .collect(),
                 );
                 if offset == 0 {
-                    self.listings.listed(ino, before);
+                    self.listings
+                        .listed(ino, before.as_of(self.tree.as_of(ino)));
                 }
                 lock(&self.dirs).insert(u64::from(fh), listing.clone());
                 listing

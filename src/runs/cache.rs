@@ -132,6 +132,12 @@ impl ManifestCache {
         }
     }
 
+    /// When the run's kept state was read (as of when that read started) or last changed
+    /// here.
+    pub fn read_at(&self, run: &RunId) -> Option<Instant> {
+        self.map().get(run).map(|c| c.at)
+    }
+
     /// The run's state if it was read or committed less than the refresh interval ago.
     pub fn fresh(&self, run: &RunId) -> Option<Current> {
         self.map()

@@ -442,6 +442,25 @@ impl Runs {
         self.current_listed(run, None).await
     }
 
+    /// When the state this process keeps of the run was read from the store (or changed
+    /// here); `None` if none is kept.
+    pub fn state_read_at(&self, run: &RunId) -> Option<std::time::Instant> {
+        self.cache.as_ref()?.read_at(run)
+    }
+
+    /// When the kept listing of view `mode` (under `key`) was made; `None` if none is kept.
+    pub fn view_listed_at(
+        &self,
+        mode: StorageMode,
+        key: Option<&str>,
+    ) -> Option<std::time::Instant> {
+        let prefix = match key {
+            Some(key) => format!("{}{mode}/{key}/", layout::RUNS),
+            None => format!("{}{mode}/", layout::RUNS),
+        };
+        self.listings.as_ref()?.made_at(&prefix)
+    }
+
     /// Which runs have a manifest log at all, from one listing of `manifests/` (its
     /// `<run>.log/` prefixes), kept like every listing of a mount; `None` where listings are
     /// not kept. What a read of many runs at once starts from.

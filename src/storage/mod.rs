@@ -227,6 +227,11 @@ impl Listings {
         Ok((started, names))
     }
 
+    /// When the kept listing of `prefix` was started, if one is kept.
+    pub fn made_at(&self, prefix: &str) -> Option<std::time::Instant> {
+        self.lock().get(prefix).map(|(at, _)| *at)
+    }
+
     /// Forgets the listing of `prefix`.
     pub fn forget(&self, prefix: &str) {
         self.lock().remove(prefix);
