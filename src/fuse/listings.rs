@@ -2,18 +2,19 @@
 //! `FOPEN_CACHE_DIR`, so the kernel keeps what `readdir` returned in the directory's page
 //! cache; an `opendir` adds `FOPEN_KEEP_CACHE` (serve the kept listing, ask nothing) only while
 //! what the listing was made from was read from the store less than `--refresh` ago
-//! (`fs::Tree::as_of`) and nothing has changed through this mount since it was made. Any change through the mount (a create, a rename, a `chmod`, a close that
-//! stores a file) can change listings far from its own directory (a run's other views, `data/`,
-//! `manifests/`), so a change counts for every directory; other nodes' changes are listed
-//! within `--refresh`. docs/MOUNT.md, "Kernel caching".
+//! (`fs::Tree::as_of`) and nothing has changed through this mount since it was made. Any
+//! change through the mount (a create, a rename, a `chmod`, a close that stores a file) can
+//! change listings far from its own directory (a run's other views, `data/`, `manifests/`), so
+//! a change counts for every directory; other nodes' changes are listed within `--refresh`.
+//! docs/MOUNT.md, "Kernel caching".
 //!
 //! The kernel asks for a directory's attributes again after each time it reads it (it keeps
 //! the access time fresh), whatever their time to live; for a run's directory that needs the
 //! run's manifest, which a mount keeps for a bounded number of runs. So the attributes last
-//! given for a directory are answered again under the same rule as its listing, for the most
-//! recently used [`DIR_ATTRS_KEPT`] directories.
+//! given for a directory are answered again under the same rule as its listing. Both are
+//! remembered for the most recently used [`DIRS_KEPT`] directories: a directory past those is
+//! listed, or asked about, here again.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,15 +25,16 @@ use lru::LruCache;
 
 use crate::fs::lock;
 
-/// Directories whose attributes are answered again (about 170 bytes each).
-pub const DIR_ATTRS_KEPT: usize = 65_536;
+/// Directories whose listing may be kept and whose attributes are answered again (about 200
+/// bytes each for both).
+pub const DIRS_KEPT: usize = 65_536;
 
 pub struct Listings {
     refresh: Duration,
     /// Bumped after every change made through the mount.
     changes: AtomicU64,
     /// Per directory inode: the count of changes its listing was made after, and when.
-    listed: Mutex<HashMap<u64, (u64, Instant)>>,
+    listed: Mutex<LruCache<u64, (u64, Instant)>>,
     /// Per directory inode: the attributes last given, their time to live, and as `listed`.
     attrs: Mutex<LruCache<u64, (FileAttr, Duration, u64, Instant)>>,
 }
@@ -54,10 +56,8 @@ impl Listings {
         Listings {
             refresh,
             changes: AtomicU64::new(0),
-            listed: Mutex::new(HashMap::new()),
-            attrs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIR_ATTRS_KEPT).unwrap_or(NonZeroUsize::MIN),
-            )),
+            listed: Mutex::new(LruCache::new(kept())),
+            attrs: Mutex::new(LruCache::new(kept())),
         }
     }
 
@@ -74,7 +74,7 @@ impl Listings {
 
     /// Directory `ino` was listed, from its start, after `before`.
     pub fn listed(&self, ino: u64, before: Before) {
-        lock(&self.listed).insert(ino, (before.0, before.1));
+        lock(&self.listed).put(ino, (before.0, before.1));
     }
 
     /// Whether the kernel may serve directory `ino` from the listing it kept.
@@ -99,6 +99,10 @@ impl Listings {
     fn current(&self, after: u64, at: Instant) -> bool {
         after == self.changes.load(Ordering::SeqCst) && at.elapsed() < self.refresh
     }
+}
+
+fn kept() -> NonZeroUsize {
+    NonZeroUsize::new(DIRS_KEPT).unwrap_or(NonZeroUsize::MIN)
 }
 
 #[cfg(test)]
