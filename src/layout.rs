@@ -11,6 +11,7 @@
 
 use crate::ids::Format;
 use crate::ids::{Digest, Name, RunId};
+use crate::runs::manifest::StorageMode;
 
 pub const DATA: &str = "data/";
 pub const MANIFESTS: &str = "manifests/";
@@ -18,9 +19,22 @@ pub const RUNS: &str = "runs/";
 /// Where start-up probes write their scratch objects.
 pub const PROBES: &str = ".mltrack-probe/";
 
+/// `data/<hh>/`: the objects whose hashes start with `fan`.
+pub fn fanout_prefix(fan: &str) -> String {
+    format!("{DATA}{fan}/")
+}
+
 /// `data/<hh>/<h>/`: everything about one object.
 pub fn object_prefix(h: &Digest) -> String {
-    format!("{DATA}{}/{h}/", h.fanout())
+    format!("{}{h}/", fanout_prefix(&h.fanout()))
+}
+
+/// `runs/<mode>/<key>/` (`runs/<mode>/` without a key): the view pointers of view `mode`.
+pub fn view_prefix(mode: StorageMode, key: Option<&str>) -> String {
+    match key {
+        Some(key) => format!("{RUNS}{mode}/{key}/"),
+        None => format!("{RUNS}{mode}/"),
+    }
 }
 
 pub fn data_key(h: &Digest, format: &Format) -> String {

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::write::sh;
 use common::{Kind, TestStore, bytes, path_str};
 
 /// The keys of run `run`'s log entries.
@@ -20,21 +21,6 @@ fn log_keys(t: &TestStore, run: &str) -> Vec<String> {
 
 fn log_key(run: &str, seq: u64) -> String {
     format!("manifests/{run}.log/{seq:020}.json")
-}
-
-/// What `ls FLAGS DIR` prints; it must succeed.
-fn ls(flags: &str, dir: &std::path::Path) -> String {
-    let out = std::process::Command::new("ls")
-        .arg(flags)
-        .arg(dir)
-        .output()
-        .expect("run ls");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn file_names(state: &serde_json::Value) -> Vec<String> {
@@ -373,7 +359,7 @@ fn a_first_listing_reads_each_run_once() {
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "600"]);
     let faults = t.server().faults.clone();
     let before = faults.manifest_gets.load(Ordering::SeqCst);
-    let listing = ls("-lR", &m.path("runs/by_project/p"));
+    let listing = sh("ls -lR .", &m.path("runs/by_project/p"));
     for i in 0..runs {
         assert!(
             listing.contains(&format!("r{i:02}:")),
@@ -421,7 +407,7 @@ fn a_large_view_is_read_ahead_without_asking_each_run_for_its_log() {
         faults.manifest_gets.load(Ordering::SeqCst),
         faults.heads.load(Ordering::SeqCst),
     );
-    let listing = ls("-l", &m.path("runs/by_project/p"));
+    let listing = sh("ls -l .", &m.path("runs/by_project/p"));
     let listed = listing
         .lines()
         .filter_map(|l| l.split_whitespace().last())

@@ -110,10 +110,7 @@ impl DataStore {
     /// When the kept listing of `data/` (`fan`: of that fan-out directory) was made; `None`
     /// if none is kept.
     pub fn listed_at(&self, fan: Option<&str>) -> Option<std::time::Instant> {
-        let prefix = match fan {
-            Some(fan) => format!("{}{fan}/", layout::DATA),
-            None => layout::DATA.to_string(),
-        };
+        let prefix = fan.map_or_else(|| layout::DATA.to_string(), layout::fanout_prefix);
         self.listings.as_ref()?.made_at(&prefix)
     }
 
@@ -121,7 +118,7 @@ impl DataStore {
     /// are left out.
     pub async fn objects_in(&self, fan: &str) -> Result<Vec<Digest>> {
         Ok(self
-            .children(&format!("{}{fan}/", layout::DATA))
+            .children(&layout::fanout_prefix(fan))
             .await?
             .iter()
             .filter_map(|name| name.parse::<Digest>().ok())
@@ -305,7 +302,7 @@ impl DataStore {
         // A new object is listed at once under `data/` by the mount that stored it.
         if let Some(l) = &self.listings {
             l.forget(layout::DATA);
-            l.forget(&format!("{}{}/", layout::DATA, stored.meta.hash.fanout()));
+            l.forget(&layout::fanout_prefix(&stored.meta.hash.fanout()));
         }
         Ok(stored)
     }

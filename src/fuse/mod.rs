@@ -104,11 +104,7 @@ impl MltrackFs {
             mtime: a.mtime,
             ctime: a.ctime.unwrap_or(a.mtime),
             crtime: a.mtime,
-            kind: match a.kind {
-                FileType::Directory => fuser::FileType::Directory,
-                FileType::File => fuser::FileType::RegularFile,
-                FileType::Symlink => fuser::FileType::Symlink,
-            },
+            kind: kind_of(a.kind),
             perm: a.perm,
             nlink: a.links,
             uid: a.uid.unwrap_or(self.uid),
@@ -189,6 +185,14 @@ fn to_time(t: TimeOrNow) -> chrono::DateTime<chrono::Utc> {
     match t {
         TimeOrNow::Now => crate::time::now(),
         TimeOrNow::SpecificTime(t) => t.into(),
+    }
+}
+
+fn kind_of(kind: FileType) -> fuser::FileType {
+    match kind {
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::File => fuser::FileType::RegularFile,
+        FileType::Symlink => fuser::FileType::Symlink,
     }
 }
 
@@ -805,14 +809,11 @@ impl Filesystem for MltrackFs {
                 ];
                 let listing: Listing = Arc::new(
                     dots.into_iter()
-                        .chain(entries.into_iter().map(|e| {
-                            let kind = match e.kind {
-                                FileType::Directory => fuser::FileType::Directory,
-                                FileType::File => fuser::FileType::RegularFile,
-                                FileType::Symlink => fuser::FileType::Symlink,
-                            };
-                            (e.ino, kind, e.name)
-                        }))
+                        .chain(
+                            entries
+                                .into_iter()
+                                .map(|e| (e.ino, kind_of(e.kind), e.name)),
+                        )
                         .collect(),
                 );
                 if offset == 0 {

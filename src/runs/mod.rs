@@ -387,7 +387,7 @@ impl Runs {
     /// pointers alone: one LIST, however many runs. Names that are not valid keys are left out.
     pub async fn view_keys(&self, mode: StorageMode) -> Result<Vec<String>> {
         Ok(self
-            .children(&format!("{}{mode}/", layout::RUNS))
+            .children(&layout::view_prefix(mode, None))
             .await?
             .iter()
             .filter(|k| Name::parse("key", k).is_ok())
@@ -399,12 +399,8 @@ impl Runs {
     /// pointers alone: a pointer is not checked against its run's manifest here (see
     /// [`Runs::in_view`]).
     pub async fn runs_in_view(&self, mode: StorageMode, key: Option<&str>) -> Result<Vec<RunId>> {
-        let prefix = match key {
-            Some(key) => format!("{}{mode}/{key}/", layout::RUNS),
-            None => format!("{}{mode}/", layout::RUNS),
-        };
         Ok(self
-            .children(&prefix)
+            .children(&layout::view_prefix(mode, key))
             .await?
             .iter()
             .filter_map(|r| Name::parse("run id", r).ok())
@@ -454,11 +450,9 @@ impl Runs {
         mode: StorageMode,
         key: Option<&str>,
     ) -> Option<std::time::Instant> {
-        let prefix = match key {
-            Some(key) => format!("{}{mode}/{key}/", layout::RUNS),
-            None => format!("{}{mode}/", layout::RUNS),
-        };
-        self.listings.as_ref()?.made_at(&prefix)
+        self.listings
+            .as_ref()?
+            .made_at(&layout::view_prefix(mode, key))
     }
 
     /// Which runs have a manifest log at all, from one listing of `manifests/` (its
