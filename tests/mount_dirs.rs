@@ -157,9 +157,43 @@ fn kept_listings_show_every_change(kind: Kind) {
     );
 }
 
+/// A listing carries each entry's attributes (`readdirplus`), which the kernel then gives
+/// `stat` without asking again: on a mount that has listed nothing yet, `find` over a view
+/// shows every mode, owner, time, size and link target that the same tree shows on local
+/// disk, for the run's directory as for what is in it.
+fn a_listing_shows_what_stat_shows(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let local = t.scratch().join("p");
+    for view in [m.path("runs/by_project/p"), local.clone()] {
+        let run = view.join("listed");
+        std::fs::create_dir_all(&run).expect("mkdir run");
+        full_tree(&run);
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o751)).expect("chmod");
+        // A run has these from the start; on local disk they are made here.
+        sh(
+            "mkdir -p listed/inputs listed/outputs
+             touch -d '2023-04-05 06:07:08Z' listed/inputs listed/outputs listed",
+            &view,
+        );
+    }
+    let fresh = t.mount(&t.dir.path().join("cache2"), &[]);
+    // Directories' sizes and link counts are the filesystem's own (ext4 gives 4096 and
+    // counts subdirectories): the rest must match.
+    let entries = "find . -mindepth 1 -printf '%y %m %U:%G %T@ %p -> %l\n' | sort; \
+                   find . -mindepth 1 ! -type d -printf '%s %p\n' | sort";
+    let seen = sh(entries, &fresh.path("runs/by_project/p"));
+    assert_eq!(seen, sh(entries, &local));
+    assert!(
+        seen.contains("l 777 1005:1006 1612325106.0000000000 ./listed/links/dangling -> nowhere"),
+        "{seen}"
+    );
+}
+
 both_backends!(
     directory_metadata_is_kept_and_seen_by_every_mount,
-    kept_listings_show_every_change
+    kept_listings_show_every_change,
+    a_listing_shows_what_stat_shows
 );
 
 /// A tree with everything a run can keep: directories with modes, owners, times and

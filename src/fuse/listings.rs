@@ -136,21 +136,8 @@ mod tests {
     #[test]
     fn a_directorys_attributes_are_answered_again_under_the_same_rule() {
         let attr = |ino| FileAttr {
-            ino: fuser::INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: std::time::UNIX_EPOCH,
-            mtime: std::time::UNIX_EPOCH,
-            ctime: std::time::UNIX_EPOCH,
-            crtime: std::time::UNIX_EPOCH,
-            kind: fuser::FileType::Directory,
             perm: 0o755,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
+            ..super::super::dot_attr(ino, fuser::FileType::Directory)
         };
         let l = Listings::new(Duration::from_secs(60));
         assert!(l.dir_attr(9).is_none());

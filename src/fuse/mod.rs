@@ -32,8 +32,8 @@ use std::time::Duration;
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -147,6 +147,42 @@ impl MltrackFs {
 
     /// `a` as the kernel is given it; a directory's is kept to be answered again (`listings`:
     /// the kernel asks again after each `readdir`), having been found after `before`.
+    /// The listing of directory `ino` for a `readdir` of handle `fh` from `offset`: made when
+    /// the directory is read from its start, and kept with the handle for the rest.
+    fn listing(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<Listing, Errno> {
+        let ino = u64::from(ino);
+        let kept = (offset != 0)
+            .then(|| lock(&self.dirs).get(&u64::from(fh)).cloned())
+            .flatten();
+        if let Some(l) = kept {
+            return Ok(l);
+        }
+        let before = self.listings.before();
+        let entries = self
+            .rt
+            .block_on(self.tree.readdir(ino))
+            .map_err(|e| errno("readdir", &e))?;
+        let dots = [
+            (ino, fuser::FileType::Directory, ".".to_string()),
+            (ino, fuser::FileType::Directory, "..".to_string()),
+        ];
+        let listing: Listing = Arc::new(
+            dots.into_iter()
+                .chain(
+                    entries
+                        .into_iter()
+                        .map(|e| (e.ino, kind_of(e.kind), e.name)),
+                )
+                .collect(),
+        );
+        if offset == 0 {
+            self.listings
+                .listed(ino, before.as_of(self.tree.as_of(ino)));
+        }
+        lock(&self.dirs).insert(u64::from(fh), listing.clone());
+        Ok(listing)
+    }
+
     fn dir_attr_given(&self, before: listings::Before, a: &Attr) -> FileAttr {
         let attr = self.file_attr(a);
         if a.kind == FileType::Directory {
@@ -193,6 +229,31 @@ fn kind_of(kind: FileType) -> fuser::FileType {
         FileType::Directory => fuser::FileType::Directory,
         FileType::File => fuser::FileType::RegularFile,
         FileType::Symlink => fuser::FileType::Symlink,
+    }
+}
+
+/// Entries of one `readdirplus` reply whose attributes are found at once (a reply holds some
+/// 20 to 30; those found past the end of one are kept by the tree for the next).
+const PLUS_BATCH: usize = 32;
+
+/// What `readdirplus` gives for `.` and `..`, whose attributes the kernel does not read.
+fn dot_attr(ino: u64, kind: fuser::FileType) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind,
+        perm: 0o555,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
     }
 }
 
@@ -259,6 +320,9 @@ impl Filesystem for MltrackFs {
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         // O_TRUNC arrives with the open, so a truncating open never copies the old bytes.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Listings carry their entries' attributes (`readdirplus`).
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         // A shared writable mapping of a file being written (numpy `memmap`, SQLite's WAL
         // index) needs pages, which direct I/O alone does not give: since Linux 6.6 the kernel
         // may map such a file and writes the dirty pages back here, into the spool.
@@ -791,42 +855,75 @@ impl Filesystem for MltrackFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let ino = u64::from(ino);
-        let kept = (offset != 0)
-            .then(|| lock(&self.dirs).get(&u64::from(fh)).cloned())
-            .flatten();
-        let listing = match kept {
-            Some(l) => l,
-            None => {
-                let before = self.listings.before();
-                let entries = match self.rt.block_on(self.tree.readdir(ino)) {
-                    Ok(e) => e,
-                    Err(e) => return reply.error(errno("readdir", &e)),
-                };
-                let dots = [
-                    (ino, fuser::FileType::Directory, ".".to_string()),
-                    (ino, fuser::FileType::Directory, "..".to_string()),
-                ];
-                let listing: Listing = Arc::new(
-                    dots.into_iter()
-                        .chain(
-                            entries
-                                .into_iter()
-                                .map(|e| (e.ino, kind_of(e.kind), e.name)),
-                        )
-                        .collect(),
-                );
-                if offset == 0 {
-                    self.listings
-                        .listed(ino, before.as_of(self.tree.as_of(ino)));
-                }
-                lock(&self.dirs).insert(u64::from(fh), listing.clone());
-                listing
-            }
+        let listing = match self.listing(ino, fh, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
         };
         for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
                 break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// `readdir` with each entry's attributes, so that `ls -l`, `find` and `du` need no lookup
+    /// of the entries it lists. The kernel asks for it at a directory's start and, after
+    /// that, only while lookups come between its reads (`FUSE_READDIRPLUS_AUTO`), so a plain
+    /// `ls` of a big directory waits for one reply's worth of attributes, no more. Inside a
+    /// run they cost nothing (the listing read its state); elsewhere an entry's attributes
+    /// are found as its lookup finds them, [`PLUS_BATCH`] at a time, and an entry its lookup
+    /// does not find (a view's stale pointer) is left out, as a lookup would refuse it.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listing = match self.listing(ino, fh, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let parent = u64::from(ino);
+        let before = self.listings.before();
+        let rest: Vec<_> = listing.iter().enumerate().skip(offset as usize).collect();
+        'batches: for batch in rest.chunks(PLUS_BATCH) {
+            let found = self.rt.block_on(futures::future::join_all(batch.iter().map(
+                |(_, (_, _, name))| async move {
+                    match name.as_str() {
+                        "." | ".." => Ok(None),
+                        _ => self.tree.lookup(parent, name).await,
+                    }
+                },
+            )));
+            for ((i, (child, kind, name)), found) in batch.iter().zip(found) {
+                let (attr, valid) = match found {
+                    Ok(Some(a)) => (self.dir_attr_given(before, &a), ttl(&a)),
+                    // The kernel takes nothing from the dots' attributes.
+                    Ok(None) if name == "." || name == ".." => {
+                        (dot_attr(*child, *kind), Duration::ZERO)
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        if *i == offset as usize {
+                            return reply.error(errno("readdirplus", &e));
+                        }
+                        // What was added is sent; the kernel asks again from here.
+                        break 'batches;
+                    }
+                };
+                if reply.add(
+                    INodeNo(*child),
+                    (*i + 1) as u64,
+                    name,
+                    &valid,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break 'batches;
+                }
             }
         }
         reply.ok();
