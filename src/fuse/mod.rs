@@ -145,8 +145,6 @@ impl MltrackFs {
         lock(&self.shown).insert(ino, h) == Some(h)
     }
 
-    /// `a` as the kernel is given it; a directory's is kept to be answered again (`listings`:
-    /// the kernel asks again after each `readdir`), having been found after `before`.
     /// The listing of directory `ino` for a `readdir` of handle `fh` from `offset`: made when
     /// the directory is read from its start, and kept with the handle for the rest.
     fn listing(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<Listing, Errno> {
@@ -183,6 +181,8 @@ impl MltrackFs {
         Ok(listing)
     }
 
+    /// `a` as the kernel is given it; a directory's is kept to be answered again (`listings`:
+    /// the kernel asks again after each `readdir`), having been found after `before`.
     fn dir_attr_given(&self, before: listings::Before, a: &Attr) -> FileAttr {
         let attr = self.file_attr(a);
         if a.kind == FileType::Directory {
@@ -889,6 +889,7 @@ impl Filesystem for MltrackFs {
         let parent = u64::from(ino);
         let before = self.listings.before();
         let rest: Vec<_> = listing.iter().enumerate().skip(offset as usize).collect();
+        let mut added = false;
         'batches: for batch in rest.chunks(PLUS_BATCH) {
             let found = self.rt.block_on(futures::future::join_all(batch.iter().map(
                 |(_, (_, _, name))| async move {
@@ -906,13 +907,10 @@ impl Filesystem for MltrackFs {
                         (dot_attr(*child, *kind), Duration::ZERO)
                     }
                     Ok(None) => continue,
-                    Err(e) => {
-                        if *i == offset as usize {
-                            return reply.error(errno("readdirplus", &e));
-                        }
-                        // What was added is sent; the kernel asks again from here.
-                        break 'batches;
-                    }
+                    // An empty reply would end the listing: the error is the answer.
+                    Err(e) if !added => return reply.error(errno("readdirplus", &e)),
+                    // What was added is sent; the kernel asks again from there.
+                    Err(_) => break 'batches,
                 };
                 if reply.add(
                     INodeNo(*child),
@@ -924,6 +922,7 @@ impl Filesystem for MltrackFs {
                 ) {
                     break 'batches;
                 }
+                added = true;
             }
         }
         reply.ok();
