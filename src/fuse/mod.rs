@@ -892,20 +892,21 @@ impl Filesystem for MltrackFs {
         let mut added = false;
         'batches: for batch in rest.chunks(PLUS_BATCH) {
             let found = self.rt.block_on(futures::future::join_all(batch.iter().map(
-                |(_, (_, _, name))| async move {
+                |(_, (child, kind, name))| async move {
                     match name.as_str() {
-                        "." | ".." => Ok(None),
-                        _ => self.tree.lookup(parent, name).await,
+                        // The kernel takes nothing from the dots' attributes.
+                        "." | ".." => Ok(Some((dot_attr(*child, *kind), Duration::ZERO))),
+                        _ => Ok(self
+                            .tree
+                            .lookup(parent, name)
+                            .await?
+                            .map(|a| (self.dir_attr_given(before, &a), ttl(&a)))),
                     }
                 },
             )));
-            for ((i, (child, kind, name)), found) in batch.iter().zip(found) {
+            for ((i, (child, _, name)), found) in batch.iter().zip(found) {
                 let (attr, valid) = match found {
-                    Ok(Some(a)) => (self.dir_attr_given(before, &a), ttl(&a)),
-                    // The kernel takes nothing from the dots' attributes.
-                    Ok(None) if name == "." || name == ".." => {
-                        (dot_attr(*child, *kind), Duration::ZERO)
-                    }
+                    Ok(Some(given)) => given,
                     Ok(None) => continue,
                     // An empty reply would end the listing: the error is the answer.
                     Err(e) if !added => return reply.error(errno("readdirplus", &e)),
