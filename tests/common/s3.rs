@@ -195,10 +195,15 @@ impl Faults {
                 if is_data(path) {
                     self.data_puts.fetch_add(1, Ordering::SeqCst);
                 }
-                if self.puts_until_down.load(Ordering::SeqCst) == 0 {
+                // One atomic step: concurrent part uploads must not both take the last
+                // pass (a load, then a decrement, let two through and skip zero).
+                let counted =
+                    self.puts_until_down
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                            (left > 0).then(|| left - 1)
+                        });
+                if counted == Err(0) {
                     self.go_down();
-                } else if self.puts_until_down.load(Ordering::SeqCst) > 0 {
-                    self.puts_until_down.fetch_sub(1, Ordering::SeqCst);
                 }
             }
             _ => {}
