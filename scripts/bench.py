@@ -6,7 +6,8 @@ Run through scripts/bench, which installs what is needed. Each case is repeated 
 once with --quick) and the median is reported, with the ratio mltrack/limit: for times, 1.00
 means as fast as the limit and 2.00 twice as slow; a peer's ratio is against the same limit.
 The many-small-files and many-runs cases run once (they take minutes each). Writes a table to
-stdout, JSON to $CARGO_TARGET_DIR/bench/results.json and regenerates docs/BENCHMARKS.md.
+stdout, JSON to $CARGO_TARGET_DIR/bench/results.json and regenerates docs/BENCHMARKS.md;
+`--only small,tree` runs some groups of cases (GROUPS) and leaves docs/BENCHMARKS.md alone.
 
 Every daemon, mount and server started here is stopped and unmounted when the run ends, also
 when it fails or is interrupted (SIGINT, SIGTERM).
@@ -34,6 +35,9 @@ ACCESS, SECRET, BUCKET = "bench-access", "bench-secret-key", "bench"
 S3_SERVER = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
                          "release", "examples", "s3_server")
 PEERS = ("s3fs", "rclone")
+
+# The groups of cases, in the order they run (`--only` picks some).
+GROUPS = ("cli", "read", "write", "memory", "small", "tree")
 
 # What to undo when the run ends: mount points and processes, newest first.
 MOUNTS, PROCS = [], []
@@ -278,7 +282,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller files, fewer runs, one repetition")
     ap.add_argument("--mltrack", required=True)
     ap.add_argument("--python", required=True, help="a Python with the mltrack package")
+    ap.add_argument("--only", help="comma-separated groups of cases to run, of "
+                    f"{','.join(GROUPS)}; the table is printed and docs/BENCHMARKS.md is left "
+                    "as it was")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else set(GROUPS)
+    if only - set(GROUPS):
+        ap.error(f"--only: unknown groups {','.join(sorted(only - set(GROUPS)))}")
     quick = args.quick
     repeat = 1 if quick else 3
     read_size = (256 << 20) if quick else (1 << 30)
@@ -304,18 +314,20 @@ def main():
 
     try:
         print(f"{'case':<52} {'mltrack':>14} {'limit':<32} {'':>14} {'ratio':<7} peers", flush=True)
-        cli_cases(args.mltrack, args.python, work, write_size, repeat, add, quick)
+        if "cli" in only:
+            cli_cases(args.mltrack, args.python, work, write_size, repeat, add, quick)
         server = S3Server(os.path.join(work, "s3"))
         tools = Tools(args.mltrack, server, work)
-        read_cases(tools, work, read_size, repeat, add, quick)
-        server.clear()
-        write_cases(tools, work, write_size, repeat, add)
-        server.clear()
-        memory_cases(tools, work, 2 * write_size, add)
-        server.clear()
-        small_file_cases(tools, work, 1000 if quick else 10000, repeat, add)
-        server.clear()
-        tree_cases(tools, work, 1000 if quick else 10000, repeat, add)
+        for group, run in (
+            ("read", lambda: read_cases(tools, work, read_size, repeat, add, quick)),
+            ("write", lambda: write_cases(tools, work, write_size, repeat, add)),
+            ("memory", lambda: memory_cases(tools, work, 2 * write_size, add)),
+            ("small", lambda: small_file_cases(tools, work, 1000 if quick else 10000, repeat, add)),
+            ("tree", lambda: tree_cases(tools, work, 1000 if quick else 10000, repeat, add)),
+        ):
+            if group in only:
+                run()
+                server.clear()
     except KeyboardInterrupt:
         print("interrupted: unmounting and stopping everything; the reports are left as they were",
               file=sys.stderr)
@@ -328,7 +340,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         # Whatever was measured is reported, also when a later case failed.
         if not stopped:
-            write_reports(results, quick, repeat)
+            write_reports(results, quick, repeat, partial=args.only is not None)
     return 0
 
 
@@ -695,27 +707,51 @@ def memory_cases(tools, work, size, add):
     os.remove(big)
 
 
-def small_file_cases(tools, work, count, repeat, add):
-    """Many 4 KiB files written with `cp` into one directory on S3, then listed with `ls -lR`.
-    Run once per tool."""
-    server, mlt = tools.server, tools.mlt
-    small = os.path.join(work, "small")
-    os.makedirs(small, exist_ok=True)
+def small_files(path, count):
+    """`count` files of 4 KiB of random bytes (so that no two sets share data) in `path`."""
+    os.makedirs(path, exist_ok=True)
     for i in range(count):
-        with open(os.path.join(small, f"f{i:05}"), "wb") as f:
+        with open(os.path.join(path, f"f{i:05}"), "wb") as f:
             f.write(os.urandom(4096))
+
+
+def parallel_cp(src, dest, writers):
+    """The files of `src` copied into the existing directory `dest` by `writers` `cp`
+    processes at once, each given an equal share (one process each, not one per file)."""
+    per = -(-len(os.listdir(src)) // writers)
+    return ["sh", "-c", f"cd {shlex.quote(src)} && ls | xargs -P {writers} -n {per} "
+            f"cp -t {shlex.quote(dest)}"]
+
+
+def small_file_cases(tools, work, count, repeat, add):
+    """Many 4 KiB files written with `cp` into one directory on S3, then listed with `ls -lR`;
+    a tenth as many (how the time a file grows with the run); and another `count` written by
+    8 processes at once (what parallel writers share). Each set is new data. Run once per
+    tool."""
+    server, mlt = tools.server, tools.mlt
+    writers = 8
+    small, tenth, par = (os.path.join(work, n) for n in ("small", "small-tenth", "small-par"))
+    small_files(small, count)
+    small_files(tenth, count // 10)
+    small_files(par, count)
     local_cp = median_time(repeat, ["sh", "-c", f"rm -rf {work}/small-dst && cp -r {small} {work}/small-dst && sync"])
     local_ls = median_time(repeat, ["ls", "-lR", f"{work}/small-dst"])
     mnt = os.path.join(work, "smallmnt")
     cache = os.path.join(work, "smallcache")
-    write, ls = {}, {}
+    write, ls, parallel = {}, {}, {}
 
     d = tools.mltrack(mnt, "small", cache, 1 << 30)
     try:
-        run = os.path.join(mnt, "runs", "by_project", "bench", "small")
+        runs = os.path.join(mnt, "runs", "by_project", "bench")
+        run = os.path.join(runs, "small")
         os.makedirs(run)
         write["mltrack"] = timed(["cp", "-r", small, os.path.join(run, "outputs")])
         ls["mltrack"] = timed(["ls", "-lR", run])
+        os.makedirs(os.path.join(runs, "tenth"))
+        tenth_write = timed(["cp", "-r", tenth, os.path.join(runs, "tenth", "outputs")])
+        os.makedirs(os.path.join(runs, "parallel"))
+        parallel["mltrack"] = timed(parallel_cp(par, os.path.join(runs, "parallel", "outputs"),
+                                                writers))
     finally:
         d.stop()
         shutil.rmtree(cache, ignore_errors=True)
@@ -736,6 +772,12 @@ def small_file_cases(tools, work, count, repeat, add):
             tools.wait_for_object(f"rclone-small/f{i:05}", 4096)
         write["rclone"] = time.perf_counter() - start
         ls["rclone"] = timed(["ls", "-lR", f"{mnt}/rclone-small"])
+        os.makedirs(f"{mnt}/rclone-par")
+        start = time.perf_counter()
+        sh(parallel_cp(par, f"{mnt}/rclone-par", writers))
+        for i in range(count):
+            tools.wait_for_object(f"rclone-par/f{i:05}", 4096)
+        parallel["rclone"] = time.perf_counter() - start
     finally:
         d.stop()
         shutil.rmtree(cache, ignore_errors=True)
@@ -743,15 +785,22 @@ def small_file_cases(tools, work, count, repeat, add):
         local_cp, peers={p: write[p] for p in PEERS})
     add(f"ls -lR of those {count} files", ls["mltrack"], "ls -lR on local disk", local_ls,
         peers={p: ls[p] for p in PEERS})
-    shutil.rmtree(small, ignore_errors=True)
-    shutil.rmtree(f"{work}/small-dst", ignore_errors=True)
+    # Issue 14: flat, within 1.3x of the time a file of a run a tenth the size.
+    add(f"time a file, {count} files cp -r into one run", write["mltrack"] / count * 1000,
+        f"the same, {count // 10} files", tenth_write / (count // 10) * 1000, unit="ms")
+    # Issue 14: 8 writers at least 3x faster than one (a ratio of 0.33 or less).
+    add(f"{count} other files by {writers} cp processes at once", parallel["mltrack"],
+        "mltrack, 1 cp -r (2 rows up)", write["mltrack"], peers={"rclone": parallel["rclone"]})
+    for d in (small, tenth, par, f"{work}/small-dst"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
-def plant_tree(tools, work, runs):
-    """Lays out `runs` runs of 10 files straight into the server's directory under `tree`, in
-    the layout of docs/STORE.md (what `runs` calls of `run create` would leave), the same tree
-    as plain files on local disk (`treelocal`, with each run's empty `inputs/`) and as plain
-    objects (`plaintree`, for rclone). Returns the 10 objects' (hash, size)."""
+def plant_tree(tools, work, runs, first=0, mirrors=True):
+    """Lays out `runs` runs of 10 files (numbered from `first`) straight into the server's
+    directory under `tree`, in the layout of docs/STORE.md (what `runs` calls of `run create`
+    would leave), and with `mirrors` the same tree as plain files on local disk (`treelocal`,
+    with each run's empty `inputs/`) and as plain objects (`plaintree`, for rclone). Returns
+    the 10 objects' (hash, size)."""
     server, mlt = tools.server, tools.mlt
     env = server.env("tree")
     objs = []
@@ -764,8 +813,8 @@ def plant_tree(tools, work, runs):
     store = server.path("tree")
     mirror = os.path.join(work, "treelocal")
     plain = server.path("plaintree")
-    for r in range(runs):
-        run_id = f"run{r:05}"
+    for r in range(first, first + runs):
+        run_id = f"run{r:06}"
         files = {f"outputs/f{i}.csv": {"hash": h, "size": sz, "format": "csv", "role": "output",
                                        "mtime": "2026-11-26T10:00:00Z", "mode": 420,
                                        "added_at": "2026-11-26T10:00:00Z"}
@@ -784,6 +833,8 @@ def plant_tree(tools, work, runs):
         for h, _ in objs:
             os.makedirs(os.path.join(store, "data", h[:2], h, "used_by"), exist_ok=True)
             open(os.path.join(store, "data", h[:2], h, "used_by", run_id), "w").close()
+        if not mirrors:
+            continue
         for base in (mirror, plain):
             d = os.path.join(base, "by_project", f"p{r % 10}", run_id, "outputs")
             os.makedirs(d, exist_ok=True)
@@ -841,6 +892,17 @@ def tree_cases(tools, work, runs, repeat, add):
         unit="MiB")
     add(f"mltrack run list over {runs} runs (S3)", run_list, "the goal of issue 14", 5.0)
     add(f"mltrack runs-using over {runs} runs (S3)", runs_using, "the goal of issue 14", 5.0)
+    # Issue 14: memory that does not grow with the runs listed. Three times the runs (the
+    # store alone: no local or plain copy), listed once on a fresh mount.
+    plant_tree(tools, work, 2 * runs, first=runs, mirrors=False)
+    shutil.rmtree(cache, ignore_errors=True)
+    d = tools.mltrack(mnt, "tree", cache, 1 << 30, ["--refresh", "600"])
+    try:
+        sh(["ls", "-lR", os.path.join(mnt, "runs", "by_project")])
+    finally:
+        rss_3x = d.stop()
+    add(f"daemon peak memory, ls -lR of {3 * runs} runs", rss_3x, f"the same, {runs} runs (above)",
+        rss, unit="MiB")
     shutil.rmtree(cache, ignore_errors=True)
 
 
@@ -865,15 +927,21 @@ def version(cmd):
         return "not installed"
 
 
-def write_reports(results, quick, repeat):
+def write_reports(results, quick, repeat, partial):
+    """results.json, and docs/BENCHMARKS.md unless only some groups ran (`partial`: then
+    results-only.json, and the table printed as it went is the report)."""
     out_dir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "bench")
     os.makedirs(out_dir, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     peers = {"s3fs": version(["s3fs", "--version"]), "rclone": version(["rclone", "version"])}
     doc = {"date": stamp, "machine": machine(), "quick": quick, "repeat": repeat,
            "peers": peers, "results": results}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
+    name = "results-only.json" if partial else "results.json"
+    with open(os.path.join(out_dir, name), "w") as f:
         json.dump(doc, f, indent=2)
+    if partial:
+        print(f"\nwrote {os.path.join(out_dir, name)} (--only: docs/BENCHMARKS.md left as it was)")
+        return
     lines = [
         "# Benchmarks",
         "",
