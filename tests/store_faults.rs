@@ -1,7 +1,8 @@
 //! A mount over an S3 server that misbehaves: each kind of fault on command (500, 503,
 //! `SlowDown`, a dropped connection, a stall, a GET body cut short), a tenth of all requests
 //! failing at random under a workload of files written and read back, and a server that goes
-//! away and comes back. Retries absorb what can be absorbed; what cannot fails with `EIO`
+//! away and comes back, and one that lists runs but does not serve their manifests. Retries
+//! absorb what can be absorbed; what cannot fails with `EIO`
 //! within a bounded time, and the same mount works again once the server is back.
 //!
 //! `MLTRACK_FAULT_FILES` sets the size of the random-failure workload (default 200;
@@ -204,6 +205,52 @@ fn a_server_that_goes_away_fails_operations_and_the_mount_recovers() {
         );
     }
     drop(m);
+}
+
+/// A listing carries its entries' attributes (`readdirplus`); for a view's runs they come from
+/// the runs' manifests, while their names come from the view's listing alone. When the store
+/// serves the view's listing but not the manifests, the names are listed and each run's
+/// attributes fail with `EIO` within the bound (never an entry with made-up attributes), and
+/// the same mount shows the runs once the store answers again.
+#[test]
+fn a_listing_whose_attributes_cannot_be_read_fails_and_recovers() {
+    let t = TestStore::new(Kind::S3);
+    let faults = &t.server().faults;
+    for run in ["r1", "r2", "r3"] {
+        t.ok(&["run", "create", run, "--project", "p"]);
+    }
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let view = m.path("runs/by_project/p");
+    let names = || -> std::io::Result<Vec<String>> {
+        let mut names = std::fs::read_dir(&view)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    };
+    faults.fail_every(Target::ManifestGet, Fault::InternalError);
+    assert_eq!(
+        names().expect("names from the view's listing"),
+        ["r1", "r2", "r3"]
+    );
+    fails_with_eio_in_bounded_time("the attributes of a listed run", || {
+        std::fs::metadata(view.join("r2"))
+    });
+    assert!(
+        faults
+            .manifest_gets
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "no manifest was asked for"
+    );
+
+    faults.heal();
+    assert_eq!(names().expect("list after recovery"), ["r1", "r2", "r3"]);
+    for run in ["r1", "r2", "r3"] {
+        let meta = std::fs::metadata(view.join(run)).expect("a run after recovery");
+        assert!(meta.is_dir(), "{run}");
+        assert!(view.join(run).join("outputs").is_dir(), "{run}/outputs");
+    }
 }
 
 /// A GET body that breaks off or arrives damaged is retried like any other transient fault,

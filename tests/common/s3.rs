@@ -67,12 +67,16 @@ pub enum Target {
     Write,
     /// PUTs of `used_by` markers.
     MarkerPut,
+    /// GETs of runs' manifests (`manifests/<run>.json`, not their log entries).
+    ManifestGet,
 }
 
 #[derive(Debug, Default)]
 struct Injection {
     /// Faults for the next matching requests, in order.
     queued: std::collections::VecDeque<(Target, Fault)>,
+    /// A fault for every matching request after the queued ones, until `heal`.
+    every: Option<(Target, Fault)>,
     /// Per mille of requests that fail at random, with a fault drawn from `Fault::ALL`.
     random_per_mille: u64,
     rng: u64,
@@ -113,6 +117,12 @@ impl Faults {
     pub fn heal(&self) {
         self.puts_until_down.store(-1, Ordering::SeqCst);
         self.down.store(false, Ordering::SeqCst);
+        self.injection.lock().expect("fault lock").every = None;
+    }
+
+    /// Applies `fault` to every request that matches `target`, until `heal`.
+    pub fn fail_every(&self, target: Target, fault: Fault) {
+        self.injection.lock().expect("fault lock").every = Some((target, fault));
     }
 
     pub fn is_down(&self) -> bool {
@@ -149,9 +159,12 @@ impl Faults {
             Target::DataGet => *method == hyper::Method::GET && is_data(path),
             Target::Write => is_write,
             Target::MarkerPut => *method == hyper::Method::PUT && path.contains("/used_by/"),
+            Target::ManifestGet => *method == hyper::Method::GET && is_manifest(path),
         };
         let fault = if let Some(pos) = i.queued.iter().position(|(t, _)| matches(*t)) {
             i.queued.remove(pos).map(|(_, f)| f)
+        } else if let Some((_, f)) = i.every.filter(|(t, _)| matches(*t)) {
+            Some(f)
         } else if i.random_per_mille > 0 {
             i.rng ^= i.rng << 13;
             i.rng ^= i.rng >> 7;
@@ -177,10 +190,7 @@ impl Faults {
                 if is_data(path) {
                     self.data_gets.fetch_add(1, Ordering::SeqCst);
                 }
-                if path.contains("/manifests/")
-                    && path.ends_with(".json")
-                    && !path.contains(".log/")
-                {
+                if is_manifest(path) {
                     self.manifest_gets.fetch_add(1, Ordering::SeqCst);
                 }
                 if path.ends_with("/metadata.json") {
@@ -210,6 +220,11 @@ impl Faults {
         }
         !self.is_down()
     }
+}
+
+/// A run's manifest, `manifests/<run>.json`, not a log entry.
+fn is_manifest(path: &str) -> bool {
+    path.contains("/manifests/") && path.ends_with(".json") && !path.contains(".log/")
 }
 
 fn is_data(path: &str) -> bool {
