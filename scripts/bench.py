@@ -846,7 +846,9 @@ def plant_tree(tools, work, runs, first=0, mirrors=True):
 
 
 def tree_cases(tools, work, runs, repeat, add):
-    """A store with many runs of 10 files on S3: mount start-up time and `ls -lR` of the runs.
+    """A store with many runs of 10 files on S3: mount start-up time, `ls -lR` of the runs (and
+    the daemon's peak for three times as many, listed once more on a fresh mount), and the
+    CLI's `run list` and `runs-using` over them.
     The store is laid out straight into the server's directory, in the layout of docs/STORE.md
     (what `runs` calls of `run create` would leave). rclone lists the same tree as plain
     objects (10 small files per run); s3fs is left out (it gets no nested trees, see Tools)."""
