@@ -764,20 +764,21 @@ def small_file_cases(tools, work, count, repeat, add):
     finally:
         d.stop()
 
+    def rclone_write(cmd, prefix):
+        """Seconds from `cmd` until rclone has uploaded the `count` files into `prefix`."""
+        start = time.perf_counter()
+        sh(cmd)
+        for i in range(count):
+            tools.wait_for_object(f"{prefix}/f{i:05}", 4096)
+        return time.perf_counter() - start
+
     d = tools.rclone(mnt, "writes", cache, ["--vfs-write-back", "0s"])
     try:
-        start = time.perf_counter()
-        sh(["cp", "-r", small, f"{mnt}/rclone-small"])
-        for i in range(count):
-            tools.wait_for_object(f"rclone-small/f{i:05}", 4096)
-        write["rclone"] = time.perf_counter() - start
+        write["rclone"] = rclone_write(["cp", "-r", small, f"{mnt}/rclone-small"], "rclone-small")
         ls["rclone"] = timed(["ls", "-lR", f"{mnt}/rclone-small"])
         os.makedirs(f"{mnt}/rclone-par")
-        start = time.perf_counter()
-        sh(parallel_cp(par, f"{mnt}/rclone-par", writers))
-        for i in range(count):
-            tools.wait_for_object(f"rclone-par/f{i:05}", 4096)
-        parallel["rclone"] = time.perf_counter() - start
+        parallel["rclone"] = rclone_write(parallel_cp(par, f"{mnt}/rclone-par", writers),
+                                          "rclone-par")
     finally:
         d.stop()
         shutil.rmtree(cache, ignore_errors=True)

@@ -2,8 +2,8 @@
 //! `SlowDown`, a dropped connection, a stall, a GET body cut short), a tenth of all requests
 //! failing at random under a workload of files written and read back, and a server that goes
 //! away and comes back, and one that lists runs but does not serve their manifests. Retries
-//! absorb what can be absorbed; what cannot fails with `EIO`
-//! within a bounded time, and the same mount works again once the server is back.
+//! absorb what can be absorbed; what cannot fails with `EIO` within a bounded time, and the
+//! same mount works again once the server is back.
 //!
 //! `MLTRACK_FAULT_FILES` sets the size of the random-failure workload (default 200;
 //! `scripts/reliability` runs more).
