@@ -207,6 +207,68 @@ fn a_run_made_elsewhere_appears_within_the_refresh(kind: Kind) {
     assert!(m.path("manifests/second.json").exists());
 }
 
+/// Names looked up one at a time on a fresh mount, before any listing: in a view, in
+/// `runs/flat`, in a fan-out directory of `data/` and in `manifests/`, each found where it is
+/// and not found where it is not. (These directories are searched for the one name, not
+/// listed for it; the names are made to sort differently as text and as numbers.)
+fn names_are_found_one_at_a_time(kind: Kind) {
+    let t = TestStore::new(kind);
+    let runs = ["r2", "r10", "r1", "r100", "r20", "R3", "r1_b"];
+    for run in runs {
+        t.ok(&[
+            "run",
+            "create",
+            run,
+            "--project",
+            "p",
+            "--view",
+            "by_project",
+            "--view",
+            "flat",
+        ]);
+    }
+    let (_, h) = put_object(&t, 7, 1000);
+    let (_, other) = put_object(&t, 8, 1000);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    for run in runs {
+        for dir in [
+            format!("runs/by_project/p/{run}"),
+            format!("runs/flat/{run}"),
+        ] {
+            assert!(m.path(&dir).join("outputs").is_dir(), "{dir} not found");
+        }
+        let manifest = std::fs::read(m.path(&format!("manifests/{run}.json"))).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        assert_eq!(manifest["run_id"], run);
+    }
+    for missing in [
+        "runs/by_project/p/r3",
+        "runs/by_project/p/r1000",
+        "runs/by_project/q/r1",
+        "runs/flat/r",
+        "runs/flat/r10_",
+        "manifests/r3.json",
+        "manifests/r1",
+        "manifests/..json",
+    ] {
+        let e = std::fs::metadata(m.path(missing)).expect_err(missing);
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{missing}: {e}");
+    }
+    assert!(
+        m.path(&format!("data/{}/{h}/metadata.json", &h[..2]))
+            .is_file()
+    );
+    // Another object's hash is not in this fan-out directory, whatever its own holds.
+    let elsewhere = format!("data/{}/{other}", &h[..2]);
+    assert_eq!(
+        other[..2] == h[..2],
+        m.path(&elsewhere).exists(),
+        "{elsewhere}"
+    );
+    let not_a_hash = format!("data/{}/{}", &h[..2], &h[..10]);
+    assert!(!m.path(&not_a_hash).exists(), "{not_a_hash}");
+}
+
 /// Run `big` of project `p`, with `files[i]` as its input `f{i}.bin`.
 fn run_with_inputs(t: &TestStore, files: &[Vec<u8>]) {
     t.ok(&["run", "create", "big", "--project", "p"]);
@@ -534,6 +596,7 @@ fn remounting_with_a_warm_cache_downloads_nothing() {
 both_backends!(
     every_view_reads_the_stored_bytes,
     a_run_made_elsewhere_appears_within_the_refresh,
+    names_are_found_one_at_a_time,
     the_cache_stays_within_its_limit,
     corruption_is_never_served,
     unmount_with_a_reader_in_the_middle,

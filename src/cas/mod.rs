@@ -30,7 +30,9 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RunId};
 use crate::layout;
-use crate::storage::{Body, DynStore, Listings, PutMode, StorageError, children_kept, list_all};
+use crate::storage::{
+    Body, DynStore, Listings, PutMode, StorageError, children_kept, has_child, list_all,
+};
 use crate::trusted::TrustedDir;
 use described::MetadataCache;
 pub use described::{Described, MetadataKeeper};
@@ -124,6 +126,16 @@ impl DataStore {
             .filter_map(|name| name.parse::<Digest>().ok())
             .filter(|h| h.fanout() == fan)
             .collect())
+    }
+
+    /// Object `name`, if the listing of fan-out directory `fan` has it: what
+    /// [`DataStore::objects_in`] would list, found without building the list.
+    pub async fn lists_object(&self, fan: &str, name: &str) -> Result<Option<Digest>> {
+        let names = self.children(&layout::fanout_prefix(fan)).await?;
+        Ok(match has_child(&names, name) {
+            true => name.parse::<Digest>().ok().filter(|h| h.fanout() == fan),
+            false => None,
+        })
     }
 
     pub fn is_caching_metadata(&self) -> bool {

@@ -329,6 +329,33 @@ impl Tree {
             // directory of n files would otherwise cost n listings).
             Kind::RunDir(run) => self.run_child(run, "", name).await?,
             Kind::RunSubdir(run, prefix) => self.run_child(run, prefix, name).await?,
+            // The directories that can hold thousands of names are searched for the one name,
+            // not listed: `ls -l` of a view of n runs would otherwise cost n² (the listing is
+            // kept, but was built whole for every name).
+            Kind::ViewKey(mode, key) => self
+                .runs
+                .view_lists(*mode, Some(key), name)
+                .await?
+                .map(|run| (name.to_string(), Kind::RunDir(run))),
+            Kind::ViewRoot(StorageMode::Flat) => self
+                .runs
+                .view_lists(StorageMode::Flat, None, name)
+                .await?
+                .map(|run| (name.to_string(), Kind::RunDir(run))),
+            Kind::DataFanout(fan) => self
+                .data()
+                .lists_object(fan, name)
+                .await?
+                .map(|h| (name.to_string(), Kind::DataObject(h))),
+            // A manifest is there when its run is: read, not listed (`attr_of` reads it anyway).
+            Kind::ManifestsRoot => {
+                match name.strip_suffix(".json").map(|r| Name::parse("run id", r)) {
+                    Some(Ok(run)) if self.runs.current(&run).await?.is_some() => {
+                        Some((name.to_string(), Kind::ManifestFile(run)))
+                    }
+                    _ => None,
+                }
+            }
             _ => self.list(&node).await?.into_iter().find(|(n, _)| n == name),
         };
         if let Some((_, Kind::RunDir(run))) = &found {

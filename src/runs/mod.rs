@@ -39,7 +39,7 @@ use crate::cas::{DataStore, Progress};
 use crate::error::{Error, Result};
 use crate::ids::{Digest, Name, RelPath, RunId};
 use crate::layout;
-use crate::storage::{Body, Listings, PutMode, StorageError, children_kept, list_all};
+use crate::storage::{Body, Listings, PutMode, StorageError, children_kept, has_child, list_all};
 use cache::ManifestCache;
 pub use cache::{Current, State};
 use change::{ChangeSet, LogEntry};
@@ -405,6 +405,21 @@ impl Runs {
             .iter()
             .filter_map(|r| Name::parse("run id", r).ok())
             .collect())
+    }
+
+    /// Run `name`, if view `mode` under `key` has a pointer of that name: what
+    /// [`Runs::runs_in_view`] would list, found without building the list.
+    pub async fn view_lists(
+        &self,
+        mode: StorageMode,
+        key: Option<&str>,
+        name: &str,
+    ) -> Result<Option<RunId>> {
+        let names = self.children(&layout::view_prefix(mode, key)).await?;
+        Ok(match has_child(&names, name) {
+            true => Name::parse("run id", name).ok(),
+            false => None,
+        })
     }
 
     /// Whether the run's manifest puts it in view `mode` under `key`: a pointer whose run says

@@ -167,16 +167,27 @@ pub async fn list_all(store: &dyn ObjectStore, prefix: &str, delimited: bool) ->
 }
 
 /// The names directly under `prefix` (which ends in `/`): the last component of each common
-/// prefix, without its trailing slash.
+/// prefix, without its trailing slash, sorted and each once, so that one name is found in
+/// them with [`has_child`].
 pub async fn list_children(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>> {
     let page = list_all(store, prefix, true).await?;
-    Ok(page
+    let mut names: Vec<String> = page
         .prefixes
         .iter()
         .filter_map(|p| p.strip_prefix(prefix))
         .map(|p| p.trim_end_matches('/').to_string())
         .filter(|p| !p.is_empty())
-        .collect())
+        .collect();
+    // Every backend lists in key order; an S3 server that did not would break the search.
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+/// Whether `names`, as [`list_children`] gives them, hold `name`: a binary search, so that a
+/// lookup in a directory of n names costs log n, not n.
+pub fn has_child(names: &[String], name: &str) -> bool {
+    names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
 }
 
 /// The names directly under prefixes, as [`list_children`] gives them, each kept for a while.
