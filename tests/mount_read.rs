@@ -229,6 +229,7 @@ fn names_are_found_one_at_a_time(kind: Kind) {
     }
     let (_, h) = put_object(&t, 7, 1000);
     let (_, other) = put_object(&t, 8, 1000);
+    t.ok(&["run", "add-input", "r10", "x.bin", "--hash", &h]);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     for run in runs {
         for dir in [
@@ -267,6 +268,15 @@ fn names_are_found_one_at_a_time(kind: Kind) {
     );
     let not_a_hash = format!("data/{}/{}", &h[..2], &h[..10]);
     assert!(!m.path(&not_a_hash).exists(), "{not_a_hash}");
+    let used_by = format!("data/{}/{h}/used_by", &h[..2]);
+    let link = std::fs::symlink_metadata(m.path(&format!("{used_by}/r10"))).unwrap();
+    assert!(link.file_type().is_symlink());
+    assert!(m.path(&format!("{used_by}/r10/outputs")).is_dir());
+    for run in ["r1", "r100", "nobody"] {
+        let path = format!("{used_by}/{run}");
+        let e = std::fs::symlink_metadata(m.path(&path)).expect_err(&path);
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{path}: {e}");
+    }
 }
 
 /// Run `big` of project `p`, with `files[i]` as its input `f{i}.bin`.

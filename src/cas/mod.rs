@@ -392,6 +392,16 @@ impl DataStore {
         Ok(())
     }
 
+    /// Whether run `run` has a `used_by` marker on the object: one HEAD, however many runs
+    /// use it.
+    pub async fn is_used_by(&self, h: &Digest, run: &RunId) -> Result<bool> {
+        Ok(self
+            .store
+            .head(&layout::used_by_key(h, run))
+            .await?
+            .is_some())
+    }
+
     /// The run ids that have `used_by` markers on the object: one LIST.
     pub async fn used_by(&self, h: &Digest) -> Result<Vec<String>> {
         let prefix = layout::used_by_prefix(h);

@@ -347,6 +347,13 @@ impl Tree {
                 .lists_object(fan, name)
                 .await?
                 .map(|h| (name.to_string(), Kind::DataObject(h))),
+            // A dataset used by thousands of runs has as many markers: asked for, not listed.
+            Kind::UsedByDir(h) => match Name::parse("run id", name) {
+                Ok(run) if self.data().is_used_by(h, &run).await? => {
+                    Some((name.to_string(), Kind::UsedByLink(*h, run)))
+                }
+                _ => None,
+            },
             // A manifest is there when its run is: read, not listed (`attr_of` reads it anyway).
             Kind::ManifestsRoot => {
                 match name.strip_suffix(".json").map(|r| Name::parse("run id", r)) {
