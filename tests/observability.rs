@@ -221,7 +221,9 @@ fn warmup_then_a_cold_remount_reads_with_no_data_get() {
     let m = t.mount(&cache, &[]);
     let gets = || t.server().faults.data_gets.load(Ordering::SeqCst);
     let before = gets();
-    let report = t.json(&["warmup", "train"]);
+    // Other tests' mounts have a run "train" too: this one is named.
+    let mnt = path_str(&m.dir).to_string();
+    let report = t.json(&["warmup", "train", "--mount", &mnt]);
     assert_eq!(report["files"], 3, "{report}");
     assert_eq!(report["objects"], 2, "{report}");
     assert_eq!(report["fetched_bytes"], 7 * MIB as u64, "{report}");
@@ -230,7 +232,7 @@ fn warmup_then_a_cold_remount_reads_with_no_data_get() {
 
     // Again: everything is cached, nothing is fetched.
     let before = gets();
-    let again = t.json(&["warmup", "train"]);
+    let again = t.json(&["warmup", "train", "--mount", &mnt]);
     assert_eq!(again["fetched_bytes"], 0, "{again}");
     assert_eq!(again["cached_bytes"], 7 * MIB as u64, "{again}");
     assert_eq!(gets(), before, "a second warmup made data GETs");
@@ -272,12 +274,34 @@ fn warmup_of_what_is_not_there_fails_clearly() {
     drop(m);
 }
 
+/// Two stores mounted on one node, each with a run `shared`: a run id alone does not choose
+/// between them; `--mount` does.
+#[test]
+fn warmup_of_a_run_in_two_mounts_asks_which() {
+    let (a, b) = (TestStore::new(Kind::Local), TestStore::new(Kind::Local));
+    for t in [&a, &b] {
+        t.ok(&["run", "create", "shared", "--project", "p"]);
+        let f = t.file("x.bin", b"an input");
+        t.ok(&["run", "add-input", "shared", "x.bin", path_str(&f)]);
+    }
+    let ma = a.mount(&a.dir.path().join("cache"), &[]);
+    let mb = b.mount(&b.dir.path().join("cache"), &[]);
+    let err = a.fails(&["warmup", "shared"]);
+    assert!(err.contains("name one with --mount"), "{err}");
+    for m in [&ma, &mb] {
+        let root = std::fs::canonicalize(&m.dir).unwrap();
+        assert!(err.contains(path_str(&root)), "{err}");
+    }
+    let report = a.json(&["warmup", "shared", "--mount", path_str(&mb.dir)]);
+    assert_eq!(report["files"], 1, "{report}");
+}
+
 #[test]
 fn warmup_of_more_than_the_cache_holds_says_so_and_fetches_what_fits() {
     let t = TestStore::new(Kind::S3);
     run_with_inputs(&t);
     let m = t.mount(&t.dir.path().join("cache"), &["--cache-size", "6MiB"]);
-    let out = t.run(&["--json", "warmup", "train"]);
+    let out = t.run(&["--json", "warmup", "train", "--mount", path_str(&m.dir)]);
     common::assert_succeeded(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("do not fit in the cache"), "{stderr}");

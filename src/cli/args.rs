@@ -75,7 +75,8 @@ pub enum Command {
     Warmup {
         #[arg(value_name = "PATH_OR_RUN", required = true)]
         targets: Vec<String>,
-        /// The mount to find run ids in (default: the one mltrack mount of this node)
+        /// The mount to find run ids in (default: the one mltrack mount of this node that has
+        /// the run; a run in several mounts needs this)
         #[arg(long, value_name = "MOUNTPOINT")]
         mount: Option<PathBuf>,
         /// Files fetched at once

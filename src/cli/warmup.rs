@@ -180,6 +180,7 @@ fn locate(t: &str, mount: Option<&Path>, mounts: &[PathBuf]) -> Result<(PathBuf,
             "{t} is not a path, and no mltrack mount is there to find run {t} in: mount the store first"
         )));
     }
+    let mut found = Vec::new();
     for root in candidates {
         let manifest = root.join("manifests").join(format!("{run}.json"));
         let Ok(bytes) = std::fs::read(&manifest) else {
@@ -194,9 +195,22 @@ fn locate(t: &str, mount: Option<&Path>, mounts: &[PathBuf]) -> Result<(PathBuf,
         let dir = root
             .join(pointer.trim_end_matches("/run.json"))
             .join("inputs");
-        return Ok((root, dir));
+        found.push((root, dir));
     }
-    Err(Error::RunNotFound(run))
+    // Two stores mounted on one node may both have a run of that id: which one is meant is
+    // the user's to say, not the mount table's order.
+    match found.len() {
+        0 => Err(Error::RunNotFound(run)),
+        1 => Ok(found.remove(0)),
+        n => Err(Error::BadRequest(format!(
+            "run {run} is in {n} mltrack mounts ({}): name one with --mount",
+            found
+                .iter()
+                .map(|(root, _)| root.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// The files under `path` (or `path` itself), with their object's hash; links are not
