@@ -332,16 +332,20 @@ impl Tree {
             // The directories that can hold thousands of names are searched for the one name,
             // not listed: `ls -l` of a view of n runs would otherwise cost n² (the listing is
             // kept, but was built whole for every name).
-            Kind::ViewKey(mode, key) => self
-                .runs
-                .view_lists(*mode, Some(key), name)
-                .await?
-                .map(|run| (name.to_string(), Kind::RunDir(run))),
-            Kind::ViewRoot(StorageMode::Flat) => self
-                .runs
-                .view_lists(StorageMode::Flat, None, name)
-                .await?
-                .map(|run| (name.to_string(), Kind::RunDir(run))),
+            Kind::ViewKey(..) | Kind::ViewRoot(StorageMode::Flat) => {
+                let (mode, key) = match &node.kind {
+                    Kind::ViewKey(mode, key) => (*mode, Some(key.as_str())),
+                    _ => (StorageMode::Flat, None),
+                };
+                match self.runs.view_lists(mode, key, name).await? {
+                    // Only where the run's manifest says it belongs: a stale pointer is not
+                    // followed.
+                    Some(run) if self.runs.in_view(&run, mode, key).await? => {
+                        Some((name.to_string(), Kind::RunDir(run)))
+                    }
+                    _ => None,
+                }
+            }
             Kind::DataFanout(fan) => self
                 .data()
                 .lists_object(fan, name)
@@ -365,16 +369,6 @@ impl Tree {
             }
             _ => self.list(&node).await?.into_iter().find(|(n, _)| n == name),
         };
-        if let Some((_, Kind::RunDir(run))) = &found {
-            // Only where the run's manifest says it belongs: a stale pointer is not followed.
-            let (mode, key) = match &node.kind {
-                Kind::ViewKey(mode, key) => (*mode, Some(key.as_str())),
-                _ => (StorageMode::Flat, None),
-            };
-            if !self.runs.in_view(run, mode, key).await? {
-                return Ok(None);
-            }
-        }
         match found {
             Some((name, kind)) => {
                 let child = self.intern(&node, &name, kind);
