@@ -308,6 +308,61 @@ fn a_close_costs_the_same_requests_whatever_the_runs_size() {
     );
 }
 
+/// Small new data goes out together with its dedup check instead of after its answer, so a
+/// close of new data waits for three round trips: the check and the data, `metadata.json`, the
+/// entry and its marker. Stored data that follows costs a refused create-if-absent PUT and
+/// nothing stored, and the next small file waits for its check again until new data is seen
+/// (docs/STORE.md, "Order of writes"). Observed at the server: the data's PUT arrives while
+/// the check's GET is held there.
+#[test]
+fn small_new_data_is_uploaded_beside_its_dedup_check() {
+    use common::s3::{Fault, Target};
+    use std::sync::atomic::Ordering;
+    let t = TestStore::new(Kind::S3);
+    let faults = t.server().faults.clone();
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/early")).expect("mkdir run");
+    let out = m.path("runs/by_project/p/early/outputs");
+    let early = || faults.data_puts_during_a_stall.load(Ordering::SeqCst);
+    let write_with_its_check_held = |name: &str, seed: u64| {
+        let stall = Fault::Stall(std::time::Duration::from_millis(700));
+        faults.inject(Target::MetadataGet, stall, 1);
+        std::fs::write(out.join(name), bytes(seed, 4096)).expect("write");
+        assert_eq!(faults.pending(), 0, "{name}: its dedup check was held");
+    };
+    write_with_its_check_held("a.bin", 1);
+    assert_eq!(
+        early(),
+        1,
+        "new data went out before its check was answered"
+    );
+    write_with_its_check_held("a-again.bin", 1);
+    write_with_its_check_held("b.bin", 2);
+    assert_eq!(
+        early(),
+        2,
+        "the refused PUT of stored data, then b.bin after its check"
+    );
+    write_with_its_check_held("c.bin", 3);
+    assert_eq!(early(), 3, "after new data, new data goes out early again");
+    for (name, seed) in [("a.bin", 1), ("a-again.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        assert_eq!(
+            std::fs::read(out.join(name)).expect("read"),
+            bytes(seed, 4096),
+            "{name}"
+        );
+    }
+    let objects = t
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("data/") && k.ends_with("/metadata.json"))
+        .count();
+    assert_eq!(objects, 3, "one object per content");
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
 /// The marker of new data goes beside its entry: if it cannot be written, the close still
 /// succeeds (bytes and entry are durable), and `fsck` names the missing marker and repairs it.
 #[test]

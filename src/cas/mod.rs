@@ -3,6 +3,8 @@
 //!
 //! Storing a file is: one hash pass (whole-file and per-block digests), a presence check on
 //! `metadata.json`, and only if absent an upload of `data.<fmt>` followed by `metadata.json`.
+//! (Small data on a remote store is uploaded beside the check, create-if-absent, while the
+//! last small file was new: docs/STORE.md, "Order of writes".)
 //! A file hashed while it was written has only its whole-file digest at that point; its block
 //! digests are computed beside its upload, and not at all if its bytes were already stored.
 //! The order makes `metadata.json` the commit point: a crash in between leaves an object that
@@ -23,6 +25,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -49,6 +52,9 @@ const GETS_IN_FLIGHT: usize = 4;
 /// Fetches of a block range whose bytes fail verification before the read fails: a transfer
 /// damaged on the way is fetched again; bytes damaged in the store fail within about 1.5 s.
 const FETCHES_OF_A_BAD_BLOCK: u32 = 5;
+/// Data up to this size is uploaded together with its dedup check on a remote store
+/// (`DataStore::store_hashed`): sending it costs less than the round trip it saves.
+const UPLOAD_WITH_THE_CHECK: u64 = 256 * 1024;
 
 /// The result of storing a file.
 #[derive(Debug, Clone)]
@@ -65,6 +71,9 @@ pub struct DataStore {
     described: Option<Arc<MetadataCache>>,
     /// Listings of `data/` kept for a while (a mount); none for a CLI command.
     listings: Option<Arc<Listings>>,
+    /// The last small file stored through this store (and its clones) was new data: the next
+    /// is uploaded beside its dedup check.
+    small_data_was_new: Arc<AtomicBool>,
 }
 
 impl DataStore {
@@ -73,6 +82,7 @@ impl DataStore {
             store,
             described: None,
             listings: None,
+            small_data_was_new: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -263,13 +273,38 @@ impl DataStore {
         blocks: Option<hashing::BlockDigests>,
         before: (u64, u64, i64, i64),
     ) -> Result<Stored> {
-        if let Some(meta) = self.already_stored(&digest).await? {
+        let size = before.1;
+        // Small data on a remote store goes out with the dedup check rather than after it
+        // (create-if-absent: a stored object is not written again where the server honours
+        // the condition), while the last small file stored here was new: one round trip less
+        // a close of new data, one refused PUT each time stored data follows new data.
+        let early = self.store.is_remote()
+            && size <= UPLOAD_WITH_THE_CHECK
+            && self.small_data_was_new.load(Ordering::Relaxed);
+        let (found, described, sent) = if early {
+            let meta = describe(path, name, digest, size).await?;
+            let key = meta.data_key();
+            let upload = self
+                .store
+                .put(&key, Body::File(path.to_path_buf()), PutMode::Create);
+            let (found, sent) = futures::future::join(self.already_stored(&digest), upload).await;
+            (found?, Some(meta), Some(sent))
+        } else {
+            (self.already_stored(&digest).await?, None, None)
+        };
+        if size <= UPLOAD_WITH_THE_CHECK {
+            self.small_data_was_new
+                .store(found.is_none(), Ordering::Relaxed);
+        }
+        if let Some(meta) = found {
             let stored = Stored { meta, new: false };
             self.remember(&stored.meta);
             return Ok(stored);
         }
-        let size = before.1;
-        let mut meta = describe(path, name, digest, size).await?;
+        let mut meta = match described {
+            Some(meta) => meta,
+            None => describe(path, name, digest, size).await?,
+        };
         let owned = path.to_path_buf();
         let blocks = async move {
             match blocks {
@@ -284,11 +319,23 @@ impl DataStore {
             }
         };
         let data_key = meta.data_key();
-        let upload = self.store.put(
-            &data_key,
-            Body::File(path.to_path_buf()),
-            PutMode::Overwrite,
-        );
+        let upload = async {
+            match sent {
+                Some(Ok(_)) => Ok(()),
+                // Bytes under the key without a `metadata.json`: an upload that did not
+                // finish, or a gc under way. Replaced, as an upload after the check would.
+                Some(Err(StorageError::AlreadyExists { .. })) | None => self
+                    .store
+                    .put(
+                        &data_key,
+                        Body::File(path.to_path_buf()),
+                        PutMode::Overwrite,
+                    )
+                    .await
+                    .map(drop),
+                Some(Err(e)) => Err(e),
+            }
+        };
         let (blocks, uploaded) = futures::future::join(blocks, upload).await;
         uploaded?;
         let (blocks, hashed) = blocks?;

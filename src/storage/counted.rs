@@ -55,6 +55,10 @@ impl ObjectStore for CountedStore {
         self.inner.describe()
     }
 
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
         let start = Instant::now();
         let r = self.inner.get(key, range).await;

@@ -91,6 +91,10 @@ impl ObjectStore for FaultyStore {
         self.inner.describe()
     }
 
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
         self.check(Op::Get, key)?;
         let mut r = self.inner.get(key, range).await?;

@@ -129,6 +129,13 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Where this store is, for messages: a path or `s3://bucket/prefix`. Never credentials.
     fn describe(&self) -> String;
 
+    /// True when each request is a round trip over the network (S3), so that two requests that
+    /// do not depend on each other are worth sending together; false for a local directory,
+    /// where a request costs no wait.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// The bytes of `key`, or of `range` of it (clamped to the object's end).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult>;
 

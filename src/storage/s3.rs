@@ -704,6 +704,10 @@ impl ObjectStore for S3Store {
         format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetResult> {
         self.get_once(key, range)
             .await

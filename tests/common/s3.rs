@@ -69,6 +69,8 @@ pub enum Target {
     MarkerPut,
     /// GETs of runs' manifests (`manifests/<run>.json`, not their log entries).
     ManifestGet,
+    /// GETs of objects' `metadata.json` (the dedup check of a store).
+    MetadataGet,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +104,11 @@ pub struct Faults {
     pub data_puts: AtomicU64,
     pub heads: AtomicU64,
     pub requests: AtomicU64,
+    /// Requests held by a `Stall` fault right now.
+    stalled: AtomicU64,
+    /// PUTs of object data that arrived while another request was stalled: sent without
+    /// waiting for its answer.
+    pub data_puts_during_a_stall: AtomicU64,
 }
 
 impl Faults {
@@ -160,6 +167,9 @@ impl Faults {
             Target::Write => is_write,
             Target::MarkerPut => *method == hyper::Method::PUT && path.contains("/used_by/"),
             Target::ManifestGet => *method == hyper::Method::GET && is_manifest(path),
+            Target::MetadataGet => {
+                *method == hyper::Method::GET && path.ends_with("/metadata.json")
+            }
         };
         let fault = if let Some(pos) = i.queued.iter().position(|(t, _)| matches(*t)) {
             i.queued.remove(pos).map(|(_, f)| f)
@@ -204,6 +214,9 @@ impl Faults {
                 self.puts.fetch_add(1, Ordering::SeqCst);
                 if is_data(path) {
                     self.data_puts.fetch_add(1, Ordering::SeqCst);
+                    if self.stalled.load(Ordering::SeqCst) > 0 {
+                        self.data_puts_during_a_stall.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 // One atomic step: concurrent part uploads must not both take the last
                 // pass (a load, then a decrement, let two through and skip zero).
@@ -334,6 +347,7 @@ impl S3Server {
                             let writes = writes.clone();
                             let admitted = f2.admit(req.method(), req.uri().path());
                             let fault = f2.pick(req.method(), req.uri().path());
+                            let f3 = f2.clone();
                             async move {
                                 if !admitted {
                                     return Err(s3s::HttpError::new(
@@ -373,7 +387,11 @@ impl S3Server {
                                         let res = hyper::service::Service::call(&svc, req).await?;
                                         return Ok(corrupted(res).await);
                                     }
-                                    Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+                                    Some(Fault::Stall(d)) => {
+                                        f3.stalled.fetch_add(1, Ordering::SeqCst);
+                                        tokio::time::sleep(d).await;
+                                        f3.stalled.fetch_sub(1, Ordering::SeqCst);
+                                    }
                                     None => {}
                                 }
                                 // s3s-fs checks a condition and then writes, not atomically, and
