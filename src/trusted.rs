@@ -344,6 +344,19 @@ impl TrustedDir {
         )?)
     }
 
+    /// Gives the anonymous file `file` (an `O_TMPFILE` no one else can reach) the name `name`
+    /// here, with the mode a file created here gets; refuses a file that has a name already.
+    pub fn name_anonymous(&self, file: &File, name: &str) -> io::Result<()> {
+        let st = rustix::fs::fstat(file)?;
+        if file_type(&st) != FileType::RegularFile || st.st_nlink != 0 {
+            return Err(refused(format!(
+                "{name}: only an anonymous regular file is taken in"
+            )));
+        }
+        rustix::fs::fchmod(file, self.file_mode())?;
+        self.link_open_file(file, name)
+    }
+
     /// Gives the anonymous or open `file` the name `name` here (`linkat` through /proc, the
     /// way an `O_TMPFILE` file is named); fails with `AlreadyExists` if the name is taken.
     pub fn link_open_file(&self, file: &File, name: &str) -> io::Result<()> {

@@ -244,7 +244,89 @@ fn a_full_spool_disk_fails_writes_with_enospc_and_recovers() {
     drop(m);
 }
 
+/// The close of a file's last handle may hand its spool to a local store as the object
+/// itself (docs/MOUNT.md, "Writing on the local store"). A duplicated descriptor (one handle)
+/// that writes on after that close changes the file, never the object stored at the close.
+fn a_duplicate_writing_after_the_close_leaves_the_stored_object_alone(kind: Kind) {
+    use std::io::Write;
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/dup")).expect("mkdir run");
+    let path = m.path("runs/by_project/p/dup/outputs/log.bin");
+    let (first, more) = (bytes(71, 3 * 1024 * 1024 + 5), bytes(72, 100_000));
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(&first).expect("write");
+    let mut dup = f.try_clone().expect("dup");
+    drop(f); // close(): the handle's commit
+    assert_eq!(
+        manifest_files(&t, "dup")["outputs/log.bin"]["hash"],
+        sha256_hex(&first)
+    );
+    dup.write_all(&more).expect("write through the duplicate");
+    drop(dup);
+    let whole = [first.clone(), more].concat();
+    assert_eq!(std::fs::read(&path).expect("read"), whole);
+    assert_eq!(
+        manifest_files(&t, "dup")["outputs/log.bin"]["hash"],
+        sha256_hex(&whole)
+    );
+    let h = sha256_hex(&first);
+    let key = format!("data/{}/{h}/data.bin", &h[..2]);
+    assert!(
+        t.get(&key) == first,
+        "the object stored at the close changed"
+    );
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
+/// On the local store a new file is written to disk once: the spool, linked into the store at
+/// its close, not copied there. Counted as the bytes the daemon wrote (`write_bytes` of
+/// `/proc/<pid>/io`: every page it dirtied, the spool's and any copy's).
+#[test]
+fn a_new_file_on_the_local_store_is_written_once() {
+    let t = TestStore::new(Kind::Local);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir(m.path("runs/by_project/p/once")).expect("mkdir run");
+    let size = 32 * 1024 * 1024;
+    let data = bytes(73, size);
+    let src = t.file("big.bin", &data);
+    let written = || {
+        std::fs::read_to_string(format!("/proc/{}/io", m.pid()))
+            .expect("the daemon's io")
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes: "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("write_bytes")
+    };
+    let before = written();
+    sh(
+        &format!(
+            "cp {} {}",
+            path_str(&src),
+            path_str(&m.path("runs/by_project/p/once/outputs/"))
+        ),
+        t.dir.path(),
+    );
+    let wrote = written() - before;
+    eprintln!("the daemon wrote {wrote} bytes for a file of {size}");
+    assert!(
+        wrote < size as u64 * 3 / 2,
+        "{wrote} bytes written for a new file of {size}"
+    );
+    assert!(wrote >= size as u64, "{wrote}: the spool itself is written");
+    assert_eq!(
+        std::fs::read(m.path("runs/by_project/p/once/outputs/big.bin")).expect("read"),
+        data
+    );
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
 both_backends!(
+    a_duplicate_writing_after_the_close_leaves_the_stored_object_alone,
     two_mounts_sixteen_writers,
     killed_daemon_loses_no_acknowledged_file,
     reads_see_a_file_while_it_is_written,

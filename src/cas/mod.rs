@@ -196,6 +196,18 @@ impl DataStore {
         name: Option<&Name>,
         progress: Progress,
     ) -> Result<Stored> {
+        self.put_path(path, name, progress, false).await
+    }
+
+    /// [`DataStore::put_file`]; with `hand_over`, the caller never writes the file again and a
+    /// store on its filesystem may take the file itself as the object instead of a copy.
+    pub async fn put_path(
+        &self,
+        path: &Path,
+        name: Option<&Name>,
+        progress: Progress,
+        hand_over: bool,
+    ) -> Result<Stored> {
         let before = identity(path)?;
         let owned = path.to_path_buf();
         let hash = blocking(move || {
@@ -209,7 +221,7 @@ impl DataStore {
             });
         }
         let blocks = Some(hash.blocks);
-        self.store_hashed(path, name, hash.digest, blocks, before)
+        self.store_hashed(path, name, hash.digest, blocks, before, hand_over)
             .await
     }
 
@@ -226,19 +238,22 @@ impl DataStore {
         file.flush().map_err(Error::io(spool.path()))?;
         let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let none: Progress = Arc::new(|_| {});
-        self.put_file(&path, name, none).await
+        // The file is dropped after: the store may keep it as it is.
+        self.put_path(&path, name, none, true).await
     }
 
     /// Stores the file at `path`, whose whole-file digest a reader that followed its writer
     /// computed; the file must not change while this runs. Bytes already stored cost nothing
     /// more: their block digests are in the stored `metadata.json`. New bytes get theirs
     /// computed beside the upload, from the same file, so the upload does not wait for them.
+    /// `hand_over` as for [`DataStore::put_path`].
     pub async fn put_digested(
         &self,
         path: &Path,
         name: Option<&Name>,
         digest: Digest,
         size: u64,
+        hand_over: bool,
     ) -> Result<Stored> {
         let before = identity(path)?;
         if before.1 != size {
@@ -246,7 +261,8 @@ impl DataStore {
                 path: path.to_path_buf(),
             });
         }
-        self.store_hashed(path, name, digest, None, before).await
+        self.store_hashed(path, name, digest, None, before, hand_over)
+            .await
     }
 
     /// The metadata of object `h` if it is completely stored; a `metadata.json` that does not
@@ -264,7 +280,8 @@ impl DataStore {
 
     /// Stores the file at `path` (identified by `before`) whose whole-file digest is `digest`,
     /// unless its bytes are already stored. `blocks`: its block digests, or `None` to compute
-    /// them beside the upload. Remembers the metadata it stored or found.
+    /// them beside the upload. `hand_over`: the store may take the file itself
+    /// ([`Body::Adopt`]). Remembers the metadata it stored or found.
     async fn store_hashed(
         &self,
         path: &Path,
@@ -272,6 +289,7 @@ impl DataStore {
         digest: Digest,
         blocks: Option<hashing::BlockDigests>,
         before: (u64, u64, i64, i64),
+        hand_over: bool,
     ) -> Result<Stored> {
         let size = before.1;
         // Small data on a remote store goes out with the dedup check rather than after it
@@ -324,15 +342,17 @@ impl DataStore {
                 Some(Ok(_)) => Ok(()),
                 // Bytes under the key without a `metadata.json`: an upload that did not
                 // finish, or a gc under way. Replaced, as an upload after the check would.
-                Some(Err(StorageError::AlreadyExists { .. })) | None => self
-                    .store
-                    .put(
-                        &data_key,
-                        Body::File(path.to_path_buf()),
-                        PutMode::Overwrite,
-                    )
-                    .await
-                    .map(drop),
+                Some(Err(StorageError::AlreadyExists { .. })) | None => {
+                    let body = if hand_over {
+                        Body::Adopt(path.to_path_buf())
+                    } else {
+                        Body::File(path.to_path_buf())
+                    };
+                    self.store
+                        .put(&data_key, body, PutMode::Overwrite)
+                        .await
+                        .map(drop)
+                }
                 Some(Err(e)) => Err(e),
             }
         };

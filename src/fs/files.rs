@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::ids::Digest;
 use crate::runs::Hashing;
 use crate::runs::manifest::{LinkEntry, Stamp};
+use crate::storage::Body;
 
 pub(super) fn noop() -> crate::cas::Progress {
     Arc::new(|_| {})
@@ -197,12 +198,12 @@ impl Tree {
         let Some(meta) = st.reference.clone() else {
             return Ok(());
         };
-        let mut out = file.file();
-        out.seek(SeekFrom::Start(0))
-            .map_err(Error::io(file.path()))?;
-        out.set_len(0).map_err(Error::io(file.path()))?;
+        let path = st.spool.path().to_path_buf();
+        let mut out = st.spool.file();
+        out.seek(SeekFrom::Start(0)).map_err(Error::io(&path))?;
+        out.set_len(0).map_err(Error::io(&path))?;
         self.data().export(&meta, &mut out, noop()).await?;
-        out.set_len(file.size()).map_err(Error::io(file.path()))?;
+        out.set_len(file.size()).map_err(Error::io(&path))?;
         file.materialized_locked(st);
         Ok(())
     }
@@ -259,19 +260,38 @@ impl Tree {
 
     /// Stores the file's bytes and records them in its run. Returns once both are done.
     pub async fn commit(&self, file: &WriteFile) -> Result<()> {
+        self.commit_as(file, false).await
+    }
+
+    /// [`Tree::commit`] for a `close()`. The close of the file's last handle may hand its spool
+    /// to the store as the object itself (a local store on the spool's filesystem links it in
+    /// instead of copying it: docs/MOUNT.md, "Writing on the local store"); a later write, from
+    /// a handle opened meanwhile or a duplicated descriptor, then goes to a fresh spool.
+    pub async fn close(&self, file: &WriteFile) -> Result<()> {
+        self.commit_as(file, file.opens.load(Ordering::SeqCst) <= 1)
+            .await
+    }
+
+    async fn commit_as(&self, file: &WriteFile, last_close: bool) -> Result<()> {
         let mut st = file.state.lock().await;
         if !st.dirty || st.detached {
             return Ok(());
         }
         let _counted = crate::metrics::metrics().commit(file.size());
         file.committing.store(true, Ordering::Relaxed);
-        let result = self.commit_locked(file, &mut st).await;
+        let result = self.commit_locked(file, &mut st, last_close).await;
         file.committing.store(false, Ordering::Relaxed);
         st.failed = result.is_err();
         result
     }
 
-    pub(super) async fn commit_locked(&self, file: &WriteFile, st: &mut State) -> Result<()> {
+    /// `hand_over`: the spool need not be kept as it is (see [`Tree::close`]).
+    pub(super) async fn commit_locked(
+        &self,
+        file: &WriteFile,
+        st: &mut State,
+        hand_over: bool,
+    ) -> Result<()> {
         let target = file.target();
         if st.reference.as_ref().is_some_and(|m| m.size != file.size()) {
             // Part of an object: its bytes are copied and stored as new data.
@@ -288,18 +308,25 @@ impl Tree {
                     Some((digest, size)) => Hashing::Digested(digest, size),
                     None => Hashing::Pass(noop()),
                 };
+                let spool = st.spool.path().to_path_buf();
+                let body = if hand_over {
+                    Body::Adopt(spool)
+                } else {
+                    Body::File(spool)
+                };
                 self.runs
-                    .store_and_record(
-                        &target.run,
-                        &target.path,
-                        file.path(),
-                        hashing,
-                        file.stamp(),
-                    )
+                    .store_and_record(&target.run, &target.path, body, hashing, file.stamp())
                     .await?
                     .0
             }
         };
+        if hand_over && st.reference.is_none() && st.spool.is_stored() {
+            let meta = self
+                .metadata(&entry.hash)
+                .await?
+                .ok_or_else(|| Error::DataNotFound(entry.hash.to_string()))?;
+            file.handed_over_locked(st, &self.opts.spool, Arc::new(meta.0.clone()))?;
+        }
         tracing::debug!(run = %target.run, path = %target.path, hash = %entry.hash, "committed");
         st.dirty = false;
         st.committed = Some(entry);
@@ -316,7 +343,7 @@ impl Tree {
         if file.state.lock().await.failed {
             tracing::warn!(run = %target.run, path = %target.path,
                 "discarding a file whose close failed; nothing was recorded");
-        } else if let Err(e) = self.commit(file).await {
+        } else if let Err(e) = self.commit_as(file, true).await {
             tracing::error!(run = %target.run, path = %target.path, error = %e,
                 "the last close of a file could not store it; its bytes are lost");
         }
@@ -336,11 +363,10 @@ impl Tree {
             (&self.cache, &st.committed, st.dirty, &st.reference)
             && entry.size == file.size()
             && let Ok(Some(meta)) = self.metadata(&entry.hash).await
+            && let Ok(spool) = st.spool.file().try_clone()
         {
             let cache = cache.clone();
-            let file = file.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || cache.adopt(&meta.0, file.spool_file())).await;
+            let _ = tokio::task::spawn_blocking(move || cache.adopt(&meta.0, &spool)).await;
         }
     }
 

@@ -5,7 +5,9 @@
 //! checked directory descriptor (`crate::trusted`), never by path: it has no name, so a
 //! crashed daemon leaves nothing behind and several mounts sharing the directory cannot step
 //! on each other. It is reached by path as `/proc/self/fd/<n>` when it is hashed and uploaded,
-//! and given a name only when it becomes the object's cache file after its last close.
+//! and given a name only when it becomes the object's cache file after its last close, or the
+//! object itself when a local store on its filesystem takes it in at that close; the file then
+//! refers to the object and gets a fresh spool, so nothing writes the stored bytes again.
 //!
 //! A write file may also stand for a stored object that has not been copied: opening an
 //! existing file without truncating it, or a whole-file `copy_file_range`, starts it as a
@@ -54,9 +56,6 @@ pub const FOLLOW_AFTER: u64 = 8 * 1024 * 1024;
 
 pub struct WriteFile {
     target: Mutex<Target>,
-    file: File,
-    /// `/proc/self/fd/<n>`: the spool reached by path.
-    proc_path: PathBuf,
     /// The current size, readable without waiting for a commit.
     size: AtomicU64,
     /// Mode, owner and times, readable and settable without waiting for a commit.
@@ -91,7 +90,41 @@ impl Times {
     }
 }
 
+/// The spool file and the path it is reached by.
+pub struct Spool {
+    file: File,
+    /// `/proc/self/fd/<n>`: the spool reached by path.
+    path: PathBuf,
+}
+
+impl Spool {
+    fn new(dir: &TrustedDir) -> Result<Spool> {
+        let file = dir.tmpfile().map_err(Error::io(dir.path()))?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok(Spool { file, path })
+    }
+
+    /// The spool as a path, for hashing and uploading.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The store took the spool file as the object (linked it in, where a copy was allowed),
+    /// so it must never be written again.
+    pub fn is_stored(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        // An anonymous file has no link until something links it.
+        self.file.metadata().is_ok_and(|m| m.nlink() > 0)
+    }
+}
+
 pub struct State {
+    /// The file collecting the writes.
+    pub spool: Spool,
     /// Bytes written that the store and manifest do not have yet.
     pub dirty: bool,
     /// The spool has been written from 0 to here, in order, and nothing else: the follower,
@@ -133,14 +166,11 @@ impl WriteFile {
         mode: u32,
         existing: Option<Arc<ObjectMetadata>>,
     ) -> Result<WriteFile> {
-        let file = dir.tmpfile().map_err(Error::io(dir.path()))?;
-        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let spool = Spool::new(dir)?;
         let size = existing.as_ref().map_or(0, |m| m.size);
         crate::metrics::metrics().pending_write(true);
         Ok(WriteFile {
             target: Mutex::new(target),
-            file,
-            proc_path,
             size: AtomicU64::new(size),
             opens: AtomicUsize::new(1),
             committing: Default::default(),
@@ -154,6 +184,7 @@ impl WriteFile {
             }),
             xattrs: Mutex::default(),
             state: tokio::sync::Mutex::new(State {
+                spool,
                 sequential: existing.is_none().then_some(0),
                 follower: None,
                 dirty: existing.is_none(),
@@ -230,15 +261,6 @@ impl WriteFile {
         self.size.load(Ordering::Relaxed)
     }
 
-    /// The spool as a path, for hashing and uploading.
-    pub fn path(&self) -> &Path {
-        &self.proc_path
-    }
-
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
     pub async fn read(&self, offset: u64, size: u32) -> Result<SpoolRead> {
         let st = self.state.lock().await;
         if let Some(m) = &st.reference {
@@ -250,19 +272,20 @@ impl WriteFile {
             return Ok(SpoolRead::Bytes(Bytes::new()));
         }
         let mut buf = vec![0u8; (end - offset) as usize];
-        self.file
+        st.spool
+            .file
             .read_exact_at(&mut buf, offset)
-            .map_err(Error::io(&self.proc_path))?;
+            .map_err(Error::io(&st.spool.path))?;
         Ok(SpoolRead::Bytes(Bytes::from(buf)))
     }
 
     /// Writes at `offset`; the spool must not be a reference (see [`State::reference`]).
     pub fn write_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> Result<()> {
         debug_assert!(st.reference.is_none());
-        let written = self.file.write_all_at(data, offset);
+        let written = st.spool.file.write_all_at(data, offset);
         if let Err(e) = written {
             abandon(st);
-            return Err(Error::io(&self.proc_path)(e));
+            return Err(Error::io(&st.spool.path)(e));
         }
         self.size
             .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
@@ -274,7 +297,12 @@ impl WriteFile {
                 match &st.follower {
                     Some(f) => f.advance(end),
                     None if end >= FOLLOW_AFTER => {
-                        st.follower = self.file.try_clone().ok().map(|f| Follower::start(f, end));
+                        st.follower = st
+                            .spool
+                            .file
+                            .try_clone()
+                            .ok()
+                            .map(|f| Follower::start(f, end));
                     }
                     None => {}
                 }
@@ -302,9 +330,10 @@ impl WriteFile {
     pub fn truncate_locked(&self, st: &mut State, size: u64) -> Result<()> {
         debug_assert!(st.reference.is_none());
         abandon(st);
-        self.file
+        st.spool
+            .file
             .set_len(size)
-            .map_err(Error::io(&self.proc_path))?;
+            .map_err(Error::io(&st.spool.path))?;
         self.size.store(size, Ordering::Relaxed);
         self.touched(st);
         Ok(())
@@ -324,9 +353,21 @@ impl WriteFile {
         st.reference = None;
     }
 
-    /// The spool file itself (to make it the object's cache file once committed).
-    pub fn spool_file(&self) -> &File {
-        &self.file
+    /// The spool became stored object `meta` (see [`Spool::is_stored`]): from now on the file
+    /// is a reference to it, and a fresh spool in `dir` takes any later write (which copies the
+    /// object into it first, as for any reference).
+    pub fn handed_over_locked(
+        &self,
+        st: &mut State,
+        dir: &TrustedDir,
+        meta: Arc<ObjectMetadata>,
+    ) -> Result<()> {
+        debug_assert_eq!(meta.size, self.size());
+        st.spool = Spool::new(dir)?;
+        abandon(st);
+        // Not a change of the file (its times stay): it holds what was committed.
+        st.reference = Some(meta);
+        Ok(())
     }
 }
 

@@ -203,7 +203,12 @@ impl MltrackFs {
 
     /// Commits a handle's written file, for `close()` and `fsync()`.
     fn commit(&self, op: &str, w: Arc<WriteFile>, reply: ReplyEmpty) {
-        match self.changing(self.tree.commit(&w)) {
+        let committed = if op == "close" {
+            self.changing(self.tree.close(&w))
+        } else {
+            self.changing(self.tree.commit(&w))
+        };
+        match committed {
             Ok(()) => reply.ok(),
             Err(e) => {
                 let t = w.target();

@@ -1036,7 +1036,8 @@ impl Runs {
                 let mtime = DateTime::<Utc>::from_timestamp(m.mtime(), m.mtime_nsec() as u32)
                     .unwrap_or_else(Utc::now);
                 let stamp = Stamp::new(mtime, m.mode() & 0o7777);
-                self.store_and_record(run, &path, file, Hashing::Pass(progress), stamp)
+                let body = Body::File(file.clone());
+                self.store_and_record(run, &path, body, Hashing::Pass(progress), stamp)
                     .await
             }
             Source::Hash(h) => {
@@ -1048,26 +1049,40 @@ impl Runs {
         }
     }
 
-    /// Stores the bytes of the local file `file`, uploading them only if absent, and records
-    /// them at `path` of the run with `stamp`'s time, mode and owner: one call from bytes to manifest
-    /// entry, for the mount's commits and the CLI alike. Returns the entry and whether the
-    /// bytes were new.
+    /// Stores the bytes of the local file `body` names (a [`Body::File`], or a [`Body::Adopt`]
+    /// the store may keep as it is), uploading them only if absent, and records them at `path`
+    /// of the run with `stamp`'s time, mode and owner: one call from bytes to manifest entry,
+    /// for the mount's commits and the CLI alike. Returns the entry and whether the bytes were
+    /// new.
     pub async fn store_and_record(
         &self,
         run: &RunId,
         path: &RelPath,
-        file: &std::path::Path,
+        body: Body,
         hashing: Hashing,
         stamp: Stamp,
     ) -> Result<(FileEntry, bool)> {
         let name = Name::parse("name", path.file_name())?;
+        let (file, hand_over) = match &body {
+            Body::Adopt(p) => (p.as_path(), true),
+            Body::File(p) => (p.as_path(), false),
+            Body::Bytes(_) => {
+                return Err(Error::BadRequest(
+                    "store_and_record stores files, not bytes".to_string(),
+                ));
+            }
+        };
         let stored = match hashing {
             Hashing::Digested(digest, size) => {
                 self.data
-                    .put_digested(file, Some(&name), digest, size)
+                    .put_digested(file, Some(&name), digest, size, hand_over)
                     .await?
             }
-            Hashing::Pass(progress) => self.data.put_file(file, Some(&name), progress).await?,
+            Hashing::Pass(progress) => {
+                self.data
+                    .put_path(file, Some(&name), progress, hand_over)
+                    .await?
+            }
         };
         let presence = if stored.new {
             Presence::JustStored

@@ -72,7 +72,7 @@ impl ObjectStore for CountedStore {
     async fn put(&self, key: &str, body: Body, mode: PutMode) -> Result<String> {
         let len = match &body {
             Body::Bytes(b) => b.len() as u64,
-            Body::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+            Body::File(p) | Body::Adopt(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
         };
         let start = Instant::now();
         let r = self.inner.put(key, body, mode).await;

@@ -2,7 +2,9 @@
 //!
 //! A key is a file under the root (`<root>/data/a3/<hash>/data.parquet`), so any tool can read
 //! the store directly. Every write is atomic: the bytes go to a temporary file in
-//! `<root>/.tmp/`, are fsynced, and are then linked or renamed into place. Conditional writes
+//! `<root>/.tmp/`, are fsynced, and are then linked or renamed into place (a handed-over
+//! anonymous file on the same filesystem, a mount's spool at its last close, is linked into
+//! `.tmp` itself instead of copied). Conditional writes
 //! are safe between processes on one machine: create uses `link(2)`, which fails if the target
 //! exists; update and delete hold an `flock` on a per-key lock file in `<root>/.locks/` while
 //! they compare the ETag and rename. The ETag is the file's inode, size and modification time,
@@ -147,10 +149,20 @@ impl Inner {
         let (dir, name) = split(key)?;
         let io = |op: &'static str| io_err(op, key);
         let tmp = self.tmp_name();
-        let written = self
-            .tmp
-            .open_file(&tmp, Open::CreateNew)
-            .and_then(|mut out| write_body(&mut out, &body));
+        let copy = || {
+            self.tmp
+                .open_file(&tmp, Open::CreateNew)
+                .and_then(|mut out| write_body(&mut out, &body))
+        };
+        let written = match &body {
+            Body::Adopt(src) => self.take_in(&tmp, src).or_else(|e| {
+                // Another filesystem, most often: copied instead.
+                tracing::debug!(key, error = %e, "the handed-over file is copied");
+                let _ = self.tmp.remove_file(&tmp);
+                copy()
+            }),
+            _ => copy(),
+        };
         // The ETag is the new file's own: a rename or link keeps its inode, size and mtime, so
         // it is known without looking the key up again (where a concurrent delete may already
         // have removed it).
@@ -203,6 +215,17 @@ impl Inner {
         let d = result?;
         d.sync().map_err(io("fsync directory"))?;
         Ok(new_etag)
+    }
+
+    /// Takes the handed-over anonymous file `src` in as temporary file `tmp`: linked (which
+    /// fails at once on another filesystem) and synced, the same inode, no byte copied.
+    /// Returns its ETag.
+    fn take_in(&self, tmp: &str, src: &Path) -> io::Result<String> {
+        let file = File::open(src)?;
+        self.tmp.name_anonymous(&file, tmp)?;
+        file.sync_all()?;
+        let m = file.metadata()?;
+        Ok(etag(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
     }
 
     fn list_blocking(&self, prefix: &str, delimited: bool) -> Result<ListPage> {
@@ -317,7 +340,7 @@ impl Inner {
 fn write_body(out: &mut File, body: &Body) -> io::Result<String> {
     match body {
         Body::Bytes(b) => out.write_all(b)?,
-        Body::File(src) => {
+        Body::File(src) | Body::Adopt(src) => {
             let mut input = File::open(src)?;
             io::copy(&mut input, out)?;
         }

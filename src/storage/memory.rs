@@ -84,17 +84,13 @@ impl ObjectStore for MemoryStore {
         check_key(key)?;
         let data = match body {
             Body::Bytes(b) => b,
-            Body::File(p) => {
-                Bytes::from(
-                    tokio::fs::read(&p)
-                        .await
-                        .map_err(|source| StorageError::Io {
-                            op: "read",
-                            key: key.to_string(),
-                            source,
-                        })?,
-                )
-            }
+            Body::File(p) | Body::Adopt(p) => Bytes::from(tokio::fs::read(&p).await.map_err(
+                |source| StorageError::Io {
+                    op: "read",
+                    key: key.to_string(),
+                    source,
+                },
+            )?),
         };
         let mut state = self.lock();
         match (&mode, state.objects.get(key)) {

@@ -45,6 +45,10 @@ pub enum PutMode {
 pub enum Body {
     Bytes(Bytes),
     File(PathBuf),
+    /// A local file handed over: its owner never writes it again, so a store on its
+    /// filesystem may take the file itself (a link) instead of a copy; any other store
+    /// reads it as a `File`.
+    Adopt(PathBuf),
 }
 
 /// What a head or a list says about one object.

@@ -562,7 +562,7 @@ impl S3Store {
                 ByteStream::from(b.clone()),
                 crc32c_base64(crc32c::crc32c(b)),
             ),
-            Body::File(path) => {
+            Body::File(path) | Body::Adopt(path) => {
                 let size = tokio::fs::metadata(path)
                     .await
                     .map_err(|source| StorageError::Io {

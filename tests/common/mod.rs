@@ -289,6 +289,11 @@ impl Mount {
         self.dir.join(rel)
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Sends the daemon SIGKILL, as a crash would, while others may still use the mount's
     /// paths; `kill` afterwards reaps it and detaches the dead mount.
     pub fn crash(&self) {
