@@ -292,13 +292,13 @@ impl DataStore {
         hand_over: bool,
     ) -> Result<Stored> {
         let size = before.1;
+        let small = size <= UPLOAD_WITH_THE_CHECK;
         // Small data on a remote store goes out with the dedup check rather than after it
         // (create-if-absent: a stored object is not written again where the server honours
         // the condition), while the last small file stored here was new: one round trip less
         // a close of new data, one refused PUT each time stored data follows new data.
-        let early = self.store.is_remote()
-            && size <= UPLOAD_WITH_THE_CHECK
-            && self.small_data_was_new.load(Ordering::Relaxed);
+        let early =
+            small && self.store.is_remote() && self.small_data_was_new.load(Ordering::Relaxed);
         let (found, described, sent) = if early {
             let meta = describe(path, name, digest, size).await?;
             let key = meta.data_key();
@@ -310,7 +310,7 @@ impl DataStore {
         } else {
             (self.already_stored(&digest).await?, None, None)
         };
-        if size <= UPLOAD_WITH_THE_CHECK {
+        if small {
             self.small_data_was_new
                 .store(found.is_none(), Ordering::Relaxed);
         }

@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::ids::Digest;
 use crate::runs::Hashing;
 use crate::runs::manifest::{LinkEntry, Stamp};
-use crate::storage::Body;
 
 pub(super) fn noop() -> crate::cas::Progress {
     Arc::new(|_| {})
@@ -308,14 +307,9 @@ impl Tree {
                     Some((digest, size)) => Hashing::Digested(digest, size),
                     None => Hashing::Pass(noop()),
                 };
-                let spool = st.spool.path().to_path_buf();
-                let body = if hand_over {
-                    Body::Adopt(spool)
-                } else {
-                    Body::File(spool)
-                };
+                let (run, path, spool) = (&target.run, &target.path, st.spool.path());
                 self.runs
-                    .store_and_record(&target.run, &target.path, body, hashing, file.stamp())
+                    .store_and_record(run, path, spool, hand_over, hashing, file.stamp())
                     .await?
                     .0
             }

@@ -201,12 +201,12 @@ impl MltrackFs {
         done
     }
 
-    /// Commits a handle's written file, for `close()` and `fsync()`.
-    fn commit(&self, op: &str, w: Arc<WriteFile>, reply: ReplyEmpty) {
-        let committed = if op == "close" {
-            self.changing(self.tree.close(&w))
+    /// Commits a handle's written file, for `close()` (`closing`) and `fsync()`.
+    fn commit(&self, closing: bool, w: Arc<WriteFile>, reply: ReplyEmpty) {
+        let (op, committed) = if closing {
+            ("close", self.changing(self.tree.close(&w)))
         } else {
-            self.changing(self.tree.commit(&w))
+            ("fsync", self.changing(self.tree.commit(&w)))
         };
         match committed {
             Ok(()) => reply.ok(),
@@ -511,12 +511,12 @@ impl Filesystem for MltrackFs {
                 "close by a process that neither opened nor wrote the file: not committed");
             return reply.ok();
         }
-        self.commit("close", w, reply);
+        self.commit(true, w, reply);
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _data: bool, reply: ReplyEmpty) {
         match self.handle(fh).and_then(|h| h.write.clone()) {
-            Some(w) => self.commit("fsync", w, reply),
+            Some(w) => self.commit(false, w, reply),
             None => reply.ok(),
         }
     }

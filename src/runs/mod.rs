@@ -1036,8 +1036,8 @@ impl Runs {
                 let mtime = DateTime::<Utc>::from_timestamp(m.mtime(), m.mtime_nsec() as u32)
                     .unwrap_or_else(Utc::now);
                 let stamp = Stamp::new(mtime, m.mode() & 0o7777);
-                let body = Body::File(file.clone());
-                self.store_and_record(run, &path, body, Hashing::Pass(progress), stamp)
+                let hashing = Hashing::Pass(progress);
+                self.store_and_record(run, &path, file, false, hashing, stamp)
                     .await
             }
             Source::Hash(h) => {
@@ -1049,29 +1049,21 @@ impl Runs {
         }
     }
 
-    /// Stores the bytes of the local file `body` names (a [`Body::File`], or a [`Body::Adopt`]
-    /// the store may keep as it is), uploading them only if absent, and records them at `path`
-    /// of the run with `stamp`'s time, mode and owner: one call from bytes to manifest entry,
-    /// for the mount's commits and the CLI alike. Returns the entry and whether the bytes were
-    /// new.
+    /// Stores the bytes of the local file `file`, uploading them only if absent, and records
+    /// them at `path` of the run with `stamp`'s time, mode and owner: one call from bytes to
+    /// manifest entry, for the mount's commits and the CLI alike. `hand_over`: the caller never
+    /// writes the file again, and the store may keep it as it is
+    /// ([`DataStore::put_path`]). Returns the entry and whether the bytes were new.
     pub async fn store_and_record(
         &self,
         run: &RunId,
         path: &RelPath,
-        body: Body,
+        file: &std::path::Path,
+        hand_over: bool,
         hashing: Hashing,
         stamp: Stamp,
     ) -> Result<(FileEntry, bool)> {
         let name = Name::parse("name", path.file_name())?;
-        let (file, hand_over) = match &body {
-            Body::Adopt(p) => (p.as_path(), true),
-            Body::File(p) => (p.as_path(), false),
-            Body::Bytes(_) => {
-                return Err(Error::BadRequest(
-                    "store_and_record stores files, not bytes".to_string(),
-                ));
-            }
-        };
         let stored = match hashing {
             Hashing::Digested(digest, size) => {
                 self.data
