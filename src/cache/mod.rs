@@ -638,9 +638,9 @@ pub fn drop_block_file(dir: &CacheDir, h: &Digest, block: u64, size: u64) -> io:
 pub fn read_block_verified(file: &File, meta: &ObjectMetadata, block: u64) -> Option<Vec<u8>> {
     let expected = meta.block_hashes.get(usize::try_from(block).ok()?)?;
     let range = meta.block_range(block);
-    let mut buf = vec![0u8; (range.end - range.start) as usize];
-    file.read_exact_at(&mut buf, range.start).ok()?;
-    (hashing::block_digest(meta.chunk_size, &buf) == *expected).then_some(buf)
+    let len = usize::try_from(range.end - range.start).ok()?;
+    let (buf, digest) = hashing::read_block(file, range.start, len, meta.chunk_size).ok()?;
+    (digest == *expected).then_some(buf)
 }
 
 /// The block cache keeps copies of `metadata.json` (`<cache-dir>/metadata/`, a few hundred

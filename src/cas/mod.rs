@@ -212,7 +212,7 @@ impl DataStore {
         let owned = path.to_path_buf();
         let hash = blocking(move || {
             let file = std::fs::File::open(&owned).map_err(Error::io(&owned))?;
-            hashing::hash_reader(file, |n| progress(n)).map_err(Error::io(&owned))
+            hashing::hash_file(&file, |n| progress(n)).map_err(Error::io(&owned))
         })
         .await?;
         if hash.size != before.1 {
