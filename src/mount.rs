@@ -75,6 +75,7 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         None => None,
     };
     let runs = runs.caching(opts.refresh, conditional);
+    runs.data().honours_create_if_absent(conditional);
     // Folds the manifest logs of the runs this mount writes, seconds after their last change.
     let compactor = tokio::spawn({
         let runs = runs.clone();

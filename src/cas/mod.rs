@@ -74,6 +74,10 @@ pub struct DataStore {
     /// The last small file stored through this store (and its clones) was new data: the next
     /// is uploaded beside its dedup check.
     small_data_was_new: Arc<AtomicBool>,
+    /// The server refuses a second create-if-absent PUT of a key (probed by the mount): a
+    /// small new file's create then says by itself that nothing was stored under its key, and
+    /// needs no dedup check beside it.
+    create_is_honoured: Arc<AtomicBool>,
 }
 
 impl DataStore {
@@ -83,7 +87,14 @@ impl DataStore {
             described: None,
             listings: None,
             small_data_was_new: Arc::new(AtomicBool::new(true)),
+            create_is_honoured: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Says whether the server refuses a second create-if-absent PUT of one key, as the mount
+    /// probes at start-up (for this store and its clones).
+    pub fn honours_create_if_absent(&self, honoured: bool) {
+        self.create_is_honoured.store(honoured, Ordering::Relaxed);
     }
 
     /// Keeps the metadata this process reads and stores (see [`described`]), and has `keeper`
@@ -296,7 +307,11 @@ impl DataStore {
         // Small data on a remote store goes out with the dedup check rather than after it
         // (create-if-absent: a stored object is not written again where the server honours
         // the condition), while the last small file stored here was new: one round trip less
-        // a close of new data, one refused PUT each time stored data follows new data.
+        // a close of new data, one refused PUT each time stored data follows new data. Where
+        // the server is known to honour the condition, a create that succeeds needs no check
+        // at all: nothing was stored under the key (an object stored under another format is
+        // found by `metadata.json`'s own create-if-absent below). docs/STORE.md, "Order of
+        // writes".
         let early =
             small && self.store.is_remote() && self.small_data_was_new.load(Ordering::Relaxed);
         let (found, described, sent) = if early {
@@ -305,8 +320,20 @@ impl DataStore {
             let upload = self
                 .store
                 .put(&key, Body::File(path.to_path_buf()), PutMode::Create);
-            let (found, sent) = futures::future::join(self.already_stored(&digest), upload).await;
-            (found?, Some(meta), Some(sent))
+            if self.create_is_honoured.load(Ordering::Relaxed) {
+                match upload.await {
+                    Ok(sent) => (None, Some(meta), Some(Ok(sent))),
+                    Err(e) => (
+                        self.already_stored(&digest).await?,
+                        Some(meta),
+                        Some(Err(e)),
+                    ),
+                }
+            } else {
+                let (found, sent) =
+                    futures::future::join(self.already_stored(&digest), upload).await;
+                (found?, Some(meta), Some(sent))
+            }
         } else {
             (self.already_stored(&digest).await?, None, None)
         };
@@ -377,6 +404,13 @@ impl DataStore {
                 .await?;
         }
         let stored = self.commit_metadata(meta).await?;
+        if !stored.new && stored.meta.data_key() != data_key {
+            // Stored meanwhile, or before, under another format: its bytes are the object,
+            // and ours under the other name would be a stray.
+            if let Err(e) = self.store.delete(&data_key).await {
+                tracing::warn!(key = %data_key, error = %e, "could not remove a second copy of stored data");
+            }
+        }
         self.remember(&stored.meta);
         // A new object is listed at once under `data/` by the mount that stored it.
         if let Some(l) = &self.listings {
