@@ -568,6 +568,7 @@ def write_cases(tools, work, size, repeat, add):
     label = label_of(size)
     server, mlt = tools.server, tools.mlt
     data = os.path.join(work, "data.bin")
+    make_file(data, size)  # made by the cli group already, unless `--only` left it out
     dst = os.path.join(work, "cp-dst.bin")
     cp_local = median_time(repeat, ["sh", "-c", f"cp {data} {dst} && sync {dst}"],
                            setup=lambda: os.path.exists(dst) and os.remove(dst))
@@ -591,7 +592,11 @@ def write_cases(tools, work, size, repeat, add):
                 runs = os.path.join(mnt, "runs", "by_project", "bench")
                 for r in ("a", "b", "c"):
                     os.makedirs(os.path.join(runs, r))
+                # Each copy starts with the writeback of the one before it done, as its limit
+                # (measured alone) does (docs/PERFORMANCE.md, "Fresh page-cache pages").
+                sh(["sync"])
                 times.append(timed(["cp", data, f"{runs}/a/outputs/new.bin"]))
+                sh(["sync"])
                 dup_times.append(timed(["cp", data, f"{runs}/b/inputs/again.bin"]))
                 h = sh(["getfattr", "--only-values", "-n", "user.mltrack.sha256",
                         f"{runs}/a/outputs/new.bin"], capture=True).stdout.strip()
@@ -610,7 +615,9 @@ def write_cases(tools, work, size, repeat, add):
             for i in range(repeat):
                 d = tools.s3fs(mnt, f"s3fs-w{i}")
                 try:
+                    sh(["sync"])
                     news["s3fs"].append(timed(["cp", data, f"{mnt}/new.bin"]))
+                    sh(["sync"])
                     dups["s3fs"].append(timed(["cp", data, f"{mnt}/again.bin"]))
                 finally:
                     d.stop()
@@ -620,6 +627,7 @@ def write_cases(tools, work, size, repeat, add):
                     for name, out in (("new", news), ("again", dups)):
                         key = f"rclone-w{i}/{name}.bin"
                         os.makedirs(os.path.dirname(f"{mnt}/{key}"), exist_ok=True)
+                        sh(["sync"])
                         start = time.perf_counter()
                         sh(["cp", data, f"{mnt}/{key}"])
                         tools.wait_for_object(key, size)
