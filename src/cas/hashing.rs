@@ -70,8 +70,9 @@ pub const PIECE: usize = CHUNK_SIZE as usize;
 struct BlockHasher {
     roots: Vec<Digest>,
     chunks: Vec<Digest>,
-    /// The digest of the current block's chunk digests so far, and the block's bytes so far.
+    /// The digest of the current block's chunk digests so far.
     root: Hasher,
+    /// The bytes of the current block so far.
     in_block: u64,
     /// The plain digest of the first block, while the input is shorter than a block.
     plain: Option<Hasher>,
