@@ -1,6 +1,7 @@
-//! Stored once: a second copy of stored bytes uploads nothing, a whole-file copy from stored
-//! data moves no bytes, and a file just written reads back without a GET (counted at the S3
-//! server).
+//! Stored once: a second copy of stored bytes uploads nothing and needs no spool space, a
+//! copy that parts from stored bytes anywhere reads back as written, a whole-file copy from
+//! stored data moves no bytes, and a file just written reads back without a GET (counted at
+//! the S3 server).
 
 mod common;
 
@@ -100,6 +101,215 @@ fn whole_file_copy_of_stored_data_moves_no_bytes(kind: Kind) {
     );
 }
 
+const MIB: usize = 1024 * 1024;
+
+/// `cp FROM TO`, as a user runs it.
+fn cp(t: &TestStore, from: &std::path::Path, to: &std::path::Path) {
+    sh(
+        &format!("cp {} {}", path_str(from), path_str(to)),
+        t.dir.path(),
+    );
+}
+
+/// Makes runs `runs/by_project/p/<name>`.
+fn make_runs(m: &common::Mount, names: &[&str]) {
+    for run in names {
+        std::fs::create_dir(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
+    }
+}
+
+/// Waits until the mount has released its written files and, on S3, its cache holds `bytes`
+/// (a written file's spool becomes the object's cache file at its release).
+fn settle(t: &TestStore, m: &common::Mount, kind: Kind, bytes: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = t.json(&["status", path_str(&m.dir)]);
+        let released = s["pending_writes"].as_array().is_some_and(Vec::is_empty);
+        let cached = s["cache"]["used_bytes"].as_u64().unwrap_or(0) >= bytes;
+        if released && (kind == Kind::Local || cached) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mount did not settle: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn a_copy_of_stored_data_needs_no_spool_space(kind: Kind) {
+    let t = TestStore::new(kind);
+    // Room for the object's cache file and a few MiB of spool, not for a second copy.
+    let cache = Tmpfs::new(t.dir.path().join("small-disk"), "40m");
+    let m = t.mount(&cache.0.join("cache"), &[]);
+    let data = bytes(41, 24 * MIB + 5);
+    let f = t.file("dataset.bin", &data);
+    make_runs(&m, &["r1", "r2", "r3"]);
+    let copy_into = |run: &str| {
+        let dest = m.path(&format!("runs/by_project/p/{run}/inputs/dataset.bin"));
+        cp(&t, &f, &dest);
+        dest
+    };
+    copy_into("r1");
+    settle(&t, &m, kind, data.len() as u64);
+    // A spool for each copy would not fit beside the cache file: these are checked against
+    // the stored object as they are written, not spooled.
+    for run in ["r2", "r3"] {
+        let dest = copy_into(run);
+        assert_eq!(std::fs::read(&dest).expect("read the copy"), data);
+        assert_eq!(
+            manifest_files(&t, run)["inputs/dataset.bin"]["hash"],
+            sha256_hex(&data)
+        );
+    }
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
+fn copies_that_part_from_stored_data_read_back_as_written(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &["--log-level", "debug"]);
+    let stored = bytes(43, 20 * MIB + 333);
+    let f = t.file("stored.bin", &stored);
+    make_runs(&m, &["first", "copies"]);
+    let dest = |name: &str| m.path(&format!("runs/by_project/p/copies/outputs/{name}"));
+    cp(&t, &f, &m.path("runs/by_project/p/first/inputs/"));
+    settle(&t, &m, kind, stored.len() as u64);
+    let mut expected: Vec<(&str, Vec<u8>)> = Vec::new();
+    // Copies with `cp`: the same bytes, one byte changed past the point where the copy is
+    // recognised, in the last (short) block, a prefix, and the bytes with more after them.
+    let mut changed = stored.clone();
+    changed[15 * MIB + 3] ^= 0x40;
+    let mut last = stored.clone();
+    *last.last_mut().expect("bytes") ^= 1;
+    let longer = [stored.as_slice(), b"and then some"].concat();
+    for (name, bytes) in [
+        ("same.bin", stored.clone()),
+        ("changed.bin", changed),
+        ("last.bin", last),
+        ("prefix.bin", stored[..13 * MIB + 5].to_vec()),
+        ("longer.bin", longer),
+    ] {
+        let src = t.file(name, &bytes);
+        cp(&t, &src, &dest(name));
+        expected.push((name, bytes));
+    }
+    // A writer that, in the middle of a copy, reads back across the verified part and what
+    // follows it, writes over an earlier place, and truncates.
+    let script = format!(
+        r#"
+import os
+src = open({src:?}, "rb").read()
+MIB = 1 << 20
+with open({out:?}, "w+b", buffering=0) as f:
+    f.write(src[:12 * MIB + 500])
+    f.seek(11 * MIB)
+    assert f.read(MIB + 200) == src[11 * MIB:12 * MIB + 200], "read back while matching"
+    f.seek(12 * MIB + 500)
+    f.write(src[12 * MIB + 500:16 * MIB])
+    f.seek(10 * MIB)
+    f.write(b"patched")
+    f.seek(16 * MIB)
+    f.write(src[16 * MIB:])
+with open({cut:?}, "wb", buffering=0) as f:
+    f.write(src[:12 * MIB + 7])
+    f.truncate(9 * MIB + 1)
+    f.seek(9 * MIB + 1)
+    f.write(b"end")
+"#,
+        src = path_str(&f),
+        out = path_str(&dest("patched.bin")),
+        cut = path_str(&dest("cut.bin")),
+    );
+    common::python(&script);
+    let mut patched = stored.clone();
+    patched[10 * MIB..10 * MIB + 7].copy_from_slice(b"patched");
+    expected.push(("patched.bin", patched));
+    expected.push((
+        "cut.bin",
+        [&stored[..9 * MIB + 1], b"end".as_slice()].concat(),
+    ));
+    let files = manifest_files(&t, "copies");
+    // Each was taken for a copy of the stored object, and all but the first parted from it
+    // (the mount's debug log says so), so each way of ending a match was taken.
+    let log = std::fs::read_to_string(t.dir.path().join("mount.log")).expect("mount log");
+    assert_eq!(log.matches("matching it").count(), expected.len(), "{log}");
+    assert_eq!(
+        log.matches("parts from the stored object").count(),
+        expected.len() - 1
+    );
+    for (name, bytes) in &expected {
+        let read = std::fs::read(dest(name)).expect("read back");
+        assert!(read == *bytes, "{name} reads back as written");
+        assert_eq!(
+            files[format!("outputs/{name}")]["hash"],
+            sha256_hex(bytes),
+            "{name}"
+        );
+    }
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+    let again = t.mount(&t.dir.path().join("cache2"), &[]);
+    for (name, bytes) in &expected {
+        let path = again.path(&format!("runs/by_project/p/copies/outputs/{name}"));
+        assert!(
+            std::fs::read(path).expect("read") == *bytes,
+            "{name} on a new mount"
+        );
+    }
+}
+
+fn a_copy_of_data_removed_from_the_store_meanwhile_is_stored_again(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &["--log-level", "debug"]);
+    let data = bytes(47, 16 * MIB + 1);
+    let f = t.file("dataset.bin", &data);
+    make_runs(&m, &["r1", "r2"]);
+    let dest = |run: &str| m.path(&format!("runs/by_project/p/{run}/inputs/dataset.bin"));
+    cp(&t, &f, &dest("r1"));
+    settle(&t, &m, kind, data.len() as u64);
+    // The object leaves the store (as `mltrack gc` would remove it once unreferenced) while
+    // the mount still knows it: a copy of it is recognised, and only its close finds it gone.
+    std::fs::remove_file(dest("r1")).expect("rm the first copy");
+    for key in t.keys().into_iter().filter(|k| k.starts_with("data/")) {
+        t.delete(&key);
+    }
+    let copy = format!("cp {} {}", path_str(&f), path_str(&dest("r2")));
+    if kind == Kind::Local {
+        // The local store's object was the node's only copy of those bytes: the close fails
+        // (nothing is recorded), and the copy made again is spooled and stored.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &copy])
+            .output()
+            .expect("cp");
+        assert!(
+            !out.status.success(),
+            "the close of a copy whose object is gone fails"
+        );
+        assert!(manifest_files(&t, "r2").get("inputs/dataset.bin").is_none());
+    }
+    // On S3 the cache still holds the object's bytes, and they are stored again from there.
+    sh(&copy, t.dir.path());
+    assert_eq!(std::fs::read(dest("r2")).expect("read the copy"), data);
+    assert_eq!(
+        manifest_files(&t, "r2")["inputs/dataset.bin"]["hash"],
+        sha256_hex(&data)
+    );
+    // The copy was taken for the object, and parted from it at its close (the debug log).
+    let log = std::fs::read_to_string(t.dir.path().join("mount.log")).expect("mount log");
+    assert_eq!(log.matches("matching it").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("parts from the stored object").count(),
+        1,
+        "{log}"
+    );
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
 #[test]
 fn a_written_file_reads_back_without_a_get() {
     let t = TestStore::new(Kind::S3);
@@ -122,5 +332,8 @@ fn a_written_file_reads_back_without_a_get() {
 
 both_backends!(
     second_copy_uploads_nothing,
+    a_copy_of_stored_data_needs_no_spool_space,
+    copies_that_part_from_stored_data_read_back_as_written,
+    a_copy_of_data_removed_from_the_store_meanwhile_is_stored_again,
     whole_file_copy_of_stored_data_moves_no_bytes,
 );

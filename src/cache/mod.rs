@@ -349,6 +349,13 @@ impl BlockCache {
             .sum()
     }
 
+    /// Whether every block of the object is indexed (without reading, verifying or touching
+    /// any of them).
+    pub fn holds_whole(&self, meta: &ObjectMetadata) -> bool {
+        let state = self.lock();
+        (0..meta.block_hashes.len() as u64).all(|b| state.lru.peek(&(meta.hash, b)).is_some())
+    }
+
     /// Whether every block of the object is cached.
     fn is_complete(&self, meta: &ObjectMetadata) -> bool {
         let mut state = self.lock();

@@ -2,6 +2,11 @@
 //! face asks `cas` for it and reads each `metadata.json` once: it never changes, so a copy is
 //! never stale. A [`MetadataKeeper`] (the node's block cache) keeps copies across restarts.
 //!
+//! It also finds objects by their first block ([`MetadataCache::starting_with`]): a large file
+//! being written whose first blocks are those of an object described here is most likely a
+//! copy of it, and the mount then verifies the rest against the object's block digests instead
+//! of spooling it (docs/MOUNT.md, "Copies of stored data are not spooled").
+//!
 //! What it does not do: decide what a missing or unreadable `metadata.json` means; that is
 //! [`super::DataStore::described`].
 
@@ -10,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::hashing::{BLOCK_SIZE, CHUNK_SIZE};
 use super::metadata::ObjectMetadata;
 use crate::ids::Digest;
 
@@ -27,6 +33,10 @@ pub trait MetadataKeeper: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct MetadataCache {
     map: Mutex<HashMap<Digest, Described>>,
+    /// The objects of more than one block, hashed in [`CHUNK_SIZE`] chunks of
+    /// [`BLOCK_SIZE`] blocks (what mltrack writes), by their first block's digest: the last
+    /// described wins where several start alike.
+    starts: Mutex<HashMap<Digest, Digest>>,
     keeper: Option<Arc<dyn MetadataKeeper>>,
 }
 
@@ -34,12 +44,41 @@ impl MetadataCache {
     pub fn new(keeper: Option<Arc<dyn MetadataKeeper>>) -> MetadataCache {
         MetadataCache {
             map: Mutex::new(HashMap::new()),
+            starts: Mutex::default(),
             keeper,
         }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<Digest, Described>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn starts(&self) -> MutexGuard<'_, HashMap<Digest, Digest>> {
+        self.starts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, d: &Described) {
+        let m = &d.0;
+        self.map().insert(m.hash, d.clone());
+        if m.size > m.block_size
+            && m.block_size == BLOCK_SIZE
+            && m.chunk_size == Some(CHUNK_SIZE)
+            && let Some(first) = m.block_hashes.first()
+        {
+            self.starts().insert(*first, m.hash);
+        }
+    }
+
+    /// A described object of more than one block whose first block has digest `first` (as
+    /// [`super::hashing::block_digest`] computes it with [`CHUNK_SIZE`] chunks), if any.
+    pub fn starting_with(&self, first: &Digest) -> Option<Described> {
+        let h = *self.starts().get(first)?;
+        self.map().get(&h).cloned()
+    }
+
+    /// Stops offering object `h` by its first block (its bytes could not be read).
+    pub fn forget_start(&self, h: &Digest) {
+        self.starts().retain(|_, object| object != h);
     }
 
     /// What this process has, or the keeper kept.
@@ -50,7 +89,7 @@ impl MetadataCache {
         let bytes = self.keeper.as_ref()?.kept(h)?;
         let meta = ObjectMetadata::parse(h, &bytes).ok()?;
         let d = Arc::new((meta, Bytes::from(bytes)));
-        self.map().insert(*h, d.clone());
+        self.insert(&d);
         Some(d)
     }
 
@@ -59,9 +98,8 @@ impl MetadataCache {
         if let Some(k) = &self.keeper {
             k.keep(&meta.hash, &json);
         }
-        let h = meta.hash;
         let d = Arc::new((meta, json));
-        self.map().insert(h, d.clone());
+        self.insert(&d);
         d
     }
 }

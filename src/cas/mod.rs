@@ -163,6 +163,19 @@ impl DataStore {
         self.described.is_some()
     }
 
+    /// Stops offering object `h` by its first block (see [`Self::described_starting_with`]).
+    pub fn forget_start(&self, h: &Digest) {
+        if let Some(c) = &self.described {
+            c.forget_start(h);
+        }
+    }
+
+    /// An object this process has read or stored whose first block has digest `first`, if
+    /// it keeps metadata (see [`described`]).
+    pub fn described_starting_with(&self, first: &Digest) -> Option<Described> {
+        self.described.as_ref()?.starting_with(first)
+    }
+
     /// The object's metadata as a reader sees it: remembered, kept on the node, or read;
     /// `None` if the object is not (completely) stored, and also if its `metadata.json` does
     /// not parse or describes other bytes (skipped with a warning, never served).

@@ -7,12 +7,15 @@
 //! a later `close()` or `fsync()` tries again.
 
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::changes::{join, run_dir};
+use super::matching::Matcher;
 use super::spool::{State, Target, WriteFile};
 use super::{Attr, Content, Kind, Owner, Tree, lock};
+use crate::cas::hashing;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
 use crate::ids::Digest;
@@ -210,11 +213,104 @@ impl Tree {
     pub async fn write(&self, file: &WriteFile, offset: u64, data: &[u8]) -> Result<()> {
         let mut st = file.state.lock().await;
         self.materialize(file, &mut st).await?;
-        file.write_locked(&mut st, offset, data)
+        if st.matching.is_some() {
+            if file.match_locked(&mut st, offset, data) {
+                return Ok(());
+            }
+            self.unmatch(&mut st).await?;
+        }
+        if file.write_locked(&mut st, offset, data)? {
+            self.try_match(file, &mut st).await;
+        }
+        Ok(())
+    }
+
+    /// Takes a file written in order that just passed `spool::FOLLOW_AFTER` for a copy of
+    /// stored data, if its first blocks are those of an object this mount knows whose bytes
+    /// are on the node (in the cache whole, or in a local store): its later writes are then
+    /// checked against the object instead of being spooled (see [`super::matching`]). Only
+    /// objects on the node, so that ending a match late costs a local copy, not a download.
+    async fn try_match(&self, file: &WriteFile, st: &mut State) {
+        let Ok(spool) = st.spool.file().try_clone() else {
+            return;
+        };
+        let data = self.data().clone();
+        let cache = self.cache.clone();
+        let end = file.size();
+        let found = tokio::task::spawn_blocking(move || {
+            let block = hashing::BLOCK_SIZE;
+            let (_, first) =
+                hashing::read_block(&spool, 0, block as usize, Some(hashing::CHUNK_SIZE)).ok()?;
+            let described = data.described_starting_with(&first)?;
+            let meta = &described.0;
+            let on_node = !data.backend().is_remote() || cache.is_some_and(|c| c.holds_whole(meta));
+            if meta.size < end || !on_node {
+                return None;
+            }
+            let whole = end / block;
+            for b in 1..whole {
+                let (_, digest) =
+                    hashing::read_block(&spool, b * block, block as usize, meta.chunk_size).ok()?;
+                if meta.block_hashes.get(b as usize) != Some(&digest) {
+                    return None;
+                }
+            }
+            let mut rest = vec![0u8; (end - whole * block) as usize];
+            spool.read_exact_at(&mut rest, whole * block).ok()?;
+            Matcher::new(Arc::new(meta.clone()), whole * block, &rest)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(m) = found {
+            tracing::debug!(hash = %m.meta().hash, "a file being written starts as a stored object; matching it");
+            file.matched_locked(st, m);
+        }
+    }
+
+    /// Ends a match (see [`super::matching`]): the spool gets the bytes written since the
+    /// last verified block, kept in memory, and before them the verified bytes from the object
+    /// (the cache's verified blocks, else the store's), and the file goes on as any file
+    /// written out of order. If the object cannot be read, the match stays (stopped) and the
+    /// error is returned; ending it again starts over.
+    pub(super) async fn unmatch(&self, st: &mut State) -> Result<()> {
+        let State {
+            matching, spool, ..
+        } = st;
+        let Some(m) = matching else {
+            return Ok(());
+        };
+        let verified = m.stop();
+        let (meta, path, out) = (m.meta().clone(), spool.path().to_path_buf(), spool.file());
+        tracing::debug!(hash = %meta.hash, verified, written = m.end(), "a file being written parts from the stored object it matched; spooling it");
+        for (at, piece) in m.pieces() {
+            out.write_all_at(piece, at).map_err(Error::io(&path))?;
+        }
+        for b in m.spooled() / meta.block_size..verified / meta.block_size {
+            let cached = self.cache.as_ref().and_then(|c| c.get(&meta, b));
+            let bytes = match cached {
+                Some(bytes) => bytes,
+                None => match self.data().read_blocks(&meta, b..b + 1).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        // Not offered again: a copy written again is spooled from the start.
+                        self.data().forget_start(&meta.hash);
+                        tracing::error!(hash = %meta.hash, error = %e, "a file being written matched a stored object whose bytes can no longer be read; its close fails");
+                        return Err(e);
+                    }
+                },
+            };
+            let at = meta.block_range(b).start;
+            out.write_all_at(&bytes, at).map_err(Error::io(&path))?;
+        }
+        out.set_len(m.end()).map_err(Error::io(&path))?;
+        st.matching = None;
+        Ok(())
     }
 
     pub async fn truncate(&self, file: &WriteFile, size: u64) -> Result<()> {
         let mut st = file.state.lock().await;
+        self.unmatch(&mut st).await?;
         if size == file.size() && !st.dirty {
             return Ok(());
         }
@@ -292,6 +388,35 @@ impl Tree {
         hand_over: bool,
     ) -> Result<()> {
         let target = file.target();
+        if let Some(m) = &mut st.matching {
+            if !m.finish() {
+                self.unmatch(st).await?;
+            } else {
+                // A copy of the object, every block verified: a reference to it, unless the
+                // object left the store meanwhile (`mltrack gc`): then its bytes are spooled
+                // from the node's copy and stored again.
+                let meta = m.meta().clone();
+                let recorded = self
+                    .runs
+                    .record_object(&target.run, &target.path, &meta, file.stamp())
+                    .await;
+                match recorded {
+                    Ok(entry) => {
+                        st.matching = None;
+                        st.reference = Some(meta);
+                        tracing::debug!(run = %target.run, path = %target.path, hash = %entry.hash, "committed a copy of stored data");
+                        st.dirty = false;
+                        st.committed = Some(entry);
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == crate::error::Kind::NotFound => {
+                        self.data().forget_start(&meta.hash);
+                        self.unmatch(st).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         if st.reference.as_ref().is_some_and(|m| m.size != file.size()) {
             // Part of an object: its bytes are copied and stored as new data.
             self.materialize(file, st).await?;

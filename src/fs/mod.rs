@@ -20,6 +20,7 @@ mod changes;
 mod directories;
 mod files;
 mod inodes;
+mod matching;
 mod moves;
 mod namespace;
 mod pending;

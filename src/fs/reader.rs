@@ -157,6 +157,10 @@ impl Reader {
                 SpoolRead::Object(m, len) => {
                     return self.read_object(file, &m, offset, size, len).await;
                 }
+                SpoolRead::Matched(m, len, tail) => {
+                    let head = self.read_object(file, &m, offset, size, len).await?;
+                    return Ok([head, tail].concat().into());
+                }
             },
         };
         self.read_object(file, &meta, offset, size, meta.size).await

@@ -25,6 +25,12 @@
 //! digests beside their upload (`cas::DataStore::put_digested`). Any other
 //! write pattern (a seek back, a truncate, a reference) abandons it, and the file is hashed
 //! whole at commit instead. Small files are simply hashed at commit.
+//!
+//! At the same point, a file written in order whose first blocks are those of an object whose
+//! bytes are on the node is taken for a copy of it: its later writes are checked against the
+//! object's block digests ([`super::matching::Matcher`]) instead of being written into the
+//! spool, and the owner of the file ([`crate::fs::Tree`]) copies the verified part into the
+//! spool only if the match ends.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -36,6 +42,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::matching::Matcher;
 use crate::cas::hashing;
 use crate::cas::metadata::ObjectMetadata;
 use crate::error::{Error, Result};
@@ -133,6 +140,9 @@ pub struct State {
     follower: Option<Follower>,
     /// The contents are this stored object, not (yet) copied into the spool.
     pub reference: Option<Arc<ObjectMetadata>>,
+    /// The file is being written as a copy of a stored object: the spool holds only its first
+    /// bytes (see [`super::matching`]). Never set together with `reference`.
+    pub matching: Option<Matcher>,
     /// Unlinked or replaced while open: writes go on, nothing is recorded.
     pub detached: bool,
     /// The last commit failed and its caller was told so: the last release does not try again
@@ -147,6 +157,9 @@ pub enum SpoolRead {
     Bytes(Bytes),
     /// The file is still a reference: read the object, up to the file's size.
     Object(Arc<ObjectMetadata>, u64),
+    /// The file is being matched against an object: read the object up to the given length,
+    /// then these bytes (written after it, not yet verified).
+    Matched(Arc<ObjectMetadata>, u64, Bytes),
 }
 
 impl std::fmt::Debug for WriteFile {
@@ -189,6 +202,7 @@ impl WriteFile {
                 follower: None,
                 dirty: existing.is_none(),
                 reference: existing,
+                matching: None,
                 detached: false,
                 failed: false,
                 committed: None,
@@ -271,6 +285,14 @@ impl WriteFile {
         if offset >= end {
             return Ok(SpoolRead::Bytes(Bytes::new()));
         }
+        if let Some(m) = &st.matching {
+            let v = m.verified();
+            let tail = m.kept(offset.max(v), end.max(v));
+            return Ok(match offset >= v {
+                true => SpoolRead::Bytes(tail),
+                false => SpoolRead::Matched(m.meta().clone(), v, tail),
+            });
+        }
         let mut buf = vec![0u8; (end - offset) as usize];
         st.spool
             .file
@@ -279,9 +301,11 @@ impl WriteFile {
         Ok(SpoolRead::Bytes(Bytes::from(buf)))
     }
 
-    /// Writes at `offset`; the spool must not be a reference (see [`State::reference`]).
-    pub fn write_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> Result<()> {
-        debug_assert!(st.reference.is_none());
+    /// Writes at `offset`; the spool must not be a reference (see [`State::reference`]) nor
+    /// matched (see [`State::matching`]). True when the file, written in order, just passed
+    /// [`FOLLOW_AFTER`]: the point where it may be taken for a copy of stored data.
+    pub fn write_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> Result<bool> {
+        debug_assert!(st.reference.is_none() && st.matching.is_none());
         let written = st.spool.file.write_all_at(data, offset);
         if let Err(e) = written {
             abandon(st);
@@ -303,13 +327,37 @@ impl WriteFile {
                             .try_clone()
                             .ok()
                             .map(|f| Follower::start(f, end));
+                        return Ok(offset < FOLLOW_AFTER);
                     }
                     None => {}
                 }
             }
             _ => abandon(st),
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Writes at `offset` while the file is matched against a stored object (see
+    /// [`State::matching`]): false if the write is not at the file's end or not the object's
+    /// bytes. The caller then ends the match and writes it as usual (the matcher may have taken
+    /// part of it: the same bytes at the same place, see [`Matcher::pieces`]).
+    pub fn match_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> bool {
+        let Some(m) = &mut st.matching else {
+            return false;
+        };
+        if offset != m.end() || !m.feed(data) {
+            return false;
+        }
+        self.size.store(m.end(), Ordering::Relaxed);
+        self.touched(st);
+        true
+    }
+
+    /// Starts matching the file against a stored object from here on (see [`State::matching`]).
+    pub fn matched_locked(&self, st: &mut State, m: Matcher) {
+        debug_assert_eq!(m.end(), self.size());
+        abandon(st);
+        st.matching = Some(m);
     }
 
     /// The digest and size of the whole spool from its follower, if it followed every write.
