@@ -109,6 +109,11 @@ pub async fn mount(config: &Config, runs: Runs, opts: MountOptions) -> Result<()
         metrics,
     };
     let tree = Arc::new(Tree::new(runs.clone(), tree_opts, Some(cache)));
+    let offered = tree.offer_cached_objects();
+    tracing::debug!(
+        objects = offered,
+        "cached objects a copy being written may match"
+    );
     let fs = MltrackFs::new(tree, reader, tokio::runtime::Handle::current());
 
     let mut fuse_config = fuser::Config::default();

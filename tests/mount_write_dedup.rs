@@ -144,24 +144,26 @@ fn a_copy_of_stored_data_needs_no_spool_space(kind: Kind) {
     let m = t.mount(&cache.0.join("cache"), &[]);
     let data = bytes(41, 24 * MIB + 5);
     let f = t.file("dataset.bin", &data);
-    make_runs(&m, &["r1", "r2", "r3"]);
-    let copy_into = |run: &str| {
+    make_runs(&m, &["r1", "r2", "r3", "r4"]);
+    let copy_into = |m: &common::Mount, run: &str| {
         let dest = m.path(&format!("runs/by_project/p/{run}/inputs/dataset.bin"));
         cp(&t, &f, &dest);
-        dest
-    };
-    copy_into("r1");
-    settle(&t, &m, kind, data.len() as u64);
-    // A spool for each copy would not fit beside the cache file: these are checked against
-    // the stored object as they are written, not spooled.
-    for run in ["r2", "r3"] {
-        let dest = copy_into(run);
         assert_eq!(std::fs::read(&dest).expect("read the copy"), data);
         assert_eq!(
             manifest_files(&t, run)["inputs/dataset.bin"]["hash"],
             sha256_hex(&data)
         );
-    }
+    };
+    copy_into(&m, "r1");
+    settle(&t, &m, kind, data.len() as u64);
+    // A spool for each copy would not fit beside the cache file: these are checked against
+    // the stored object as they are written, not spooled.
+    copy_into(&m, "r2");
+    copy_into(&m, "r3");
+    // A mount started again finds the object in the cache, and does the same.
+    drop(m);
+    let m = t.mount(&cache.0.join("cache"), &[]);
+    copy_into(&m, "r4");
     drop(m);
     let fsck = t.json(&["fsck"]);
     assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");

@@ -476,6 +476,21 @@ impl BlockCache {
         (total, self.limit)
     }
 
+    /// The objects of which this mount has indexed at least `blocks` whole blocks.
+    pub fn objects_with_blocks(&self, blocks: u64) -> Vec<Digest> {
+        let mut counts: std::collections::HashMap<Digest, u64> = Default::default();
+        for ((h, unit), _) in self.lock().lru.iter() {
+            if unit & CHUNK == 0 {
+                *counts.entry(*h).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .filter(|(_, n)| *n >= blocks)
+            .map(|(h, _)| h)
+            .collect()
+    }
+
     /// Blocks and distinct objects this mount has indexed.
     pub fn indexed(&self) -> (u64, u64) {
         let state = self.lock();

@@ -163,6 +163,12 @@ impl DataStore {
         self.described.is_some()
     }
 
+    /// The object's metadata if this process has it or the node keeps a copy (see
+    /// [`described`]), without asking the store.
+    pub fn described_kept(&self, h: &Digest) -> Option<Described> {
+        self.described.as_ref()?.get(h)
+    }
+
     /// Stops offering object `h` by its first block (see [`Self::described_starting_with`]).
     pub fn forget_start(&self, h: &Digest) {
         if let Some(c) = &self.described {

@@ -226,8 +226,9 @@ impl Tree {
     }
 
     /// Takes a file written in order that just passed `spool::FOLLOW_AFTER` for a copy of
-    /// stored data, if its first blocks are those of an object this mount knows whose bytes
-    /// are on the node (in the cache whole, or in a local store): its later writes are then
+    /// stored data, if its first blocks are those of an object this mount knows (has read,
+    /// stored, or found in the cache at start) whose bytes are on the node (in the cache whole,
+    /// or in a local store): its later writes are then
     /// checked against the object instead of being spooled (see [`super::matching`]). Only
     /// objects on the node, so that ending a match late costs a local copy, not a download.
     async fn try_match(&self, file: &WriteFile, st: &mut State) {
@@ -266,6 +267,21 @@ impl Tree {
             tracing::debug!(hash = %m.meta().hash, "a file being written starts as a stored object; matching it");
             file.matched_locked(st, m);
         }
+    }
+
+    /// Offers the objects the cache holds two blocks or more of as what a file being written
+    /// may be a copy of (see [`Tree::try_match`]), from the copies of their `metadata.json` the
+    /// cache keeps: no request is made. Done when the mount starts, so that after a restart a
+    /// copy of a cached dataset is recognised as it was before. Returns how many.
+    pub fn offer_cached_objects(&self) -> usize {
+        let Some(cache) = &self.cache else {
+            return 0;
+        };
+        let objects = cache.objects_with_blocks(2);
+        objects
+            .iter()
+            .filter(|h| self.data().described_kept(h).is_some())
+            .count()
     }
 
     /// Ends a match (see [`super::matching`]): the spool gets the bytes written since the
