@@ -220,6 +220,17 @@ fn verify(
     pieces: &Receiver<Piece>,
     progress: &(Mutex<Progress>, Condvar),
 ) {
+    /// Ends the match if the thread panics, so that a writer waiting for it is let go.
+    struct OverIfPanicking<'a>(&'a (Mutex<Progress>, Condvar));
+    impl Drop for OverIfPanicking<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.0.lock().unwrap_or_else(|p| p.into_inner()).over = true;
+                self.0.1.notify_all();
+            }
+        }
+    }
+    let _guard = OverIfPanicking(progress);
     let chunk = meta.chunk_size.unwrap_or(hashing::CHUNK_SIZE);
     let mut at = start;
     let mut partial: Vec<u8> = Vec::new();
