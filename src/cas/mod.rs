@@ -186,7 +186,7 @@ impl DataStore {
     /// `None` if the object is not (completely) stored, and also if its `metadata.json` does
     /// not parse or describes other bytes (skipped with a warning, never served).
     pub async fn described(&self, h: &Digest) -> Result<Option<Described>> {
-        if let Some(d) = self.described.as_ref().and_then(|c| c.get(h)) {
+        if let Some(d) = self.described_kept(h) {
             return Ok(Some(d));
         }
         let got = match self.store.get(&layout::metadata_key(h), None).await {

@@ -250,11 +250,7 @@ impl Tree {
             }
             let whole = end / block;
             for b in 1..whole {
-                let (_, digest) =
-                    hashing::read_block(&spool, b * block, block as usize, meta.chunk_size).ok()?;
-                if meta.block_hashes.get(b as usize) != Some(&digest) {
-                    return None;
-                }
+                crate::cache::read_block_verified(&spool, meta, b)?;
             }
             let mut rest = vec![0u8; (end - whole * block) as usize];
             spool.read_exact_at(&mut rest, whole * block).ok()?;
@@ -306,15 +302,11 @@ impl Tree {
             let cached = self.cache.as_ref().and_then(|c| c.get(&meta, b));
             let bytes = match cached {
                 Some(bytes) => bytes,
-                None => match self.data().read_blocks(&meta, b..b + 1).await {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        // Not offered again: a copy written again is spooled from the start.
-                        self.data().forget_start(&meta.hash);
-                        tracing::error!(hash = %meta.hash, error = %e, "a file being written matched a stored object whose bytes can no longer be read; its close fails");
-                        return Err(e);
-                    }
-                },
+                None => self.data().read_blocks(&meta, b..b + 1).await.inspect_err(|e| {
+                    // Not offered again: a copy written again is spooled from the start.
+                    self.data().forget_start(&meta.hash);
+                    tracing::error!(hash = %meta.hash, error = %e, "a file being written matched a stored object whose bytes can no longer be read; its close fails");
+                })?,
             };
             let at = meta.block_range(b).start;
             out.write_all_at(&bytes, at).map_err(Error::io(&path))?;
@@ -404,46 +396,19 @@ impl Tree {
         hand_over: bool,
     ) -> Result<()> {
         let target = file.target();
-        if let Some(m) = &mut st.matching {
-            if !m.finish() {
-                self.unmatch(st).await?;
-            } else {
-                // A copy of the object, every block verified: a reference to it, unless the
-                // object left the store meanwhile (`mltrack gc`): then its bytes are spooled
-                // from the node's copy and stored again.
-                let meta = m.meta().clone();
-                let recorded = self
-                    .runs
-                    .record_object(&target.run, &target.path, &meta, file.stamp())
-                    .await;
-                match recorded {
-                    Ok(entry) => {
-                        st.matching = None;
-                        st.reference = Some(meta);
-                        tracing::debug!(run = %target.run, path = %target.path, hash = %entry.hash, "committed a copy of stored data");
-                        st.dirty = false;
-                        st.committed = Some(entry);
-                        return Ok(());
-                    }
-                    Err(e) if e.kind() == crate::error::Kind::NotFound => {
-                        self.data().forget_start(&meta.hash);
-                        self.unmatch(st).await?;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        let matched = self.commit_match(file, st, &target).await?;
         if st.reference.as_ref().is_some_and(|m| m.size != file.size()) {
             // Part of an object: its bytes are copied and stored as new data.
             self.materialize(file, st).await?;
         }
-        let entry = match &st.reference {
-            Some(meta) => {
+        let entry = match (matched, &st.reference) {
+            (Some(entry), _) => entry,
+            (None, Some(meta)) => {
                 self.runs
                     .record_object(&target.run, &target.path, meta, file.stamp())
                     .await?
             }
-            None => {
+            (None, None) => {
                 let hashing = match file.followed_hash(st).await {
                     Some((digest, size)) => Hashing::Digested(digest, size),
                     None => Hashing::Pass(noop()),
@@ -466,6 +431,42 @@ impl Tree {
         st.dirty = false;
         st.committed = Some(entry);
         Ok(())
+    }
+
+    /// At a commit of a file being matched (see [`super::matching`]): one that is the object,
+    /// every block verified, is recorded as it and becomes a reference to it (its entry
+    /// returned); any other ends the match, and is committed from its spool as usual. So does
+    /// a copy of an object that left the store meanwhile (`mltrack gc`): its bytes are spooled
+    /// from the node's copy and stored again.
+    async fn commit_match(
+        &self,
+        file: &WriteFile,
+        st: &mut State,
+        target: &Target,
+    ) -> Result<Option<crate::runs::manifest::FileEntry>> {
+        let Some(m) = &mut st.matching else {
+            return Ok(None);
+        };
+        if m.finish() {
+            let meta = m.meta().clone();
+            let recorded = self
+                .runs
+                .record_object(&target.run, &target.path, &meta, file.stamp())
+                .await;
+            match recorded {
+                Ok(entry) => {
+                    st.matching = None;
+                    st.reference = Some(meta);
+                    return Ok(Some(entry));
+                }
+                Err(e) if e.kind() == crate::error::Kind::NotFound => {
+                    self.data().forget_start(&meta.hash);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.unmatch(st).await?;
+        Ok(None)
     }
 
     /// One handle of the file is gone; the last one commits what is left (an error can only
