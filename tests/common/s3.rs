@@ -106,8 +106,9 @@ pub struct Faults {
     pub requests: AtomicU64,
     /// Requests held by a `Stall` fault right now.
     stalled: AtomicU64,
-    /// PUTs of object data that arrived while another request was stalled: sent without
-    /// waiting for its answer.
+    /// PUTs of object data that arrived while a stall was queued or holding its request:
+    /// sent without waiting for that request's answer (the PUT of two sent together may also
+    /// reach the server first).
     pub data_puts_during_a_stall: AtomicU64,
 }
 
@@ -188,6 +189,11 @@ impl Faults {
         if fault.is_some() {
             self.injected.fetch_add(1, Ordering::SeqCst);
         }
+        if matches!(fault, Some(Fault::Stall(_))) {
+            // Counted while the fault lock is held, so that a PUT never sees the stall
+            // neither queued nor holding (see `data_puts_during_a_stall`).
+            self.stalled.fetch_add(1, Ordering::SeqCst);
+        }
         fault
     }
 
@@ -214,7 +220,12 @@ impl Faults {
                 self.puts.fetch_add(1, Ordering::SeqCst);
                 if is_data(path) {
                     self.data_puts.fetch_add(1, Ordering::SeqCst);
-                    if self.stalled.load(Ordering::SeqCst) > 0 {
+                    let stalling = {
+                        let i = self.injection.lock().expect("fault lock");
+                        self.stalled.load(Ordering::SeqCst) > 0
+                            || i.queued.iter().any(|(_, f)| matches!(f, Fault::Stall(_)))
+                    };
+                    if stalling {
                         self.data_puts_during_a_stall.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -350,6 +361,9 @@ impl S3Server {
                             let f3 = f2.clone();
                             async move {
                                 if !admitted {
+                                    if matches!(fault, Some(Fault::Stall(_))) {
+                                        f3.stalled.fetch_sub(1, Ordering::SeqCst);
+                                    }
                                     return Err(s3s::HttpError::new(
                                         "server is down (test fault)".into(),
                                     ));
@@ -388,7 +402,7 @@ impl S3Server {
                                         return Ok(corrupted(res).await);
                                     }
                                     Some(Fault::Stall(d)) => {
-                                        f3.stalled.fetch_add(1, Ordering::SeqCst);
+                                        // `stalled` was counted up when the fault was picked.
                                         tokio::time::sleep(d).await;
                                         f3.stalled.fetch_sub(1, Ordering::SeqCst);
                                     }
