@@ -29,9 +29,9 @@ fn main() -> ExitCode {
     // A mount serves FUSE threads that each wait on the runtime, and needs worker threads. A
     // command runs one task that makes many small requests at once: on one thread, each
     // request's answer is read by the thread that waits for it, with no hand-over between
-    // threads, and `run list` over 10,000 runs used 30% less CPU (docs/PERFORMANCE.md,
-    // "Listing"). Its hashing and file reads run where they did: on threads of their own, or
-    // in the command's task.
+    // threads, and `run list` over 10,000 runs used 20 to 33% less CPU (docs/PERFORMANCE.md,
+    // "Listing"). Its hashing and file reads run where they did: on threads of their own, on
+    // tokio's blocking threads, or in the command's task.
     let mut builder = match cli.command {
         cli::args::Command::Mount { .. } => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
