@@ -167,6 +167,13 @@ class S3Server:
             self.proc.kill()
 
 
+def cpu_seconds(pid):
+    """User and system CPU seconds process `pid` (all its threads) has used (for the probes)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Daemon:
     """A FUSE daemon run in the foreground under /usr/bin/time, so that its peak memory and
     its start-up time (until the mount point is live) are known. stop() unmounts it."""
@@ -187,6 +194,12 @@ class Daemon:
                 raise RuntimeError(f"{cmd[0]} did not mount {mnt}; see {self.log.name}")
             time.sleep(0.01)
         self.startup = time.perf_counter() - start
+
+    @property
+    def pid(self):
+        """The daemon's own process: the one child of /usr/bin/time (for the probes)."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            return int(f.read().split()[0])
 
     def stop(self):
         """Unmounts and waits for the daemon to exit; returns its peak RSS in MiB."""
