@@ -273,6 +273,8 @@ impl Tree {
         let Some(cache) = &self.cache else {
             return 0;
         };
+        // Loading an object's kept metadata indexes it by its first block
+        // (`DataStore::described_starting_with`): that is the offer.
         let objects = cache.objects_with_blocks(2);
         objects
             .iter()
