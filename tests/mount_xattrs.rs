@@ -1,6 +1,7 @@
 //! User extended attributes (`user.*`) on a run's files: kept in the file's manifest entry,
 //! set through the open file before close as `cp -a` and `rsync -X` do, seen by every mount;
-//! `user.mltrack.*` stays computed and read-only, other namespaces are refused.
+//! `user.mltrack.*` stays computed and read-only, other namespaces are refused (`ENOTSUP`; an
+//! ACL reads as none).
 
 mod common;
 
@@ -26,6 +27,8 @@ fn user_attributes_are_kept_and_refusals_have_their_errno(kind: Kind) {
          print(err(lambda: os.setxattr(p, 'user.none', b'y', os.XATTR_REPLACE)))\n\
          print(err(lambda: os.setxattr(p, 'user.big', b'x' * 5000)))\n\
          print(err(lambda: os.removexattr(p, 'user.none')))\n\
+         print(err(lambda: os.getxattr(p, 'security.selinux')))\n\
+         print(err(lambda: os.getxattr(p, 'system.posix_acl_access')))\n\
          os.removexattr(p, 'user.empty')\n\
          print(sorted(os.listxattr(p)))\n\
          assert len(os.getxattr(p, 'user.mltrack.sha256')) == 64\n",
@@ -33,7 +36,7 @@ fn user_attributes_are_kept_and_refusals_have_their_errno(kind: Kind) {
     ));
     assert_eq!(
         said,
-        "EPERM\nENOTSUP\nEEXIST\nENODATA\nENOSPC\nENODATA\n\
+        "EPERM\nENOTSUP\nEEXIST\nENODATA\nENOSPC\nENODATA\nENOTSUP\nENODATA\n\
          ['user.origin']"
     );
     let e = &t.manifest("x")["files"]["outputs/model.bin"];

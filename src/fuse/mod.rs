@@ -947,12 +947,18 @@ impl Filesystem for MltrackFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // Only `user.*` attributes exist here. `ls -l` asks every entry for
-        // `security.selinux` and `system.posix_acl_access` (directories also for
-        // `system.posix_acl_default`): two requests an entry, answered without looking
-        // anything up.
-        if !name.as_encoded_bytes().starts_with(b"user.") {
-            return reply.error(Errno::NO_XATTR);
+        // Only `user.*` attributes exist here, answered without looking anything up.
+        // An ACL is asked for by the kernel itself (`FUSE_POSIX_ACL`), which keeps "none"
+        // with the inode. Any other namespace is one this filesystem does not keep, as
+        // `setxattr` says too; `ENOTSUP` (not `ENODATA`) also lets GNU `ls -l` stop asking
+        // every entry for `security.selinux` after the first (docs/MOUNT.md).
+        let bytes = name.as_encoded_bytes();
+        if !bytes.starts_with(b"user.") {
+            return reply.error(if bytes.starts_with(b"system.posix_acl_") {
+                Errno::NO_XATTR
+            } else {
+                Errno::ENOTSUP
+            });
         }
         let ino = u64::from(ino);
         // The mount's own attributes, never listed (`fs::status`).
