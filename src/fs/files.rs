@@ -300,7 +300,10 @@ impl Tree {
         for (at, piece) in m.pieces() {
             out.write_all_at(piece, at).map_err(Error::io(&path))?;
         }
-        for b in m.spooled() / meta.block_size..verified / meta.block_size {
+        // `verified` ends a block: a multiple of the block size, or the object's size, whose
+        // last block may be short. That short block is verified, and its piece no longer
+        // kept, once the whole copy is: it comes from the object too.
+        for b in m.spooled() / meta.block_size..verified.div_ceil(meta.block_size) {
             let cached = self.cache.as_ref().and_then(|c| c.get(&meta, b));
             let bytes = match cached {
                 Some(bytes) => bytes,
