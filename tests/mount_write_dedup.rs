@@ -198,10 +198,11 @@ fn copies_that_part_from_stored_data_read_back_as_written(kind: Kind) {
         expected.push((name, bytes));
     }
     // A writer that, in the middle of a copy, reads back across the verified part and what
-    // follows it, writes over an earlier place, and truncates.
+    // follows it, writes over an earlier place, and truncates; and one that writes on once
+    // the whole copy is verified.
     let script = format!(
         r#"
-import os
+import os, time
 src = open({src:?}, "rb").read()
 MIB = 1 << 20
 with open({out:?}, "w+b", buffering=0) as f:
@@ -219,10 +220,16 @@ with open({cut:?}, "wb", buffering=0) as f:
     f.truncate(9 * MIB + 1)
     f.seek(9 * MIB + 1)
     f.write(b"end")
+# The whole copy verified, its short last block included, before more comes.
+with open({paused:?}, "wb", buffering=0) as f:
+    f.write(src)
+    time.sleep(2)
+    f.write(b"more")
 "#,
         src = path_str(&f),
         out = path_str(&dest("patched.bin")),
         cut = path_str(&dest("cut.bin")),
+        paused = path_str(&dest("paused.bin")),
     );
     common::python(&script);
     let mut patched = stored.clone();
@@ -232,6 +239,7 @@ with open({cut:?}, "wb", buffering=0) as f:
         "cut.bin",
         [&stored[..9 * MIB + 1], b"end".as_slice()].concat(),
     ));
+    expected.push(("paused.bin", [stored.as_slice(), b"more"].concat()));
     let files = manifest_files(&t, "copies");
     // Each was taken for a copy of the stored object, and all but the first parted from it
     // (the mount's debug log says so), so each way of ending a match was taken.
