@@ -1,4 +1,4 @@
-//! What each fuzz target asserts about one input, shared with `tests/fuzz_regressions.rs`,
+//! What each fuzz target asserts about one input, shared with `tests/suite/fuzz_regressions.rs`,
 //! which replays every seed and every input a fuzzer ever crashed on through the same code.
 //! Each parser of stored data (manifest, `metadata.json`, view pointer) and of identifiers must
 //! return `Ok` or `Err` for any bytes, never panic, and what it accepts must be safe to use as

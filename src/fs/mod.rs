@@ -1,5 +1,5 @@
 //! The filesystem core: the mounted tree of docs/MOUNT.md as plain async Rust, with no FUSE
-//! types, so that tests (`tests/fs_core.rs`) and the FUSE adapter drive the same code. It
+//! types, so that tests (`tests/suite/fs_core.rs`) and the FUSE adapter drive the same code. It
 //! asks `runs` for manifests and view listings and `cas` for metadata and `data/` listings,
 //! each kept there for the refresh interval (metadata for the life of the mount: it never
 //! changes), and never speaks to the store itself. Nothing is listed at mount time.

@@ -8,7 +8,7 @@
 //!
 //! Backends: [`local::LocalStore`] (the embedded default, a directory), [`s3::S3Store`]
 //! (any S3-compatible server), [`memory::MemoryStore`] and [`faulty::FaultyStore`] for tests.
-//! Every one of them runs the same conformance suite (`tests/storage_conformance.rs`).
+//! Every one of them runs the same conformance suite (`tests/suite/storage_conformance.rs`).
 
 pub mod counted;
 pub mod faulty;

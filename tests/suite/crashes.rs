@@ -10,7 +10,7 @@
 //! `MLTRACK_CRASH_SEED` the seed of the kill times and sizes (printed, so a failure can be
 //! replayed).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! exit, and the same sentence from `mltrack doctor`; never the SDK's multi-kilobyte warnings,
 //! and never a secret. The metadata service is never asked (AWS_EC2_METADATA_DISABLED).
 
-mod common;
+use crate::common;
 
 use common::s3::{Fault, SECRET_KEY, Target};
 use common::{Kind, TestStore};

@@ -1,7 +1,7 @@
 //! Runs through the CLI: create, add inputs and outputs, views, show, list, delete,
 //! runs-using, and concurrent writers, on the local store and on S3.
 
-mod common;
+use crate::common;
 
 use common::{Kind, TestStore, bytes, path_str, sha256_hex};
 

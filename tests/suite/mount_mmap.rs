@@ -4,7 +4,7 @@
 //! committed when it is written back (msync, munmap, close), and another mount, acting as
 //! another node, reads it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@
 //! store (default 1; `scripts/reliability` plays it 50 times): what goes wrong here goes wrong
 //! rarely.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

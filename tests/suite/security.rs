@@ -5,7 +5,7 @@
 //! victim has its mode, owner and bytes as before, and mltrack either worked or said why not
 //! in one sentence. docs/SECURITY.md lists the cases. Run as root (scripts/test is).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

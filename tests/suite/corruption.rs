@@ -3,7 +3,7 @@
 //! cut short. `mltrack fsck` names each one, and reads through a mount return the right bytes
 //! or fail with `EIO`, never wrong bytes.
 
-mod common;
+use crate::common;
 
 use common::{Kind, TestStore, bytes, path_str, sha256_hex};
 

@@ -2,7 +2,7 @@
 //! writes, `mltrack status` with an upload in flight, `mltrack warmup` (then a cold remount
 //! that reads with no data GET), and progress bars on a terminal and not in a pipe.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

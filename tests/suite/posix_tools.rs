@@ -6,7 +6,7 @@
 //! `scripts/reliability` runs more). pjdfstest (`cargo install pjdfstest`) on a run directory,
 //! with its expected failures in `tests/pjdfstest.toml`. `scripts/test` installs both tools.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! every node; an entry made, removed or renamed inside moves the directory's `mtime`. So
 //! `tar x` then `tar c`, `cp -a` and `rsync -aX` of a whole tree round trip.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! `MLTRACK_FAULT_FILES` sets the size of the random-failure workload (default 200;
 //! `scripts/reliability` runs more).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! with its target, shown the same in every view and on every mount, removed and moved like
 //! a file, and never followed by mltrack itself.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;

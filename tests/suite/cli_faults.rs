@@ -2,7 +2,7 @@
 //! missing data, stale markers, an S3 server that dies mid-upload or is down. Each must give a
 //! clear error or report, and lose nothing.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The mounted tree, read as a user reads it: real FUSE mounts of a local store and of the
 //! in-process S3 server, read with std::fs, `ls`, `find`, `cat` and xattr calls.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

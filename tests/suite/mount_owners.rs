@@ -2,7 +2,7 @@
 //! `cp -a` and `rsync -a` as root restore them, every mount shows them, and the kernel's permission
 //! checks (`default_permissions`) follow them.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

@@ -5,7 +5,7 @@
 //! fsck and costs nothing else, and two machines and the CLI, each with its own lock
 //! directory (so only create-if-absent keeps them apart), lose no entry of each other's.
 
-mod common;
+use crate::common;
 
 use common::write::sh;
 use common::{Kind, TestStore, bytes, path_str};

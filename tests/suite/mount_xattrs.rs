@@ -3,7 +3,7 @@
 //! `user.mltrack.*` stays computed and read-only, other namespaces are refused (`ENOTSUP`; an
 //! ACL reads as none).
 
-mod common;
+use crate::common;
 
 use common::write::{copy_tree, rsync_would_change, sh};
 use common::{Kind, TestStore, bytes, path_str};

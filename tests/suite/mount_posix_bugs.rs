@@ -3,7 +3,7 @@
 //! in two loops at once, `mknod` of a regular file, `truncate` right after `close`, and the
 //! log noise of Python's `open()` and of every unmount.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

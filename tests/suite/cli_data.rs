@@ -1,7 +1,7 @@
 //! `mltrack put`, `get` and the object layout, through the binary as a user runs it, on the
 //! local store and on S3.
 
-mod common;
+use crate::common;
 
 use common::{Kind, TestStore, bytes, path_str, sha256_hex};
 

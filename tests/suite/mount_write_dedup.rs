@@ -3,7 +3,7 @@
 //! stored data moves no bytes, and a file just written reads back without a GET (counted at
 //! the S3 server).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 

@@ -2,7 +2,7 @@
 //! and S3 (the in-process s3s-fs server through aws-sdk-s3). A backend that passes behaves
 //! the same as the others for everything the domain relies on.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

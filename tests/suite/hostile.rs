@@ -2,7 +2,7 @@
 //! metadata in the bucket written by someone else to escape the tree or exhaust the daemon,
 //! other users on the machine, and credentials in the daemon's own logs at trace level.
 
-mod common;
+use crate::common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! writers on two mounts, a daemon killed mid-write, a store refusing uploads, a full spool
 //! disk, reads of a file while it is written, and a forked child's close.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! `tar` and Python (pyarrow too), read back through other views and fresh mounts; large files
 //! written in every pattern hash right.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 //! (`fuzz/fuzz_targets/checks.rs`), so a crash found once stays fixed without a fuzzer.
 //! `scripts/fuzz` runs the fuzzers themselves and files what they find under `regressions/`.
 
-#[path = "../fuzz/fuzz_targets/checks.rs"]
+#[path = "../../fuzz/fuzz_targets/checks.rs"]
 mod checks;
 
 use std::path::Path;

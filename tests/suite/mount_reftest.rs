@@ -4,7 +4,7 @@
 //! succeed or fail the same way on both, and the trees must hold the same files and bytes,
 //! on the mount after each sequence and on a fresh mount at the end.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};

@@ -1,7 +1,7 @@
 //! The names in a run: renames within and between runs, hard links, removals, and the
 //! error number each refusal and each unsupported operation gives (docs/SEMANTICS.md).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
