@@ -3,8 +3,8 @@
 //! Python). `common` holds what they share: the stores, the server, mounts and their helpers.
 //!
 //! They are one test binary (`cargo test --test suite`; one module: `cargo test --test suite
-//! mount_read::`) rather than one per file: every binary compiled the shared helpers and
-//! linked the whole dependency tree again, so 31 of them cost minutes of every build.
+//! mount_read::`) rather than one per file, because every binary links the whole dependency
+//! tree: 31 of them took a quarter of a fresh test build (docs/TESTING.md, "Build time").
 
 #[macro_use]
 mod common;
