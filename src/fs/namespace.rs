@@ -374,17 +374,11 @@ impl Tree {
                 let child = self.intern(&node, &name, kind);
                 self.attr_of(&child).await
             }
-            // Any project or model can be looked up, so that `mkdir by_project/new/run_1`
-            // works without making `new` first; it is listed once it has a run.
-            None => match &node.kind {
-                Kind::ViewRoot(mode @ (StorageMode::ByProject | StorageMode::ByModel))
-                    if !self.opts.read_only && Name::parse("key", name).is_ok() =>
-                {
-                    let child = self.intern(&node, name, Kind::ViewKey(*mode, name.to_string()));
-                    self.attr_of(&child).await
-                }
-                _ => Ok(None),
-            },
+            // A project or model with no run is not there until `mkdir` makes it, as on any
+            // filesystem: were every name found, `mkdir by_project/new` would fail with
+            // `EEXIST` (the kernel looks the name up first) and `test -d` would hold for any
+            // typo (docs/SEMANTICS.md, "Key directories").
+            None => Ok(None),
         }
     }
 }

@@ -83,12 +83,24 @@ impl Core {
         names
     }
 
+    /// `mkdir -p parent/name`: a project key is not there until a mkdir makes it.
     async fn mkdir(&self, parent: &str, name: &str) {
-        let ino = self.ino(parent).await.expect("parent exists");
+        let mut ino = ROOT_INO;
+        for part in parent.split('/').filter(|n| !n.is_empty()) {
+            ino = match self.tree.lookup(ino, part).await.expect("lookup") {
+                Some(a) => a.ino,
+                None => self.make(ino, part).await,
+            };
+        }
+        self.make(ino, name).await;
+    }
+
+    async fn make(&self, parent: u64, name: &str) -> u64 {
         self.tree
-            .mkdir(ino, name, 0o755, Owner::default())
+            .mkdir(parent, name, 0o755, Owner::default())
             .await
-            .expect("mkdir");
+            .expect("mkdir")
+            .ino
     }
 
     /// Creates `dir/name`, writes `data` and closes it; the close's result.

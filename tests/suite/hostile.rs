@@ -39,7 +39,7 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 fn hostile_names_are_refused_and_nothing_is_recorded(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/r")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/r")).expect("mkdir run");
     let dir = m.path("runs/by_project/p/r/outputs");
     std::fs::write(dir.join("good.txt"), b"good").expect("a good name");
     let invalid_utf8 = std::ffi::OsStr::from_bytes(b"bad\xff\xfe.bin");
@@ -270,7 +270,7 @@ fn credentials_never_appear_in_mount_logs() {
     t.ok(&["put", path_str(&f)]);
     let h = sha256_hex(&stored);
     let m = t.mount_with(&t.dir.path().join("cache"), &[], &[("RUST_LOG", "trace")]);
-    std::fs::create_dir(m.path("runs/by_project/p/r")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/r")).expect("mkdir run");
     std::fs::write(
         m.path("runs/by_project/p/r/outputs/o.bin"),
         bytes(701, 300_000),

@@ -36,7 +36,7 @@ fn closes_are_log_entries_folded_at_unmount(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/lg");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     for i in 0..5u64 {
         std::fs::write(run.join(format!("outputs/f{i}.bin")), bytes(i, 1000)).expect("write");
     }
@@ -268,7 +268,7 @@ fn a_close_costs_the_same_requests_whatever_the_runs_size() {
     let faults = t.server().faults.clone();
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "600"]);
     let run = m.path("runs/by_project/p/cost");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let write = |from: u64, n: u64| {
         let before = faults.requests.load(Ordering::SeqCst);
         for i in from..from + n {
@@ -321,7 +321,7 @@ fn small_new_data_is_stored_without_a_dedup_check() {
     let t = TestStore::new(Kind::S3);
     let faults = t.server().faults.clone();
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/early")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/early")).expect("mkdir run");
     let out = m.path("runs/by_project/p/early/outputs");
     let checks = || faults.metadata_gets.load(Ordering::SeqCst);
     let requests = || faults.requests.load(Ordering::SeqCst);
@@ -371,7 +371,7 @@ fn small_data_stored_under_another_format_is_not_stored_twice() {
     let put = t.json(&["put", first.to_str().expect("path")]);
     assert_eq!(put["format"], "csv", "{put}");
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/fmt")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/fmt")).expect("mkdir run");
     let out = m.path("runs/by_project/p/fmt/outputs");
     // New data first, so that the next small file goes out without its check.
     std::fs::write(out.join("new.bin"), bytes(6, 3000)).expect("write");
@@ -429,7 +429,7 @@ fn a_marker_that_fails_beside_its_entry_is_repaired_by_fsck() {
     let t = TestStore::new(Kind::S3);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/marked");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     t.server()
         .faults
         .inject(Target::MarkerPut, Fault::AccessDenied, 1);

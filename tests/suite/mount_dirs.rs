@@ -19,7 +19,7 @@ fn directory_metadata_is_kept_and_seen_by_every_mount(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
     let run = m.path("runs/by_project/p/dirs");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let d = run.join("outputs/empty");
     std::fs::create_dir(&d).expect("mkdir");
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).expect("chmod");
@@ -148,7 +148,8 @@ fn kept_listings_show_every_change(kind: Kind) {
     std::fs::write(flat.join("d.bin"), b"a change here").expect("write d.bin");
     std::thread::sleep(Duration::from_millis(1200).saturating_sub(listed.elapsed()));
     assert_eq!(names(&view), ["both"]);
-    std::fs::create_dir(other.path("runs/by_project/p/second")).expect("mkdir on the other mount");
+    std::fs::create_dir_all(other.path("runs/by_project/p/second"))
+        .expect("mkdir on the other mount");
     std::thread::sleep(Duration::from_millis(2600).saturating_sub(listed.elapsed()));
     assert_eq!(
         names(&view),
@@ -231,7 +232,7 @@ fn tar_x_then_tar_c_is_byte_identical() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/tarred");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let src = t.scratch().join("tree");
     full_tree(&src);
     let tar = "tar --xattrs --xattrs-include='user.*' --numeric-owner --sort=name \
@@ -265,7 +266,7 @@ fn cp_a_and_rsync_ax_of_a_full_tree_leave_nothing_to_do() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/copied");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let src = t.scratch().join("tree");
     full_tree(&src);
     for tool in ["cp", "rsync"] {

@@ -17,7 +17,7 @@ fn hub_cache_layout_reads_through_every_view_and_mount(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount_with(&t.dir.path().join("cache"), &[], THREE_VIEWS);
     let run = m.path("runs/by_project/p/hub");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let model = run.join("inputs/models--org--bert");
     let blob = bytes(1, 200_000);
     std::fs::create_dir_all(model.join("blobs")).expect("mkdir blobs");
@@ -77,8 +77,8 @@ fn links_are_removed_moved_and_never_followed_by_mltrack(kind: Kind) {
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/l");
     let other_run = m.path("runs/by_project/p/l2");
-    std::fs::create_dir(&run).expect("mkdir run");
-    std::fs::create_dir(&other_run).expect("mkdir run 2");
+    std::fs::create_dir_all(&run).expect("mkdir run");
+    std::fs::create_dir_all(&other_run).expect("mkdir run 2");
     let out = run.join("outputs");
 
     // Dangling, and pointing out of the run: kept as written.
@@ -132,7 +132,7 @@ fn rsync_a_of_a_tree_with_links_round_trips() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/rs");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let src = t.scratch().join("env");
     std::fs::create_dir_all(src.join("bin")).expect("mkdir bin");
     std::fs::create_dir_all(src.join("lib/python3.11")).expect("mkdir lib");

@@ -25,7 +25,7 @@ fn numpy_memmap_writes_are_committed_and_seen_by_another_mount(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/mm");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let n = 1_000_000;
     // A new file: `open_memmap` writes the header, sizes the file, maps it and fills it.
     common::python(&format!(
@@ -71,7 +71,7 @@ fn sqlite_in_wal_mode_works_in_a_run_and_is_read_from_another_mount(kind: Kind) 
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/db");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let db = run.join("outputs/trials.db");
     let mode = common::python(&format!(
         "import sqlite3\n\

@@ -13,7 +13,7 @@ fn chown_is_kept_and_seen_by_every_mount(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/own");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let closed = run.join("outputs/closed.bin");
     std::fs::write(&closed, b"closed").expect("write");
     std::os::unix::fs::chown(&closed, Some(1234), Some(5678)).expect("chown a closed file");
@@ -51,7 +51,7 @@ fn cp_a_as_root_restores_owners_modes_and_times() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/cpa");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let src = t.scratch().join("tree");
     std::fs::create_dir_all(src.join("sub")).expect("mkdir");
     std::fs::write(src.join("a.csv"), b"x,y\n1,2\n").expect("write a");
@@ -89,7 +89,7 @@ fn permission_checks_follow_the_kept_owner() {
     common::open_path_to(t.dir.path());
     let m = t.mount(&t.dir.path().join("cache"), &["--allow-other"]);
     let run = m.path("runs/by_project/p/perm");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let theirs = run.join("outputs/theirs.txt");
     let mine = run.join("outputs/mine.txt");
     std::fs::write(&theirs, b"for nobody").expect("write theirs");
@@ -135,7 +135,7 @@ fn metadata_changes_move_ctime_not_mtime() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/ct");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let f = run.join("outputs/f.txt");
     std::fs::write(&f, b"data").expect("write");
     sh("touch -d '2021-01-01 00:00:00Z' outputs/f.txt", &run);

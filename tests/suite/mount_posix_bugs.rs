@@ -15,7 +15,7 @@ fn chmod_and_touch_of_a_file_another_client_recorded(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
     let run = m.path("runs/by_project/p/r1");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     std::fs::write(run.join("outputs/a"), b"mine").expect("write through the mount");
     let f = t.file("b", b"recorded elsewhere");
     t.ok(&["run", "add-output", "r1", "b", path_str(&f)]);
@@ -46,7 +46,7 @@ fn same_bytes_written_and_removed_in_two_loops(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/r");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let data = bytes(1800, 20_000);
     let h = sha256_hex(&data);
     let src = t.file("src", &data);
@@ -99,7 +99,7 @@ fn truncate_right_after_close_is_kept() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/r");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let rounds = common::env_u64("MLTRACK_TRUNCATE_ROUNDS", 150);
     let threads = 6;
     std::thread::scope(|s| {
@@ -145,7 +145,7 @@ fn mknod_of_a_regular_file_makes_an_empty_file() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/r");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let script = format!(
         "import os, errno\n\
          os.mknod({p:?})\n\
@@ -173,7 +173,7 @@ fn python_opens_and_unmount_log_nothing() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/r");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     std::fs::write(run.join("outputs/f.txt"), b"text").expect("write");
     let script = format!(
         "for _ in range(200):\n    with open({p:?}) as f:\n        assert f.read() == 'text'\n        assert not f.isatty()\n",

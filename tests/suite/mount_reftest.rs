@@ -154,7 +154,7 @@ fn sequences_match_a_local_directory(kind: Kind, sequences: u64, ops: usize) {
     let mut succeeded = 0;
     for s in 0..sequences {
         let run = format!("ref{s}");
-        std::fs::create_dir(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
+        std::fs::create_dir_all(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
         let mounted = m.path(&format!("runs/by_project/p/{run}/outputs"));
         let model = models.join(&run);
         std::fs::create_dir_all(&model).expect("model dir");

@@ -18,7 +18,7 @@ fn second_copy_uploads_nothing(kind: Kind) {
     let data = bytes(7, size * 1024 * 1024);
     let f = t.file("dataset.parquet", &data);
     for run in ["r1", "r2", "r3", "r4", "r5"] {
-        std::fs::create_dir(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
+        std::fs::create_dir_all(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
     }
     sh(
         &format!(
@@ -71,7 +71,7 @@ fn whole_file_copy_of_stored_data_moves_no_bytes(kind: Kind) {
         .expect("hash")
         .to_string();
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/c")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/c")).expect("mkdir run");
     let counts = || {
         t.server.as_ref().map(|s| {
             (
@@ -114,7 +114,7 @@ fn cp(t: &TestStore, from: &std::path::Path, to: &std::path::Path) {
 /// Makes runs `runs/by_project/p/<name>`.
 fn make_runs(m: &common::Mount, names: &[&str]) {
     for run in names {
-        std::fs::create_dir(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
+        std::fs::create_dir_all(m.path(&format!("runs/by_project/p/{run}"))).expect("mkdir run");
     }
 }
 
@@ -324,7 +324,7 @@ fn a_copy_of_data_removed_from_the_store_meanwhile_is_stored_again(kind: Kind) {
 fn a_written_file_reads_back_without_a_get() {
     let t = TestStore::new(Kind::S3);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/back")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/back")).expect("mkdir run");
     // Big enough that the follower hashes it behind the writer.
     let data = bytes(31, 12 * 1024 * 1024 + 17);
     let path = m.path("runs/by_project/p/back/outputs/model.bin");

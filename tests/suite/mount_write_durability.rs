@@ -14,7 +14,7 @@ fn two_mounts_sixteen_writers(kind: Kind) {
     let t = TestStore::new(kind);
     let m1 = t.mount(&t.dir.path().join("cache1"), &[]);
     let m2 = t.mount(&t.dir.path().join("cache2"), &[]);
-    std::fs::create_dir(m1.path("runs/by_project/p/shared")).expect("mkdir run");
+    std::fs::create_dir_all(m1.path("runs/by_project/p/shared")).expect("mkdir run");
     std::thread::scope(|s| {
         for (mi, m) in [&m1, &m2].into_iter().enumerate() {
             for i in 0..8u64 {
@@ -43,7 +43,7 @@ fn killed_daemon_loses_no_acknowledged_file(kind: Kind) {
     let t = TestStore::new(kind);
     let cache = t.dir.path().join("cache");
     let m = t.mount(&cache, &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/crash")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/crash")).expect("mkdir run");
     let dir = m.path("runs/by_project/p/crash/outputs");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let acknowledged = std::thread::scope(|s| {
@@ -79,7 +79,7 @@ fn killed_daemon_loses_no_acknowledged_file(kind: Kind) {
 fn store_refusing_uploads_fails_close(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/down")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/down")).expect("mkdir run");
     let data = bytes(9, 1024 * 1024 + 3);
     let f = t.file("x.bin", &data);
     let dest = m.path("runs/by_project/p/down/outputs/x.bin");
@@ -117,7 +117,7 @@ fn s3_store_refusing_uploads_fails_close() {
 fn reads_see_a_file_while_it_is_written(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/live")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/live")).expect("mkdir run");
     let path = m.path("runs/by_project/p/live/outputs/log.txt");
     use std::io::Write;
     let mut w = std::fs::File::create(&path).expect("create");
@@ -162,7 +162,7 @@ fn a_childs_close_commits_only_what_it_wrote(kind: Kind) {
     use std::os::fd::IntoRawFd;
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/forks")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/forks")).expect("mkdir run");
     let path = m.path("runs/by_project/p/forks/outputs/model.bin");
     let data = bytes(31, 3 * 1024 * 1024 + 5);
     let mut f = std::fs::File::create(&path).expect("create");
@@ -220,7 +220,7 @@ fn a_full_spool_disk_fails_writes_with_enospc_and_recovers() {
     let t = TestStore::new(Kind::Local);
     let cache = Tmpfs::new(t.dir.path().join("small-disk"), "16m");
     let m = t.mount(&cache.0, &["--cache-size", "1MiB"]);
-    std::fs::create_dir(m.path("runs/by_project/p/full")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/full")).expect("mkdir run");
     let dir = m.path("runs/by_project/p/full/outputs");
     let first = bytes(1, 1024 * 1024);
     std::fs::write(dir.join("first.bin"), &first).expect("write a small file");
@@ -251,7 +251,7 @@ fn a_duplicate_writing_after_the_close_leaves_the_stored_object_alone(kind: Kind
     use std::io::Write;
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/dup")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/dup")).expect("mkdir run");
     let path = m.path("runs/by_project/p/dup/outputs/log.bin");
     let (first, more) = (bytes(71, 3 * 1024 * 1024 + 5), bytes(72, 100_000));
     let mut f = std::fs::File::create(&path).expect("create");
@@ -288,7 +288,7 @@ fn a_duplicate_writing_after_the_close_leaves_the_stored_object_alone(kind: Kind
 fn a_new_file_on_the_local_store_is_written_once() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/once")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/once")).expect("mkdir run");
     let size = 32 * 1024 * 1024;
     let data = bytes(73, size);
     let src = t.file("big.bin", &data);

@@ -13,8 +13,8 @@ fn rename_link_remove(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let (a, b) = (m.path("runs/by_project/p/a"), m.path("runs/by_project/p/b"));
-    std::fs::create_dir(&a).expect("mkdir a");
-    std::fs::create_dir(&b).expect("mkdir b");
+    std::fs::create_dir_all(&a).expect("mkdir a");
+    std::fs::create_dir_all(&b).expect("mkdir b");
     let data = bytes(3, 2 * 1024 * 1024 + 1);
     std::fs::write(a.join("outputs/x.bin"), &data).expect("write");
     // Within a run, into a new subdirectory, then between runs.
@@ -76,7 +76,7 @@ fn refusals_have_their_errno(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/r");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     for (path, want) in [
         ("runs/by_type/foo".to_string(), libc::EINVAL),
         ("runs/by_date/2001-01-01".to_string(), libc::EINVAL),
@@ -122,7 +122,7 @@ fn unsupported_operations_fail_cleanly(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/u");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     std::fs::write(run.join("outputs/a.txt"), b"a").expect("write");
     // Symbolic links work (mount_links.rs); FIFOs do not (mount_posix_bugs.rs). Directories
     // keep attributes, owners, modes and times (mount_dirs.rs).

@@ -15,7 +15,7 @@ fn mkdir_cp_and_read_back_everywhere(kind: Kind) {
     let cache = t.dir.path().join("cache");
     let m = t.mount_with(&cache, &[], THREE_VIEWS);
     let run = m.path("runs/by_project/churn/run_42");
-    std::fs::create_dir(&run).expect("mkdir makes a run");
+    std::fs::create_dir_all(&run).expect("mkdir makes a run");
     let mut top: Vec<String> = std::fs::read_dir(&run)
         .expect("list run")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
@@ -71,7 +71,7 @@ fn mkdir_cp_and_read_back_everywhere(kind: Kind) {
 fn rsync_twice_transfers_nothing(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/sync")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/sync")).expect("mkdir run");
     let src = source_tree(&t);
     let dest = m.path("runs/by_project/p/sync/outputs/");
     let rsync = format!(
@@ -116,7 +116,7 @@ fn rsync_twice_transfers_nothing(kind: Kind) {
 fn tar_and_python_write_into_a_run(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/t1")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/t1")).expect("mkdir run");
     let src = source_tree(&t);
     let tarball = t.dir.path().join("tree.tar");
     sh(
@@ -173,7 +173,7 @@ fn large_files_hash_right_whatever_the_write_pattern() {
     use std::io::{Seek, SeekFrom, Write};
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/big")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/big")).expect("mkdir run");
     let dir = m.path("runs/by_project/p/big/outputs");
     let data = bytes(41, 20 * 1024 * 1024 + 3);
     // In order, then a write back near the start: hashed again at close, not by the follower.
@@ -221,7 +221,7 @@ fn python_pyarrow_writes_parquet_into_a_run() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/pq");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let py = format!(
         r#"
 import pandas as pd, pyarrow as pa, pyarrow.parquet as pq
@@ -240,8 +240,60 @@ print(len(back))
     assert_eq!(meta["run_id"], "pq");
 }
 
+/// A project or model directory is there once a run has that key or `mkdir` made it, and not
+/// before: `mkdir` of a new project works, and a name nothing made is not found.
+fn a_project_is_there_once_made_or_used(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    let errno = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+    let listed = |m: &common::Mount, view: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(m.path(view))
+            .expect("list view")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(
+        !m.path("runs/by_project/typo").exists(),
+        "a name nothing made"
+    );
+    assert_eq!(
+        errno(std::fs::create_dir(m.path("runs/by_project/newproj/run_1"))),
+        Some(libc::ENOENT),
+        "a run in a project not made yet needs mkdir -p, as on local disk"
+    );
+    // `mkdir` of a project, then of a run in it.
+    std::fs::create_dir(m.path("runs/by_project/newproj")).expect("mkdir a project");
+    assert_eq!(listed(&m, "runs/by_project"), ["newproj"]);
+    assert_eq!(
+        errno(std::fs::create_dir(m.path("runs/by_project/newproj"))),
+        Some(libc::EEXIST)
+    );
+    std::fs::create_dir(m.path("runs/by_project/newproj/run_1")).expect("mkdir a run");
+    assert_eq!(t.manifest("run_1")["project"], "newproj");
+    // `mkdir -p` makes both at once; a model sets the model.
+    sh(
+        &format!("mkdir -p {}", path_str(&m.path("runs/by_model/m1/run_2"))),
+        t.dir.path(),
+    );
+    assert_eq!(t.manifest("run_2")["model"], "m1");
+    assert!(m.path("runs/by_model/m1/run_2/inputs").is_dir());
+    // An empty project made with mkdir can be removed again, and lives in this mount only.
+    std::fs::create_dir(m.path("runs/by_project/empty")).expect("mkdir another project");
+    let other = t.mount(&t.dir.path().join("cache2"), &[]);
+    assert_eq!(listed(&other, "runs/by_project"), ["newproj"]);
+    assert!(other.path("runs/by_project/newproj/run_1/outputs").is_dir());
+    assert!(!other.path("runs/by_project/empty").exists());
+    assert_eq!(listed(&m, "runs/by_project"), ["empty", "newproj"]);
+    std::fs::remove_dir(m.path("runs/by_project/empty")).expect("rmdir an empty project");
+    assert!(!m.path("runs/by_project/empty").exists());
+    assert_eq!(listed(&m, "runs/by_project"), ["newproj"]);
+}
+
 both_backends!(
     mkdir_cp_and_read_back_everywhere,
+    a_project_is_there_once_made_or_used,
     rsync_twice_transfers_nothing,
     tar_and_python_write_into_a_run,
 );
@@ -253,7 +305,7 @@ fn du_counts_a_run_once_across_its_views() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount_with(&t.dir.path().join("cache"), &[], THREE_VIEWS);
     let run = m.path("runs/by_project/p/du");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     std::fs::write(run.join("outputs/a.bin"), bytes(1, 3 * 1024 * 1024)).expect("write a");
     std::fs::write(run.join("inputs/b.bin"), bytes(2, 1024 * 1024 + 5)).expect("write b");
     let out = Command::new("du")

@@ -12,7 +12,7 @@ fn user_attributes_are_kept_and_refusals_have_their_errno(kind: Kind) {
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/x");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let f = run.join("outputs/model.bin");
     std::fs::write(&f, bytes(5, 10_000)).expect("write");
     let said = common::python(&format!(
@@ -58,7 +58,7 @@ fn cp_a_and_rsync_ax_carry_attributes() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
     let run = m.path("runs/by_project/p/ax");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let src = t.scratch().join("tree");
     std::fs::create_dir_all(src.join("sub")).expect("mkdir");
     std::fs::write(src.join("a.bin"), bytes(6, 3000)).expect("write a");

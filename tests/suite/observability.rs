@@ -141,7 +141,7 @@ fn metrics_are_off_unless_asked_and_a_bad_address_fails_the_mount() {
 fn status_shows_a_slow_upload_in_flight() {
     let t = TestStore::new(Kind::S3);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/slow")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/slow")).expect("mkdir run");
     t.server()
         .faults
         .inject(Target::Write, Fault::Stall(Duration::from_secs(4)), 1);

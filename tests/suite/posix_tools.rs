@@ -34,7 +34,7 @@ fn fsx_on_a_run_file(kind: Kind) {
     let ops = std::env::var("MLTRACK_FSX_OPS").unwrap_or_else(|_| "2000".into());
     let t = TestStore::new(kind);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/fsx")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/fsx")).expect("mkdir run");
     let config = t.file("fsx.toml", FSX_CONFIG.as_bytes());
     let artifacts = t.scratch();
     let file = m.path("runs/by_project/p/fsx/outputs/fsx.bin");
@@ -72,7 +72,7 @@ both_backends!(fsx_on_a_run_file);
 fn pjdfstest_on_a_run_directory() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &["--allow-other"]);
-    std::fs::create_dir(m.path("runs/by_project/p/pjd")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/pjd")).expect("mkdir run");
     let config = repo_file("tests/pjdfstest.toml");
     let out = Command::new("pjdfstest")
         .arg("-c")

@@ -339,7 +339,7 @@ fn a_mode_from_the_bucket_gives_other_users_no_write() {
     let t = TestStore::new(Kind::Local);
     let m = t.mount(&t.dir.path().join("cache"), &["--allow-other"]);
     let run = m.path("runs/by_project/p/r");
-    std::fs::create_dir(&run).expect("mkdir run");
+    std::fs::create_dir_all(&run).expect("mkdir run");
     let file = run.join("outputs/o.bin");
     std::fs::write(&file, b"original").expect("write");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4777)).expect("chmod");

@@ -46,7 +46,7 @@ fn each_fault_on_command_is_absorbed() {
     let h = sha256_hex(&stored);
     let rel = format!("data/{}/{h}/data.bin", &h[..2]);
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/faults")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/faults")).expect("mkdir run");
     let outputs = m.path("runs/by_project/p/faults/outputs");
     let faults_to_try = [
         Fault::InternalError,
@@ -85,7 +85,7 @@ fn a_tenth_of_requests_failing_loses_nothing() {
     let t = TestStore::new(Kind::S3);
     let faults = &t.server().faults;
     let m = t.mount(&t.dir.path().join("cache"), &[]);
-    std::fs::create_dir(m.path("runs/by_project/p/flaky")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/flaky")).expect("mkdir run");
     let outputs = m.path("runs/by_project/p/flaky/outputs");
     faults.fail_at_random(100, 42);
     let started = Instant::now();
@@ -174,7 +174,7 @@ fn a_server_that_goes_away_fails_operations_and_the_mount_recovers() {
     let h = sha256_hex(&stored);
     let rel = format!("data/{}/{h}/data.bin", &h[..2]);
     let m = t.mount(&t.dir.path().join("cache"), &["--refresh", "1"]);
-    std::fs::create_dir(m.path("runs/by_project/p/outage")).expect("mkdir run");
+    std::fs::create_dir_all(m.path("runs/by_project/p/outage")).expect("mkdir run");
     let outputs = m.path("runs/by_project/p/outage/outputs");
     // The object's directory is looked up while the server is up; its bytes are not read.
     assert!(m.path(&rel).exists());
