@@ -1,7 +1,7 @@
 //! Stored once: a second copy of stored bytes uploads nothing and needs no spool space, a
 //! copy that parts from stored bytes anywhere reads back as written, a whole-file copy from
 //! stored data moves no bytes, and a file just written reads back without a GET (counted at
-//! the S3 server).
+//! the S3 server). `copies_fuzz.py` writes the randomised copies.
 
 use crate::common;
 
@@ -320,6 +320,42 @@ fn a_copy_of_data_removed_from_the_store_meanwhile_is_stored_again(kind: Kind) {
     assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
 }
 
+/// Copies of a stored object that part from it at random points in every way a writer can
+/// (`copies_fuzz.py`, fixed seed): each reads back as written while it is open and after its
+/// close, its manifest entry is the hash of what was written, and fsck finds every stored
+/// object whole.
+fn randomised_copies_read_back_as_written(kind: Kind) {
+    let t = TestStore::new(kind);
+    let m = t.mount(&t.dir.path().join("cache"), &["--log-level", "debug"]);
+    let stored = bytes(53, 20 * MIB + 333);
+    let f = t.file("stored.bin", &stored);
+    make_runs(&m, &["first", "copies"]);
+    cp(&t, &f, &m.path("runs/by_project/p/first/inputs/"));
+    settle(&t, &m, kind, stored.len() as u64);
+    let out_dir = m.path("runs/by_project/p/copies/outputs");
+    let out = std::process::Command::new("python3")
+        .args(["-c", include_str!("copies_fuzz.py")])
+        .args([path_str(&f), path_str(&out_dir), "7", "24"])
+        .output()
+        .expect("python3");
+    common::assert_succeeded(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("hashes");
+    assert_eq!(expected.len(), 24);
+    let files = manifest_files(&t, "copies");
+    for (name, hash) in &expected {
+        assert_eq!(files[format!("outputs/{name}")]["hash"], *hash, "{name}");
+    }
+    // The copies were taken for the object (the mount's debug log says so), so the match and
+    // its ways of ending are what was exercised.
+    let log = std::fs::read_to_string(t.dir.path().join("mount.log")).expect("mount log");
+    assert!(log.matches("matching it").count() >= 12, "{log}");
+    drop(m);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
+}
+
 #[test]
 fn a_written_file_reads_back_without_a_get() {
     let t = TestStore::new(Kind::S3);
@@ -346,4 +382,5 @@ both_backends!(
     copies_that_part_from_stored_data_read_back_as_written,
     a_copy_of_data_removed_from_the_store_meanwhile_is_stored_again,
     whole_file_copy_of_stored_data_moves_no_bytes,
+    randomised_copies_read_back_as_written,
 );
