@@ -394,10 +394,10 @@ impl DataStore {
                     } else {
                         Body::File(path.to_path_buf())
                     };
-                    self.store
-                        .put(&data_key, body, PutMode::Overwrite)
-                        .await
-                        .map(drop)
+                    match self.store.put(&data_key, body, PutMode::Overwrite).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => self.in_place_after(&data_key, size, e).await,
+                    }
                 }
                 Some(Err(e)) => Err(e),
             }
@@ -481,6 +481,26 @@ impl DataStore {
         self.metadata(h)
             .await?
             .ok_or_else(|| Error::DataNotFound(h.to_string()))
+    }
+
+    /// After an upload of `size` bytes to data key `key` failed with `err`: the key names its
+    /// bytes (their hash), so an object of that size found there holds them, stored by this
+    /// upload whose answer was lost (a multipart upload's completion, tried again, finds the
+    /// upload gone) or by another writer meanwhile. Every block read is verified against
+    /// `metadata.json` all the same (docs/STORE.md, "Errors a user sees").
+    async fn in_place_after(
+        &self,
+        key: &str,
+        size: u64,
+        err: StorageError,
+    ) -> std::result::Result<(), StorageError> {
+        match self.store.head(key).await {
+            Ok(Some(found)) if found.size == size => {
+                tracing::info!(key, error = %err, "an upload failed, but its bytes are in place: taken as stored");
+                Ok(())
+            }
+            _ => Err(err),
+        }
     }
 
     /// Records that the object is stored under `name` (a marker that also protects it from gc).

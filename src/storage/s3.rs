@@ -56,6 +56,20 @@ const READ_BUFFER: usize = 256 * 1024;
 const MAX_ATTEMPTS: u32 = 10;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an answer may keep us waiting (a server that stopped answering is given up on,
+/// and the request tried again).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slowest pace, in bytes a second, at which a server is expected to assemble an upload's
+/// parts. Some servers (s3s-fs, the test server) read every part back and hash it again before
+/// they answer the completion, so a large object's answer can take longer than
+/// [`READ_TIMEOUT`]; AWS S3 answers at once and keeps the connection alive while it works.
+const COMPLETION_PACE: u64 = 16 * 1024 * 1024;
+
+/// The read timeout of the completion of an upload of `size` bytes (see [`COMPLETION_PACE`]).
+fn completion_timeout(size: u64) -> Duration {
+    READ_TIMEOUT + Duration::from_secs(size / COMPLETION_PACE)
+}
 
 /// Counts each attempt after a request's first in the process's metrics (`store_retries`).
 #[derive(Debug)]
@@ -121,8 +135,8 @@ impl S3Store {
             )
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .read_timeout(Duration::from_secs(30))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .build(),
             )
             .load()
@@ -284,10 +298,17 @@ impl S3Store {
             PutMode::Create => req.if_none_match("*"),
             PutMode::Update(etag) => req.if_match(etag),
         };
-        let out = req
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(completion_timeout(size))
+            .build();
+        let sent = req
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
             .send()
-            .await
-            .map_err(|e| conditional(mode, key, self.classify("complete upload of", key, e)))?;
+            .await;
+        let out =
+            sent.map_err(|e| conditional(mode, key, self.classify("complete upload of", key, e)))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 }

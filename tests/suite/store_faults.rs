@@ -1,5 +1,6 @@
 //! A mount over an S3 server that misbehaves: each kind of fault on command (500, 503,
-//! `SlowDown`, a dropped connection, a stall, a GET body cut short), a tenth of all requests
+//! `SlowDown`, a dropped connection, a stall, a GET body cut short, an upload's completion
+//! whose answer is lost), a tenth of all requests
 //! failing at random under a workload of files written and read back, and a server that goes
 //! away and comes back, and one that lists runs but does not serve their manifests. Retries
 //! absorb what can be absorbed; what cannot fails with `EIO` within a bounded time, and the
@@ -77,6 +78,39 @@ fn each_fault_on_command_is_absorbed() {
         assert!(back == stored, "wrong bytes under {fault:?}");
         drop(reader);
     }
+}
+
+/// A large file's upload is completed by the server, but the answer never reaches the mount
+/// (the connection drops, or the answer comes after the client gave up): the completion tried
+/// again finds no upload, and the close must not fail for it. The object is in place under
+/// its hash, so the close succeeds and the file reads back, on this mount and a fresh one.
+#[test]
+fn a_completed_upload_whose_answer_is_lost_is_stored() {
+    let t = TestStore::new(Kind::S3);
+    let faults = &t.server().faults;
+    let m = t.mount(&t.dir.path().join("cache"), &[]);
+    std::fs::create_dir_all(m.path("runs/by_project/p/lost")).expect("mkdir run");
+    // Past the size uploaded in parts (16 MiB).
+    let data = bytes(61, 17 * 1024 * 1024 + 3);
+    faults.inject(Target::Completion, Fault::LostAnswer, 1);
+    let path = m.path("runs/by_project/p/lost/outputs/model.bin");
+    if let Err(e) = write_file(&path, &data) {
+        let log = std::fs::read_to_string(t.dir.path().join("mount.log")).unwrap_or_default();
+        panic!("the close of a file whose completion answer was lost: {e}\n{log}");
+    }
+    assert_eq!(faults.pending(), 0, "the completion was never met");
+    assert_eq!(
+        t.json(&["run", "show", "lost"])["files"]["outputs/model.bin"]["hash"],
+        sha256_hex(&data)
+    );
+    assert!(std::fs::read(&path).expect("read back") == data);
+    drop(m);
+    let fresh = t.mount(&t.dir.path().join("cache2"), &[]);
+    let back = std::fs::read(fresh.path("runs/by_project/p/lost/outputs/model.bin"));
+    assert!(back.expect("read on a fresh mount") == data);
+    drop(fresh);
+    let fsck = t.json(&["fsck"]);
+    assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub enum Fault {
     /// The request is served, but a GET's body stops halfway and the connection drops.
     /// (On any other request it acts as `Reset`.)
     TruncateBody,
+    /// The request is served (applied), then the connection drops without its answer, as
+    /// when an answer is lost or comes after the client gave up. Not drawn at random.
+    LostAnswer,
     /// The request is served, but one byte of a GET's body is flipped on the way (headers,
     /// checksums included, as the server sent them). Not drawn at random.
     CorruptBody,
@@ -71,6 +74,8 @@ pub enum Target {
     ManifestGet,
     /// GETs of objects' `metadata.json` (the dedup check of a store).
     MetadataGet,
+    /// Completions of multipart uploads (`POST ...?uploadId=`).
+    Completion,
 }
 
 #[derive(Debug, Default)]
@@ -159,7 +164,8 @@ impl Faults {
     }
 
     /// The fault to apply to this request, if any.
-    fn pick(&self, method: &hyper::Method, path: &str) -> Option<Fault> {
+    fn pick(&self, method: &hyper::Method, uri: &hyper::Uri) -> Option<Fault> {
+        let path = uri.path();
         let mut i = self.injection.lock().expect("fault lock");
         let is_write = *method == hyper::Method::PUT || *method == hyper::Method::POST;
         let matches = |t: Target| match t {
@@ -170,6 +176,10 @@ impl Faults {
             Target::ManifestGet => *method == hyper::Method::GET && is_manifest(path),
             Target::MetadataGet => {
                 *method == hyper::Method::GET && path.ends_with("/metadata.json")
+            }
+            Target::Completion => {
+                *method == hyper::Method::POST
+                    && uri.query().is_some_and(|q| q.contains("uploadId="))
             }
         };
         let fault = if let Some(pos) = i.queued.iter().position(|(t, _)| matches(*t)) {
@@ -357,7 +367,7 @@ impl S3Server {
                             let svc = svc.clone();
                             let writes = writes.clone();
                             let admitted = f2.admit(req.method(), req.uri().path());
-                            let fault = f2.pick(req.method(), req.uri().path());
+                            let fault = f2.pick(req.method(), req.uri());
                             let f3 = f2.clone();
                             async move {
                                 if !admitted {
@@ -397,6 +407,8 @@ impl S3Server {
                                         let res = hyper::service::Service::call(&svc, req).await?;
                                         return Ok(truncated(res).await);
                                     }
+                                    // Served below; its answer is dropped there.
+                                    Some(Fault::LostAnswer) => {}
                                     Some(Fault::CorruptBody) => {
                                         let res = hyper::service::Service::call(&svc, req).await?;
                                         return Ok(corrupted(res).await);
@@ -422,9 +434,16 @@ impl S3Server {
                                 let is_write = req.method() == hyper::Method::PUT
                                     || req.method() == hyper::Method::POST
                                     || req.method() == hyper::Method::DELETE;
+                                let lost = |served| match fault {
+                                    Some(Fault::LostAnswer) => {
+                                        drop(served);
+                                        Err(s3s::HttpError::new("answer lost (test fault)".into()))
+                                    }
+                                    _ => served,
+                                };
                                 if !is_write {
                                     let _no_write_meanwhile = writes.read().await;
-                                    return hyper::service::Service::call(&svc, req).await;
+                                    return lost(hyper::service::Service::call(&svc, req).await);
                                 }
                                 // Real servers store a body only once it is whole: it is read
                                 // first here, and a broken one refused.
@@ -445,7 +464,7 @@ impl S3Server {
                                     svc.call(req).await
                                 });
                                 match write.await {
-                                    Ok(r) => r,
+                                    Ok(r) => lost(r),
                                     Err(_) => Err(s3s::HttpError::new("write task failed".into())),
                                 }
                             }
