@@ -50,7 +50,7 @@ def test_a_file_copied_into_a_mounted_run_is_in_get_run_and_load_data(env, train
     training_df.to_parquet(local)
     with env.mount("--refresh", "1") as mnt:
         run_dir = os.path.join(mnt, "runs", "by_project", "churn", "run_m")
-        os.mkdir(run_dir)
+        os.makedirs(run_dir)  # the project too, as `mkdir -p`: a new project is made by mkdir
         shutil.copy(local, os.path.join(run_dir, "inputs", "features.parquet"))
         with open(os.path.join(run_dir, "outputs", "metrics.json"), "w") as f:
             f.write('{"auc": 0.91}')
