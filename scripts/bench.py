@@ -174,6 +174,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_cpu(pids, step):
+    """What `step()` returns, and the CPU seconds each process of `pids` used while it ran."""
+    before = [cpu_seconds(p) for p in pids]
+    result = step()
+    return result, [cpu_seconds(p) - b for p, b in zip(pids, before)]
+
+
 class Daemon:
     """A FUSE daemon run in the foreground under /usr/bin/time, so that its peak memory and
     its start-up time (until the mount point is live) are known. stop() unmounts it."""
@@ -761,31 +768,24 @@ def small_file_cases(tools, work, count, repeat, add):
     cache = os.path.join(work, "smallcache")
     write, ls, parallel = {}, {}, {}
 
-    # The CPU seconds the S3 server (and the daemon) spend on each write: on 2 cores shared by
+    # The CPU seconds the S3 server (and the daemon) spend on the writes: on 2 cores shared by
     # the writers, the daemon and the server, what the server spends is not mltrack's to save.
     server_cpu, daemon_cpu = {}, {}
-
-    def cpu_during(key, cmd, daemon=None):
-        before = (cpu_seconds(server.proc.pid), daemon and cpu_seconds(daemon.pid))
-        took = cmd()
-        server_cpu[key] = cpu_seconds(server.proc.pid) - before[0]
-        if daemon:
-            daemon_cpu[key] = cpu_seconds(daemon.pid) - before[1]
-        return took
 
     d = tools.mltrack(mnt, "small", cache, 1 << 30)
     try:
         runs = os.path.join(mnt, "runs", "by_project", "bench")
         run = os.path.join(runs, "small")
         os.makedirs(run)
-        write["mltrack"] = cpu_during("mltrack", lambda: timed(
-            ["cp", "-r", small, os.path.join(run, "outputs")]), d)
+        write["mltrack"], (server_cpu["mltrack"],) = with_cpu([server.proc.pid], lambda: timed(
+            ["cp", "-r", small, os.path.join(run, "outputs")]))
         ls["mltrack"] = timed(["ls", "-lR", run])
         os.makedirs(os.path.join(runs, "tenth"))
         tenth_write = timed(["cp", "-r", tenth, os.path.join(runs, "tenth", "outputs")])
         os.makedirs(os.path.join(runs, "parallel"))
-        parallel["mltrack"] = cpu_during("mltrack-par", lambda: timed(parallel_cp(
-            par, os.path.join(runs, "parallel", "outputs"), writers)), d)
+        parallel["mltrack"], (server_cpu["par"], daemon_cpu["par"]) = with_cpu(
+            [server.proc.pid, d.pid],
+            lambda: timed(parallel_cp(par, os.path.join(runs, "parallel", "outputs"), writers)))
     finally:
         d.stop()
         shutil.rmtree(cache, ignore_errors=True)
@@ -808,7 +808,7 @@ def small_file_cases(tools, work, count, repeat, add):
 
     d = tools.rclone(mnt, "writes", cache, ["--vfs-write-back", "0s"])
     try:
-        write["rclone"] = cpu_during("rclone", lambda: rclone_write(
+        write["rclone"], (server_cpu["rclone"],) = with_cpu([server.proc.pid], lambda: rclone_write(
             ["cp", "-r", small, f"{mnt}/rclone-small"], "rclone-small"))
         ls["rclone"] = timed(["ls", "-lR", f"{mnt}/rclone-small"])
         os.makedirs(f"{mnt}/rclone-par")
@@ -836,10 +836,10 @@ def small_file_cases(tools, work, count, repeat, add):
         "rclone's whole time a file", write["rclone"] / count * 1000, unit="ms",
         peers={"rclone": server_cpu["rclone"] / count * 1000})
     goal = write["mltrack"] / 3
-    add(f"S3 server CPU over 2 cores, {writers} writers", server_cpu["mltrack-par"] / 2,
+    add(f"S3 server CPU over 2 cores, {writers} writers", server_cpu["par"] / 2,
         "a third of 1 cp -r (issue 14's goal)", goal)
     add(f"daemon + server CPU over 2 cores, {writers} writers",
-        (server_cpu["mltrack-par"] + daemon_cpu["mltrack-par"]) / 2,
+        (server_cpu["par"] + daemon_cpu["par"]) / 2,
         "a third of 1 cp -r (issue 14's goal)", goal)
     for d in (small, tenth, par, f"{work}/small-dst"):
         shutil.rmtree(d, ignore_errors=True)
@@ -924,9 +924,8 @@ def tree_cases(tools, work, runs, repeat, add):
     # A refresh interval longer than the first listing, so that the second is within it.
     d = tools.mltrack(mnt, "tree", cache, 1 << 30, ["--refresh", "600"])
     try:
-        server_cpu = cpu_seconds(tools.server.proc.pid)
-        ls = timed(["ls", "-lR", os.path.join(mnt, "runs", "by_project")])
-        server_cpu = cpu_seconds(tools.server.proc.pid) - server_cpu
+        ls, (server_cpu,) = with_cpu([tools.server.proc.pid],
+                                     lambda: timed(["ls", "-lR", os.path.join(mnt, "runs", "by_project")]))
         ls_again = timed(["ls", "-lR", os.path.join(mnt, "runs", "by_project")])
     finally:
         rss = d.stop()

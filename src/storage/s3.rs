@@ -302,13 +302,12 @@ impl S3Store {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(completion_timeout(size))
             .build();
-        let sent = req
+        let out = req
             .customize()
             .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
             .send()
-            .await;
-        let out =
-            sent.map_err(|e| conditional(mode, key, self.classify("complete upload of", key, e)))?;
+            .await
+            .map_err(|e| conditional(mode, key, self.classify("complete upload of", key, e)))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 }

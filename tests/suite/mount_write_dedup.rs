@@ -169,15 +169,27 @@ fn a_copy_of_stored_data_needs_no_spool_space(kind: Kind) {
     assert_eq!(fsck["findings"].as_array().map(Vec::len), Some(0), "{fsck}");
 }
 
-fn copies_that_part_from_stored_data_read_back_as_written(kind: Kind) {
-    let t = TestStore::new(kind);
+/// A mount (logging at debug, where it says which copies it matches) on which `stored`, the
+/// bytes of local file `f`, were copied into run `first` and settled, so that the node holds
+/// the object; run `copies` is empty. Returns the mount, `f` and `stored`.
+fn mount_with_a_stored_object(
+    t: &TestStore,
+    kind: Kind,
+    seed: u64,
+) -> (common::Mount, std::path::PathBuf, Vec<u8>) {
     let m = t.mount(&t.dir.path().join("cache"), &["--log-level", "debug"]);
-    let stored = bytes(43, 20 * MIB + 333);
+    let stored = bytes(seed, 20 * MIB + 333);
     let f = t.file("stored.bin", &stored);
     make_runs(&m, &["first", "copies"]);
+    cp(t, &f, &m.path("runs/by_project/p/first/inputs/"));
+    settle(t, &m, kind, stored.len() as u64);
+    (m, f, stored)
+}
+
+fn copies_that_part_from_stored_data_read_back_as_written(kind: Kind) {
+    let t = TestStore::new(kind);
+    let (m, f, stored) = mount_with_a_stored_object(&t, kind, 43);
     let dest = |name: &str| m.path(&format!("runs/by_project/p/copies/outputs/{name}"));
-    cp(&t, &f, &m.path("runs/by_project/p/first/inputs/"));
-    settle(&t, &m, kind, stored.len() as u64);
     let mut expected: Vec<(&str, Vec<u8>)> = Vec::new();
     // Copies with `cp`: the same bytes, one byte changed past the point where the copy is
     // recognised, in the last (short) block, a prefix, and the bytes with more after them.
@@ -326,12 +338,7 @@ fn a_copy_of_data_removed_from_the_store_meanwhile_is_stored_again(kind: Kind) {
 /// object whole.
 fn randomised_copies_read_back_as_written(kind: Kind) {
     let t = TestStore::new(kind);
-    let m = t.mount(&t.dir.path().join("cache"), &["--log-level", "debug"]);
-    let stored = bytes(53, 20 * MIB + 333);
-    let f = t.file("stored.bin", &stored);
-    make_runs(&m, &["first", "copies"]);
-    cp(&t, &f, &m.path("runs/by_project/p/first/inputs/"));
-    settle(&t, &m, kind, stored.len() as u64);
+    let (m, f, _) = mount_with_a_stored_object(&t, kind, 53);
     let out_dir = m.path("runs/by_project/p/copies/outputs");
     let out = std::process::Command::new("python3")
         .args(["-c", include_str!("copies_fuzz.py")])
